@@ -1,0 +1,81 @@
+/**
+ * The HTTP client behind `switchyard service|server|hosts|ports …`.
+ * Errors come back as `ApiError` with the coordinator's own message.
+ */
+import type { FlagValues } from './flags.js';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ApiResponse<T = unknown> {
+  status: number;
+  data: T;
+  revision?: number;
+}
+
+export class ApiClient {
+  constructor(
+    readonly base: string,
+    private readonly token?: string,
+  ) {}
+
+  static fromFlags(values: FlagValues): ApiClient {
+    if (values.insecure) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+    return new ApiClient(String(values.api).replace(/\/+$/, ''), values.token as string | undefined);
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers['X-AUTH-TOKEN'] = this.token;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new ApiError(0, `cannot reach the coordinator at ${this.base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+    }
+    const text = await res.text();
+    let data: unknown = text;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    if (!res.ok) {
+      const msg = typeof data === 'object' && data && 'error' in data ? String((data as { error: unknown }).error) : text || res.statusText;
+      throw new ApiError(res.status, `${res.status}: ${msg}`);
+    }
+    const rev = res.headers.get('x-switchyard-revision');
+    return { status: res.status, data: data as T, revision: rev ? Number(rev) : undefined };
+  }
+
+  /**
+   * Waits until every live agent has applied `revision` (GET /hosts).
+   * Resolves to the hosts' final state; rejects after `timeoutMs`.
+   */
+  async waitApplied(revision: number, timeoutMs: number): Promise<unknown[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { data } = await this.request<{ id: string; alive: boolean; appliedRevision: number }[]>('GET', '/hosts');
+      const live = data.filter((h) => h.alive);
+      if (live.every((h) => h.appliedRevision >= revision)) return data;
+      if (Date.now() > deadline) {
+        const behind = live.filter((h) => h.appliedRevision < revision).map((h) => `${h.id} (at ${h.appliedRevision})`);
+        throw new ApiError(0, `timed out waiting for revision ${revision} on: ${behind.join(', ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+export function print(values: FlagValues, data: unknown): void {
+  if (data === undefined) return;
+  process.stdout.write(`${values.json ? JSON.stringify(data) : JSON.stringify(data, null, 2)}\n`);
+}

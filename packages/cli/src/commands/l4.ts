@@ -1,0 +1,150 @@
+/**
+ * `switchyard service …` and `switchyard server …`: Portal's CLI, spoken to
+ * the coordinator's Portal-compatible API.
+ */
+import { serviceId, type Protocol } from '@switchyard/shared';
+import { ApiClient, print } from '../client.js';
+import { clientFlags, helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
+
+const waitFlags: FlagSpec[] = [
+  { name: 'wait', kind: 'bool', default: 'false', help: 'after a write, wait until every live agent has applied it' },
+  { name: 'wait-timeout', kind: 'duration', default: '30s', help: 'how long --wait waits' },
+];
+
+const serviceFields: FlagSpec[] = [
+  { name: 'host', kind: 'string', help: 'virtual IP of the service', env: '' },
+  { name: 'port', kind: 'int', help: 'port of the service', env: '' },
+  { name: 'type', kind: 'string', help: 'tcp or udp (default tcp)', env: '' },
+  { name: 'scheduler', kind: 'string', help: 'rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq (default wlc)', env: '' },
+  { name: 'persistence', kind: 'int', help: 'persistence timeout in seconds (default 0)', env: '' },
+  { name: 'netmask', kind: 'string', help: 'persistence netmask (default "")', env: '' },
+  { name: 'hosts', kind: 'list', help: 'pin the service to these agent host ids (default: all)', env: '' },
+];
+
+const serverFields: FlagSpec[] = [
+  { name: 'host', kind: 'string', help: 'real server IP', env: '' },
+  { name: 'port', kind: 'int', help: 'real server port', env: '' },
+  { name: 'forwarder', kind: 'string', help: 'g (gatewaying), i (ipip) or m (masquerading) (default g)', env: '' },
+  { name: 'weight', kind: 'int', help: 'weight; 0 stops new connections (default 1)', env: '' },
+  { name: 'upper', kind: 'int', help: 'upper connection threshold (default 0 = none)', env: '' },
+  { name: 'lower', kind: 'int', help: 'lower connection threshold (default 0)', env: '' },
+];
+
+function pick(values: FlagValues, map: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [flag, field] of Object.entries(map)) if (values[flag] !== undefined) out[field] = values[flag];
+  return out;
+}
+
+const serviceMap = { host: 'host', port: 'port', type: 'type', scheduler: 'scheduler', persistence: 'persistence', netmask: 'netmask', hosts: 'hosts' };
+const serverMap = { host: 'host', port: 'port', forwarder: 'forwarder', weight: 'weight', upper: 'upper_threshold', lower: 'lower_threshold' };
+
+async function finishWrite(api: ApiClient, values: FlagValues, data: unknown, revision?: number): Promise<void> {
+  print(values, data);
+  if (values.wait && revision !== undefined) {
+    await api.waitApplied(revision, values['wait-timeout'] as number);
+    process.stderr.write(`applied revision ${revision} on every live host\n`);
+  }
+}
+
+function need(pos: string[], n: number, usage: string): string[] {
+  if (pos.length < n) throw new UsageError(`usage: ${usage}`);
+  return pos;
+}
+
+/** A service id from a positional or from --type/--host/--port. */
+function idFrom(pos: string | undefined, values: FlagValues): string {
+  if (pos) return pos;
+  if (values.host && values.port) return serviceId({ type: (values.type as Protocol) ?? 'tcp', host: String(values.host), port: Number(values.port) });
+  throw new UsageError('give a service id, or --host and --port (and --type) to name it');
+}
+
+export async function serviceCommand(argv: string[]): Promise<void> {
+  const [verb, ...rest] = argv;
+  const specs = [...clientFlags, ...serviceFields, ...waitFlags];
+  const usage = 'switchyard service add|list|show|set|remove [ID] [flags]';
+  const { values, positionals, help } = parseFlags(rest, specs);
+  if (help || !verb) {
+    process.stdout.write(helpText(usage, 'Manage L4 virtual services (Portal API).', specs));
+    if (!verb && !help) throw new UsageError('missing subcommand');
+    return;
+  }
+  const api = ApiClient.fromFlags(values);
+  switch (verb) {
+    case 'add': {
+      const r = await api.request('POST', '/services', pick(values, serviceMap));
+      return finishWrite(api, values, r.data, r.revision);
+    }
+    case 'list':
+      return print(values, (await api.request('GET', '/services')).data);
+    case 'show':
+      return print(values, (await api.request('GET', `/services/${encodeURIComponent(idFrom(positionals[0], values))}`)).data);
+    case 'set': {
+      const [id] = need(positionals, 1, 'switchyard service set ID [--host … --port … …]');
+      const current = (await api.request<Record<string, unknown>>('GET', `/services/${encodeURIComponent(id)}`)).data;
+      const { servers: _servers, id: _id, ...fields } = current;
+      const r = await api.request('PUT', `/services/${encodeURIComponent(id)}`, { ...fields, ...pick(values, serviceMap) });
+      return finishWrite(api, values, r.data, r.revision);
+    }
+    case 'remove': {
+      const r = await api.request('DELETE', `/services/${encodeURIComponent(idFrom(positionals[0], values))}`);
+      return finishWrite(api, values, r.data, r.revision);
+    }
+    default:
+      throw new UsageError(`unknown subcommand "service ${verb}" (${usage})`);
+  }
+}
+
+export async function serverCommand(argv: string[]): Promise<void> {
+  const [verb, ...rest] = argv;
+  const specs = [...clientFlags, ...serverFields, ...waitFlags];
+  const usage = 'switchyard server add|list|show|remove SERVICE_ID [SERVER_ID] [flags]';
+  const { values, positionals, help } = parseFlags(rest, specs);
+  if (help || !verb) {
+    process.stdout.write(helpText(usage, 'Manage the real servers of an L4 service (Portal API).', specs));
+    if (!verb && !help) throw new UsageError('missing subcommand');
+    return;
+  }
+  const api = ApiClient.fromFlags(values);
+  const svc = (id: string) => `/services/${encodeURIComponent(id)}/servers`;
+  switch (verb) {
+    case 'add': {
+      const [id] = need(positionals, 1, 'switchyard server add SERVICE_ID --host H --port P [flags]');
+      const r = await api.request('POST', svc(id), pick(values, serverMap));
+      return finishWrite(api, values, r.data, r.revision);
+    }
+    case 'list': {
+      const [id] = need(positionals, 1, 'switchyard server list SERVICE_ID');
+      return print(values, (await api.request('GET', svc(id))).data);
+    }
+    case 'show': {
+      const [id, sid] = need(positionals, 2, 'switchyard server show SERVICE_ID SERVER_ID');
+      return print(values, (await api.request('GET', `${svc(id)}/${encodeURIComponent(sid)}`)).data);
+    }
+    case 'remove': {
+      const [id, sid] = need(positionals, 2, 'switchyard server remove SERVICE_ID SERVER_ID');
+      const r = await api.request('DELETE', `${svc(id)}/${encodeURIComponent(sid)}`);
+      return finishWrite(api, values, r.data, r.revision);
+    }
+    default:
+      throw new UsageError(`unknown subcommand "server ${verb}" (${usage})`);
+  }
+}
+
+export async function hostsCommand(argv: string[]): Promise<void> {
+  const [verb, ...rest] = argv;
+  const usage = 'switchyard hosts list|show [ID]';
+  const { values, positionals, help } = parseFlags(rest, clientFlags);
+  if (help || !verb) {
+    process.stdout.write(helpText(usage, 'Agents and the revision each has applied.', clientFlags));
+    if (!verb && !help) throw new UsageError('missing subcommand');
+    return;
+  }
+  const api = ApiClient.fromFlags(values);
+  if (verb === 'list') return print(values, (await api.request('GET', '/hosts')).data);
+  if (verb === 'show') {
+    const [id] = need(positionals, 1, 'switchyard hosts show ID');
+    return print(values, (await api.request('GET', `/hosts/${encodeURIComponent(id)}`)).data);
+  }
+  throw new UsageError(`unknown subcommand "hosts ${verb}" (${usage})`);
+}

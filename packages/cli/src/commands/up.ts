@@ -1,0 +1,50 @@
+/**
+ * `switchyard up`: the embedded default. A local etcd child process (data
+ * under ./.switchyard/), a coordinator and an agent, all on this machine.
+ * Ctrl-C stops them in reverse order.
+ */
+import { resolve } from 'node:path';
+import { buildCoordinator } from '@switchyard/coordinator';
+import { startEtcd } from '../embedded-etcd.js';
+import { helpText, parseFlags, type FlagSpec } from '../flags.js';
+import { onShutdown } from '../lifecycle.js';
+import { agentConfigFrom, agentFlags } from './agent.js';
+import { coordinatorConfigFrom, coordinatorFlags } from './coordinator.js';
+
+const own: FlagSpec[] = [
+  { name: 'data-dir', kind: 'string', default: './.switchyard', help: 'where the embedded etcd keeps its data' },
+  { name: 'etcd-port', kind: 'int', default: '2379', help: 'client port of the embedded etcd (its peer port is the next one)' },
+  { name: 'no-agent', kind: 'bool', default: 'false', help: 'run etcd and the coordinator only' },
+];
+// `up` owns etcd, so the --etcd flags of the parts it starts do not apply.
+const upFlags: FlagSpec[] = [
+  ...own,
+  ...coordinatorFlags.filter((f) => f.name !== 'etcd'),
+  ...agentFlags.filter((f) => !['etcd', 'prefix', 'log-level'].includes(f.name)),
+];
+
+export async function upCommand(argv: string[]): Promise<void> {
+  const { values, help } = parseFlags(argv, upFlags);
+  if (help) {
+    process.stdout.write(helpText('switchyard up [flags]', 'Run etcd, a coordinator and an agent on this machine (Ctrl-C stops all).', upFlags));
+    return;
+  }
+  const dataDir = resolve(String(values['data-dir']), 'etcd');
+  const port = values['etcd-port'] as number;
+  const etcd = await startEtcd({ dataDir, clientPort: port, peerPort: port + 1 });
+  onShutdown(() => etcd.stop());
+  process.stderr.write(`switchyard: etcd at ${etcd.url} (data in ${dataDir})\n`);
+
+  const coordinator = await buildCoordinator(coordinatorConfigFrom({ ...values, etcd: etcd.url }));
+  const address = await coordinator.listen();
+  onShutdown(() => coordinator.close());
+  process.stderr.write(`switchyard: coordinator at ${address} (OpenAPI UI at ${address}/docs)\n`);
+
+  if (!values['no-agent']) {
+    const { startAgent } = await import('@switchyard/agent');
+    const agent = await startAgent(agentConfigFrom({ ...values, etcd: etcd.url, prefix: values.prefix, 'log-level': values['log-level'] }));
+    onShutdown(() => agent.stop());
+    process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
+  }
+  process.stderr.write('switchyard: up. Ctrl-C stops everything.\n');
+}

@@ -1,0 +1,39 @@
+/**
+ * The coordinator's configuration: one schema, validated once at start.
+ * The CLI fills it from flags and SWITCHYARD_* environment variables.
+ */
+import { z } from 'zod';
+import { DEFAULT_PREFIX } from '@switchyard/shared';
+
+export const CoordinatorConfig = z.object({
+  etcd: z.array(z.string()).min(1),
+  listen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).default({ host: '127.0.0.1', port: 8443 }),
+  prefix: z.string().default(DEFAULT_PREFIX),
+  token: z.string().min(1).optional(),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
+  /** Upper bound on any one etcd operation behind a request, ms. */
+  etcdTimeoutMs: z.int().positive().default(3000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Portmaster: unaccepted offers expire after this long (ms). */
+  offerTtlMs: z.int().positive().default(30 * 60_000),
+  /** Leviathan: containers named in a CEN file but on no host go here. */
+  defaultHost: z.string().default('host1'),
+  /** skyapi: DNS root of the SkyDNS records. */
+  dnsRoot: z.string().default('skydns.local'),
+  /** skyapi: coordinator lease TTL; its records vanish this long after it dies (ms). */
+  providerTtlMs: z.int().positive().default(10_000),
+  /** skyapi: websocket ping interval (ms). */
+  pingIntervalMs: z.int().positive().default(10_000),
+  /** Built-in DNS responder, e.g. { host: '127.0.0.1', port: 5353 }; off when absent. */
+  dnsListen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).optional(),
+});
+export type CoordinatorConfig = z.output<typeof CoordinatorConfig>;
+export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;
+
+/** `HOST:PORT` or `[v6]:PORT` → { host, port }. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!m || Number(m[2]) > 65535) throw new Error(`invalid listen address "${text}" (want HOST:PORT)`);
+  return { host: m[1], port: Number(m[2]) };
+}

@@ -1,0 +1,90 @@
+/**
+ * GET /hosts and GET /hosts/:id: what each agent reports. `alive` means its
+ * registration (on the agent's lease) exists; the status key outlives it so a
+ * dead host's last applied revision stays visible.
+ */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AgentRegistration, AgentStatus, fail, Host, PrefixMirror, SwitchyardError } from '@switchyard/shared';
+import type { CoordinatorContext } from '../context.js';
+
+type HostRecord = { kind: 'agent'; value: AgentRegistration } | { kind: 'status'; value: AgentStatus };
+
+export class HostDirectory {
+  readonly mirror: PrefixMirror<HostRecord>;
+
+  constructor(private readonly ctx: CoordinatorContext) {
+    this.mirror = new PrefixMirror<HostRecord>(ctx.etcd, {
+      prefix: ctx.keys.hosts.all,
+      parse: (key, value) => {
+        const k = ctx.keys.hosts.parse(key);
+        if (!k) return undefined;
+        const json = JSON.parse(value.toString());
+        return k.kind === 'agent' ? { kind: 'agent', value: AgentRegistration.parse(json) } : { kind: 'status', value: AgentStatus.parse(json) };
+      },
+      onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid host record in etcd'),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.mirror.start();
+  }
+
+  stop(): Promise<void> {
+    return this.mirror.stop();
+  }
+
+  private async fresh(): Promise<void> {
+    await this.ctx.call(() => this.mirror.start(), 'listing hosts');
+    if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
+  }
+
+  private build(id: string): Host | undefined {
+    const reg = this.mirror.get(this.ctx.keys.hosts.agent(id))?.value;
+    const st = this.mirror.get(this.ctx.keys.hosts.status(id))?.value;
+    if (!reg && !st) return undefined;
+    const agent = reg?.kind === 'agent' ? reg.value : undefined;
+    const status = st?.kind === 'status' ? st.value : undefined;
+    return {
+      id,
+      alive: agent !== undefined,
+      dataplane: agent?.dataplane ?? status?.dataplane ?? null,
+      version: agent?.version ?? null,
+      startedAt: agent?.startedAt ?? null,
+      appliedRevision: status?.appliedRevision ?? 0,
+      lastSync: status?.lastSync ?? null,
+      services: status?.services ?? 0,
+      errors: status?.errors ?? [],
+      warnings: status?.warnings ?? [],
+    };
+  }
+
+  async list(): Promise<Host[]> {
+    await this.fresh();
+    const ids = new Set<string>();
+    for (const key of this.mirror.entries.keys()) {
+      const k = this.ctx.keys.hosts.parse(key);
+      if (k) ids.add(k.hostId);
+    }
+    return [...ids].sort().map((id) => this.build(id) as Host);
+  }
+
+  async get(id: string): Promise<Host> {
+    await this.fresh();
+    const h = this.build(id);
+    if (!h) throw fail('HOST_NOT_FOUND');
+    return h;
+  }
+}
+
+export function hostRoutes(dir: HostDirectory): FastifyPluginAsyncZod {
+  return async (app) => {
+    const tags = ['hosts'];
+    app.get('/hosts', { schema: { tags, summary: 'Agents and what they have applied', response: { 200: z.array(Host) } } }, () => dir.list());
+    app.get(
+      '/hosts/:id',
+      { schema: { tags, summary: 'One agent', params: z.object({ id: z.string() }), response: { 200: Host } } },
+      (req) => dir.get(req.params.id),
+    );
+  };
+}

@@ -1,0 +1,37 @@
+/**
+ * Portal's token check: header `X-AUTH-TOKEN`, or the same name as a query
+ * parameter. Every route but /healthz requires it when a token is set.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { SwitchyardError } from '@switchyard/shared';
+
+const OPEN_ROUTES = new Set(['/healthz']);
+
+function same(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export function presentedToken(request: { headers: FastifyRequest['headers']; url: string }): string | undefined {
+  const header = request.headers['x-auth-token'];
+  if (typeof header === 'string') return header;
+  const q = request.url.indexOf('?');
+  if (q < 0) return undefined;
+  return new URLSearchParams(request.url.slice(q + 1)).get('X-AUTH-TOKEN') ?? undefined;
+}
+
+export function checkToken(token: string | undefined, request: { headers: FastifyRequest['headers']; url: string }): boolean {
+  if (!token) return true;
+  const given = presentedToken(request);
+  return given !== undefined && same(given, token);
+}
+
+export function installAuth(app: FastifyInstance, token: string | undefined): void {
+  if (!token) return;
+  app.addHook('onRequest', async (request) => {
+    if (OPEN_ROUTES.has(request.url.split('?')[0])) return;
+    if (!checkToken(token, request)) throw new SwitchyardError('UNAUTHORIZED', 'missing or wrong X-AUTH-TOKEN');
+  });
+}

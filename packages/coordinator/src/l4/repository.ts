@@ -1,0 +1,223 @@
+/**
+ * L4 services in etcd: one key per service, its servers embedded, so a service
+ * and its servers always change together in one write.
+ *
+ * Reads come from a watch-fed mirror. Before answering, a read waits until the
+ * mirror has caught up with the last write this coordinator acknowledged, so a
+ * client never reads older state than a write it was told succeeded.
+ * Writes that depend on the current value are compare-and-swap on the key's
+ * mod revision, retried on conflict, so concurrent coordinators never lose an
+ * update.
+ */
+import type { Etcd3 } from 'etcd3';
+import {
+  atomically,
+  fail,
+  ipFamily,
+  op,
+  PrefixMirror,
+  Service,
+  SwitchyardError,
+  toService,
+  type Server,
+  type ServiceInput,
+} from '@switchyard/shared';
+import type { CoordinatorContext } from '../context.js';
+
+interface Stored {
+  service: Service;
+  /** The exact JSON body GET answers with. */
+  json: string;
+}
+
+export interface Written<T> {
+  value: T;
+  revision: number;
+}
+
+const MAX_CAS_ATTEMPTS = 8;
+
+export class L4Repository {
+  readonly mirror: PrefixMirror<Stored>;
+  private lastWrite = 0;
+  private readonly etcd: Etcd3;
+
+  constructor(private readonly ctx: CoordinatorContext) {
+    this.etcd = ctx.etcd;
+    this.mirror = new PrefixMirror<Stored>(ctx.etcd, {
+      prefix: ctx.keys.l4.services,
+      parse: (_key, value) => {
+        const service = Service.parse(JSON.parse(value.toString()));
+        return { service, json: JSON.stringify(service) };
+      },
+      onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid service value in etcd'),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.mirror.start();
+  }
+
+  stop(): Promise<void> {
+    return this.mirror.stop();
+  }
+
+  // ---------- reads ----------
+
+  /** Waits until the mirror reflects every write acknowledged by this coordinator. */
+  private async fresh(): Promise<void> {
+    if (!this.mirror.healthy) {
+      // Not yet listed, or the watch is down: do not serve possibly stale state.
+      await this.ctx.call(() => this.mirror.start(), 'initial list of services');
+      if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
+    }
+    if (this.mirror.revision < this.lastWrite) {
+      await this.ctx.call(() => this.mirror.waitFor(this.lastWrite), 'waiting for the watch to catch up');
+    }
+  }
+
+  private noteWrite(revision: number): number {
+    if (revision > this.lastWrite) this.lastWrite = revision;
+    return revision;
+  }
+
+  async list(): Promise<Stored[]> {
+    await this.fresh();
+    return [...this.mirror.entries.values()]
+      .map((e) => e.value)
+      .sort((a, b) => (a.service.id < b.service.id ? -1 : a.service.id > b.service.id ? 1 : 0));
+  }
+
+  async get(id: string): Promise<Stored> {
+    await this.fresh();
+    const e = this.mirror.get(this.ctx.keys.l4.service(id));
+    if (!e) throw fail('SERVICE_NOT_FOUND');
+    return e.value;
+  }
+
+  // ---------- writes ----------
+
+  /** POST /services: create, or return the existing service of that id (Portal's idempotence). */
+  async create(input: ServiceInput): Promise<Written<Service>> {
+    const service = toService(input);
+    const key = this.ctx.keys.l4.service(service.id);
+    const res = await this.ctx.call(() =>
+      this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(service))).else(this.etcd.get(key)).commit(),
+    );
+    const revision = Number(res.header.revision);
+    if (res.succeeded) return { value: service, revision: this.noteWrite(revision) };
+    const kv = res.responses[0].response_range?.kvs[0];
+    if (!kv) throw new SwitchyardError('INTERNAL', 'service vanished while being read');
+    return { value: Service.parse(JSON.parse(kv.value.toString())), revision };
+  }
+
+  /** PUT /services: the whole set replaced in one transaction. */
+  async replaceAll(inputs: ServiceInput[]): Promise<Written<Service[]>> {
+    const services = inputs.map((s) => toService(s));
+    const seen = new Set<string>();
+    for (const s of services) {
+      if (seen.has(s.id)) throw fail('INVALID', `duplicate service ${s.id} in the list`);
+      seen.add(s.id);
+    }
+    const ops = [op.delPrefix(this.ctx.keys.l4.services), ...services.map((s) => op.put(this.ctx.keys.l4.service(s.id), JSON.stringify(s)))];
+    const res = await this.ctx.call(() => atomically(this.etcd, ops), 'replacing all services');
+    return { value: services, revision: this.noteWrite(Number(res.header.revision)) };
+  }
+
+  /**
+   * PUT /services/:id. host/port/type may change and with them the id: the old
+   * key goes and the new one comes in the same transaction. `servers` absent
+   * keeps the current servers; present replaces them.
+   */
+  async update(id: string, input: ServiceInput): Promise<Written<Service>> {
+    const oldKey = this.ctx.keys.l4.service(id);
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const current = await this.current(id, attempt > 0);
+      const next = toService(input, input.servers === undefined ? current.service.servers : input.servers);
+      const newKey = this.ctx.keys.l4.service(next.id);
+      const json = JSON.stringify(next);
+      let txn = this.etcd.if(oldKey, 'Mod', '==', current.modRevision);
+      if (newKey !== oldKey) txn = txn.and(newKey, 'Create', '==', 0);
+      const res = await this.ctx.call(() =>
+        newKey === oldKey
+          ? txn.then(this.etcd.put(oldKey).value(json)).commit()
+          : txn.then(this.etcd.delete().key(oldKey), this.etcd.put(newKey).value(json)).else(this.etcd.get(newKey)).commit(),
+      );
+      if (res.succeeded) return { value: next, revision: this.noteWrite(Number(res.header.revision)) };
+      if (newKey !== oldKey && (res.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
+        throw fail('SERVICE_EXISTS', `a service with id ${next.id} already exists`);
+      }
+    }
+    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+  }
+
+  async remove(id: string): Promise<Written<null>> {
+    const res = await this.ctx.call(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec());
+    if (Number(res.deleted) === 0) throw fail('SERVICE_NOT_FOUND');
+    return { value: null, revision: this.noteWrite(Number(res.header.revision)) };
+  }
+
+  /** POST /services/:id/servers: add, or return the existing server of that id. */
+  addServer(id: string, server: Server): Promise<Written<Server>> {
+    return this.mutate(id, (svc) => {
+      const existing = svc.servers.find((s) => s.id === server.id);
+      if (existing) return { result: existing };
+      return { result: server, next: { ...svc, servers: [...svc.servers, server] } };
+    });
+  }
+
+  /** PUT /services/:id/servers: replace the service's servers. */
+  replaceServers(id: string, servers: Server[]): Promise<Written<Server[]>> {
+    const seen = new Set<string>();
+    for (const s of servers) {
+      if (seen.has(s.id)) throw fail('INVALID', `duplicate server ${s.id} in the list`);
+      seen.add(s.id);
+    }
+    return this.mutate(id, (svc) => ({ result: servers, next: { ...svc, servers } }));
+  }
+
+  removeServer(id: string, serverId: string): Promise<Written<null>> {
+    return this.mutate(id, (svc) => {
+      if (!svc.servers.some((s) => s.id === serverId)) throw fail('SERVER_NOT_FOUND');
+      return { result: null, next: { ...svc, servers: svc.servers.filter((s) => s.id !== serverId) } };
+    });
+  }
+
+  /**
+   * Read-modify-write of one service, compare-and-swap on its mod revision.
+   * The first attempt reads the mirror; a conflict re-reads etcd.
+   */
+  private async mutate<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
+    const key = this.ctx.keys.l4.service(id);
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const current = await this.current(id, attempt > 0);
+      const { result, next } = change(current.service);
+      if (!next) return { value: result, revision: Math.max(current.modRevision, this.mirror.revision) };
+      for (const s of next.servers) {
+        if (ipFamily(s.host) !== ipFamily(next.host)) {
+          throw fail('INVALID', `server ${s.id}: must be of the same address family as the service host`);
+        }
+      }
+      const res = await this.ctx.call(() =>
+        this.etcd.if(key, 'Mod', '==', current.modRevision).then(this.etcd.put(key).value(JSON.stringify(next))).commit(),
+      );
+      if (res.succeeded) return { value: result, revision: this.noteWrite(Number(res.header.revision)) };
+    }
+    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+  }
+
+  /** The current service and its mod revision: from the mirror, or from etcd itself. */
+  private async current(id: string, fromEtcd: boolean): Promise<{ service: Service; modRevision: number }> {
+    const key = this.ctx.keys.l4.service(id);
+    if (!fromEtcd) {
+      await this.fresh();
+      const e = this.mirror.get(key);
+      if (!e) throw fail('SERVICE_NOT_FOUND');
+      return { service: e.value.service, modRevision: e.modRevision };
+    }
+    const res = await this.ctx.call(() => this.etcd.get(key).exec());
+    const kv = res.kvs[0];
+    if (!kv) throw fail('SERVICE_NOT_FOUND');
+    return { service: Service.parse(JSON.parse(kv.value.toString())), modRevision: Number(kv.mod_revision) };
+  }
+}

@@ -1,0 +1,10 @@
+export * from './errors.js';
+export * from './duration.js';
+export * from './names.js';
+export * from './keys.js';
+export * from './schemas/l4.js';
+export * from './schemas/hosts.js';
+export * from './etcd/client.js';
+export * from './etcd/prefix-mirror.js';
+export const VERSION = '0.1.0';
+export * from './etcd/txn.js';

@@ -1,0 +1,204 @@
+/**
+ * L4 virtual services and their real servers, as Portal defines them.
+ *
+ * One schema per resource: the coordinator validates REST bodies with the
+ * `*Input` schemas, answers with the `Service`/`Server` shapes, the agent
+ * parses etcd values with `Service`, and the OpenAPI document is generated
+ * from the same objects.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+export const SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq'] as const;
+export const FORWARDERS = ['g', 'i', 'm'] as const;
+export const PROTOCOLS = ['tcp', 'udp'] as const;
+
+export type Scheduler = (typeof SCHEDULERS)[number];
+export type Forwarder = (typeof FORWARDERS)[number];
+export type Protocol = (typeof PROTOCOLS)[number];
+
+/** Canonical text of an IP literal (IPv6 compressed, lower case), or undefined. */
+export function canonicalIp(host: string): string | undefined {
+  const family = isIP(host);
+  if (family === 4) return host.split('.').map((o) => String(Number(o))).join('.');
+  if (family === 6) {
+    try {
+      return new URL(`http://[${host}]/`).hostname.slice(1, -1);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+export function ipFamily(host: string): 4 | 6 {
+  return isIP(host) === 6 ? 6 : 4;
+}
+
+const ipLiteral = z
+  .string()
+  .refine((h) => canonicalIp(h) !== undefined, { message: 'must be an IPv4 or IPv6 literal' })
+  .transform((h) => canonicalIp(h) as string);
+
+const port = z.int().min(1).max(65535);
+const count = z.int().min(0).max(2 ** 31 - 1);
+
+/**
+ * `ipvsadm -M`: a dotted IPv4 netmask, or a prefix length for IPv6 services.
+ * Empty means "not set" (a /32 or /128 per client).
+ */
+function validNetmask(mask: string): boolean {
+  if (mask === '') return true;
+  if (/^\d{1,3}$/.test(mask)) return Number(mask) >= 1 && Number(mask) <= 128;
+  if (isIP(mask) !== 4) return false;
+  const bits = mask
+    .split('.')
+    .map((o) => Number(o).toString(2).padStart(8, '0'))
+    .join('');
+  return /^1*0*$/.test(bits);
+}
+
+// ---------- ids ----------
+// Portal's ids: service `type-host-port`, server `host-port`, with the host's
+// dots as underscores. An IPv6 host has its colons as underscores instead; its
+// canonical form never contains a dot and an IPv4 one never a colon, so the id
+// stays reversible, and `-` never occurs inside a host, so splitting on the
+// first and last `-` recovers all parts.
+
+const hostToId = (host: string) => host.replace(/[.:]/g, '_');
+
+function hostFromId(part: string): string | undefined {
+  const v4 = part.replace(/_/g, '.');
+  if (isIP(v4) === 4) return v4;
+  const v6 = part.replace(/_/g, ':');
+  return isIP(v6) === 6 ? v6 : undefined;
+}
+
+export function serviceId(s: { type: Protocol; host: string; port: number }): string {
+  return `${s.type}-${hostToId(s.host)}-${s.port}`;
+}
+
+export function serverId(s: { host: string; port: number }): string {
+  return `${hostToId(s.host)}-${s.port}`;
+}
+
+export function parseServiceId(id: string): { type: Protocol; host: string; port: number } | undefined {
+  const m = /^(tcp|udp)-([0-9A-Za-z_]+)-(\d{1,5})$/.exec(id);
+  const host = m && hostFromId(m[2]);
+  return m && host ? { type: m[1] as Protocol, host, port: Number(m[3]) } : undefined;
+}
+
+export function parseServerId(id: string): { host: string; port: number } | undefined {
+  const m = /^([0-9A-Za-z_]+)-(\d{1,5})$/.exec(id);
+  const host = m && hostFromId(m[1]);
+  return m && host ? { host, port: Number(m[2]) } : undefined;
+}
+
+// ---------- servers ----------
+
+export const ServerInput = z
+  .object({
+    host: ipLiteral,
+    port,
+    forwarder: z.enum(FORWARDERS).default('g'),
+    weight: count.default(1),
+    upper_threshold: count.optional(),
+    lower_threshold: count.optional(),
+    /** Portal's README spells the thresholds this way; accepted on input. */
+    UpperThreshold: count.optional(),
+    LowerThreshold: count.optional(),
+  })
+  .transform(({ UpperThreshold, LowerThreshold, upper_threshold, lower_threshold, ...s }) => ({
+    id: serverId(s),
+    host: s.host,
+    port: s.port,
+    forwarder: s.forwarder,
+    weight: s.weight,
+    upper_threshold: upper_threshold ?? UpperThreshold ?? 0,
+    lower_threshold: lower_threshold ?? LowerThreshold ?? 0,
+  }));
+
+export const Server = z.object({
+  id: z.string(),
+  host: z.string(),
+  port,
+  forwarder: z.enum(FORWARDERS),
+  weight: count,
+  upper_threshold: count,
+  lower_threshold: count,
+});
+export type Server = z.infer<typeof Server>;
+
+// ---------- services ----------
+
+const serviceFields = {
+  host: ipLiteral,
+  port,
+  type: z.enum(PROTOCOLS).default('tcp'),
+  scheduler: z.enum(SCHEDULERS).default('wlc'),
+  persistence: count.default(0),
+  netmask: z.string().refine(validNetmask, { message: 'must be empty, a dotted IPv4 netmask or an IPv6 prefix length' }).default(''),
+  /** Switchyard only: pin the service to these agents (all agents when absent). */
+  hosts: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/)).optional(),
+};
+
+function finishService<T extends { host: string; port: number; type: Protocol; servers?: Server[] }>(
+  s: T,
+  ctx: z.RefinementCtx,
+) {
+  const family = ipFamily(s.host);
+  const seen = new Set<string>();
+  for (const [i, srv] of (s.servers ?? []).entries()) {
+    if (ipFamily(srv.host) !== family) {
+      ctx.addIssue({ code: 'custom', path: ['servers', i, 'host'], message: 'must be of the same address family as the service host' });
+    }
+    if (seen.has(srv.id)) {
+      ctx.addIssue({ code: 'custom', path: ['servers', i], message: `duplicate server ${srv.id}` });
+    }
+    seen.add(srv.id);
+  }
+}
+
+/** A service as a client sends it (POST /services, PUT /services, PUT /services/:id). */
+export const ServiceInput = z
+  .object({ ...serviceFields, servers: z.array(ServerInput).optional() })
+  .superRefine(finishService)
+  .transform((s) => ({
+    id: serviceId(s),
+    host: s.host,
+    port: s.port,
+    type: s.type,
+    scheduler: s.scheduler,
+    persistence: s.persistence,
+    netmask: s.netmask,
+    servers: s.servers,
+    ...(s.hosts ? { hosts: s.hosts } : {}),
+  }));
+export type ServiceInput = z.output<typeof ServiceInput>;
+
+/** A service as stored in etcd and returned by the API. */
+export const Service = z.object({
+  id: z.string(),
+  host: z.string(),
+  port,
+  type: z.enum(PROTOCOLS),
+  scheduler: z.enum(SCHEDULERS),
+  persistence: count,
+  netmask: z.string(),
+  servers: z.array(Server),
+  hosts: z.array(z.string()).optional(),
+});
+export type Service = z.infer<typeof Service>;
+
+export const ServiceListInput = z.array(ServiceInput);
+export const ServerListInput = z.array(ServerInput);
+
+/** Completes an input service into the stored shape (servers default to none). */
+export function toService(input: ServiceInput, servers: Server[] = []): Service {
+  return { ...input, servers: input.servers ?? servers };
+}
+
+/** Does this host apply this service? (`hosts` absent = every host.) */
+export function serviceAppliesTo(service: Pick<Service, 'hosts'>, hostId: string): boolean {
+  return !service.hosts || service.hosts.includes(hostId);
+}

@@ -1,0 +1,41 @@
+import { defineConfig } from 'vitest/config';
+
+// Layers, each its own project so the fast one runs in a second:
+//   unit        pure logic and fakes, no etcd, no kernel
+//   integration real etcd (started by the global setup), HTTP via inject() and real sockets
+//   kernel      real etcd + real kernel in network namespaces the tests create (root)
+//   vm          real IPVS in a qemu guest (skips outside CI when the tools are missing)
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          globalSetup: ['test/global-setup.ts'],
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'kernel',
+          include: ['test/kernel/**/*.test.ts'],
+          globalSetup: ['test/global-setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: 'vm',
+          include: ['test/vm/**/*.test.ts'],
+          testTimeout: 900_000,
+          hookTimeout: 900_000,
+        },
+      },
+    ],
+  },
+});
