@@ -6,6 +6,10 @@ import { defineConfig } from 'vitest/config';
 //   kernel      real etcd + real kernel in network namespaces the tests create (root)
 //   vm          real IPVS in a qemu guest (skips outside CI when the tools are missing)
 export default defineConfig({
+  // Tests run the TypeScript sources of the workspace packages directly (the
+  // "source" export condition), so no build is needed between edit and test.
+  resolve: { conditions: ['source'] },
+  ssr: { resolve: { conditions: ['source'] } },
   test: {
     projects: [
       { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },

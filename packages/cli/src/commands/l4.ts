@@ -64,7 +64,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
   const specs = [...clientFlags, ...serviceFields, ...waitFlags];
   const usage = 'switchyard service add|list|show|set|remove [ID] [flags]';
   const { values, positionals, help } = parseFlags(rest, specs);
-  if (help || !verb) {
+  if (help || !verb || verb.startsWith('-')) {
     process.stdout.write(helpText(usage, 'Manage L4 virtual services (Portal API).', specs));
     if (!verb && !help) throw new UsageError('missing subcommand');
     return;
@@ -100,7 +100,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
   const specs = [...clientFlags, ...serverFields, ...waitFlags];
   const usage = 'switchyard server add|list|show|remove SERVICE_ID [SERVER_ID] [flags]';
   const { values, positionals, help } = parseFlags(rest, specs);
-  if (help || !verb) {
+  if (help || !verb || verb.startsWith('-')) {
     process.stdout.write(helpText(usage, 'Manage the real servers of an L4 service (Portal API).', specs));
     if (!verb && !help) throw new UsageError('missing subcommand');
     return;
@@ -135,7 +135,7 @@ export async function hostsCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
   const usage = 'switchyard hosts list|show [ID]';
   const { values, positionals, help } = parseFlags(rest, clientFlags);
-  if (help || !verb) {
+  if (help || !verb || verb.startsWith('-')) {
     process.stdout.write(helpText(usage, 'Agents and the revision each has applied.', clientFlags));
     if (!verb && !help) throw new UsageError('missing subcommand');
     return;
