@@ -11,14 +11,16 @@
  */
 import type { Etcd3 } from 'etcd3';
 import {
-  atomically,
   fail,
   ipFamily,
   op,
   PrefixMirror,
   Service,
   SwitchyardError,
+  keysAt,
   toService,
+  transact,
+  unchangedSince,
   type Server,
   type ServiceInput,
 } from '@switchyard/shared';
@@ -37,9 +39,30 @@ export interface Written<T> {
 
 const MAX_CAS_ATTEMPTS = 8;
 
+/** Jittered pause between compare-and-swap attempts against other coordinators. */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
+}
+
+/** Runs tasks with the same key one at a time, in arrival order. */
+class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(task, task);
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+}
+
 export class L4Repository {
   readonly mirror: PrefixMirror<Stored>;
   private lastWrite = 0;
+  private readonly queue = new KeyedQueue();
   private readonly etcd: Etcd3;
 
   constructor(private readonly ctx: CoordinatorContext) {
@@ -111,17 +134,31 @@ export class L4Repository {
     return { value: Service.parse(JSON.parse(kv.value.toString())), revision };
   }
 
-  /** PUT /services: the whole set replaced in one transaction. */
+  /**
+   * PUT /services: the whole set replaced in one transaction. etcd refuses a
+   * transaction that both range-deletes and puts the same key, so the old keys
+   * not in the new set are deleted one by one, guarded by "nothing under the
+   * prefix changed since I listed it" (retried if something did).
+   */
   async replaceAll(inputs: ServiceInput[]): Promise<Written<Service[]>> {
     const services = inputs.map((s) => toService(s));
-    const seen = new Set<string>();
+    const keys = this.ctx.keys.l4;
+    const wanted = new Map<string, string>();
     for (const s of services) {
-      if (seen.has(s.id)) throw fail('INVALID', `duplicate service ${s.id} in the list`);
-      seen.add(s.id);
+      if (wanted.has(keys.service(s.id))) throw fail('INVALID', `duplicate service ${s.id} in the list`);
+      wanted.set(keys.service(s.id), JSON.stringify(s));
     }
-    const ops = [op.delPrefix(this.ctx.keys.l4.services), ...services.map((s) => op.put(this.ctx.keys.l4.service(s.id), JSON.stringify(s)))];
-    const res = await this.ctx.call(() => atomically(this.etcd, ops), 'replacing all services');
-    return { value: services, revision: this.noteWrite(Number(res.header.revision)) };
+    const puts = [...wanted].map(([k, v]) => op.put(k, v));
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const current = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
+      const dels = current.keys.filter((k) => !wanted.has(k)).map((k) => op.del(k));
+      const res = await this.ctx.call(
+        () => transact(this.etcd, [unchangedSince(keys.services, current.revision)], [...dels, ...puts]),
+        'replacing all services',
+      );
+      if (res.succeeded) return { value: services, revision: this.noteWrite(Number(res.header.revision)) };
+    }
+    throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
   }
 
   /**
@@ -187,7 +224,13 @@ export class L4Repository {
    * Read-modify-write of one service, compare-and-swap on its mod revision.
    * The first attempt reads the mirror; a conflict re-reads etcd.
    */
-  private async mutate<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
+  private mutate<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
+    // Changes to one service from this coordinator run one after another, so
+    // they never compete with each other; CAS only arbitrates between coordinators.
+    return this.queue.run(id, () => this.casLoop(id, change));
+  }
+
+  private async casLoop<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
     const key = this.ctx.keys.l4.service(id);
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const current = await this.current(id, attempt > 0);
@@ -202,6 +245,7 @@ export class L4Repository {
         this.etcd.if(key, 'Mod', '==', current.modRevision).then(this.etcd.put(key).value(JSON.stringify(next))).commit(),
       );
       if (res.succeeded) return { value: result, revision: this.noteWrite(Number(res.header.revision)) };
+      await backoff(attempt);
     }
     throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
   }

@@ -8,8 +8,16 @@
  * with a 503 instead of hanging), and watches reconnect within a second or two
  * of etcd returning.
  */
-import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
+import {
+  ClientClosedError,
+  Etcd3,
+  GRPCCancelledError,
+  GRPCDeadlineExceededError,
+  GRPCGenericError,
+  GRPCUnavailableError,
+  isRecoverableError,
+} from 'etcd3';
 import { SwitchyardError } from '../errors.js';
 
 export interface EtcdClientOptions {
@@ -68,7 +76,19 @@ export function toSwitchyardError(e: unknown): SwitchyardError {
   if (/too many operations|request is too large|request too large|exceeds/i.test(msg)) {
     return new SwitchyardError('ETCD_REJECTED', `etcd refused the write: ${msg}`, { cause: e });
   }
-  return new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: ${msg}`, { cause: e });
+  // Unreachable, timed out, circuit open, client closed: the cluster is not answering.
+  if (
+    isRecoverableError(err) ||
+    isBrokenCircuitError(err) ||
+    err instanceof GRPCUnavailableError ||
+    err instanceof GRPCDeadlineExceededError ||
+    err instanceof GRPCCancelledError ||
+    err instanceof ClientClosedError
+  ) {
+    return new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: ${msg}`, { cause: e });
+  }
+  // etcd answered and said no, or our own code failed: a bug, not an outage.
+  return new SwitchyardError('INTERNAL', `${err instanceof GRPCGenericError ? 'etcd refused the request' : 'internal error'}: ${msg}`, { cause: e });
 }
 
 /** Runs an etcd operation with a total deadline; every failure becomes a SwitchyardError. */

@@ -1,0 +1,286 @@
+/**
+ * Portal's REST API against a real etcd, through inject(): every route's happy
+ * path and every validation rule. Bad input must answer 4xx and write nothing.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Coordinator } from '../../packages/coordinator/src/index.js';
+import { testCoordinator } from '../helpers/coordinator.js';
+
+let c: Coordinator;
+beforeAll(async () => {
+  c = await testCoordinator('l4-api');
+});
+afterAll(() => c.close());
+
+async function req(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown, headers: Record<string, string> = {}) {
+  const r = await c.app.inject({
+    method,
+    url,
+    payload: typeof payload === 'string' ? payload : payload === undefined ? undefined : JSON.stringify(payload),
+    headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
+  });
+  return { status: r.statusCode, body: r.body ? JSON.parse(r.body) : undefined, headers: r.headers };
+}
+
+/** Every key under the coordinator's prefix, to prove bad input wrote nothing. */
+async function snapshot(): Promise<Record<string, string>> {
+  return c.ctx.etcd.getAll().prefix(c.ctx.keys.prefix).strings();
+}
+
+const web = { host: '192.168.0.15', port: 80 };
+const webId = 'tcp-192_168_0_15-80';
+
+beforeEach(async () => {
+  await req('PUT', '/services', []);
+});
+
+describe('services', () => {
+  it('GET /services of nothing is []', async () => {
+    const r = await req('GET', '/services');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual([]);
+  });
+
+  it("POST applies Portal's defaults and id, and returns the revision it wrote", async () => {
+    const r = await req('POST', '/services', web);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ id: webId, host: '192.168.0.15', port: 80, type: 'tcp', scheduler: 'wlc', persistence: 0, netmask: '', servers: [] });
+    const rev = Number(r.headers['x-switchyard-revision']);
+    expect(rev).toBeGreaterThan(0);
+    const stored = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).json();
+    expect(stored).toEqual(r.body);
+    const kv = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).exec();
+    expect(Number(kv.kvs[0].mod_revision)).toBe(rev);
+  });
+
+  it('POST of an existing id returns the existing service unchanged', async () => {
+    await req('POST', '/services', { ...web, scheduler: 'rr' });
+    const again = await req('POST', '/services', { ...web, scheduler: 'sh' });
+    expect(again.status).toBe(200);
+    expect(again.body.scheduler).toBe('rr');
+    expect((await req('GET', '/services')).body).toHaveLength(1);
+  });
+
+  it('a read sees every write this coordinator acknowledged', async () => {
+    for (let i = 1; i <= 20; i++) {
+      const w = await req('POST', '/services', { host: '10.0.0.1', port: i });
+      expect(w.status).toBe(200);
+      const r = await req('GET', `/services/tcp-10_0_0_1-${i}`);
+      expect(r.status).toBe(200);
+    }
+    expect((await req('GET', '/services')).body).toHaveLength(20);
+  });
+
+  it('GET /services/:id and 404 for an unknown one', async () => {
+    await req('POST', '/services', web);
+    const r = await req('GET', `/services/${webId}`);
+    expect(r.status).toBe(200);
+    expect(r.body.id).toBe(webId);
+    const missing = await req('GET', '/services/tcp-10_9_9_9-1');
+    expect(missing.status).toBe(404);
+    expect(missing.body.error).toBe('No Service Found');
+  });
+
+  it('embedded servers get ids and defaults; UpperThreshold/LowerThreshold are accepted', async () => {
+    const r = await req('POST', '/services', {
+      host: '127.0.0.1',
+      port: 8080,
+      persistence: 300,
+      servers: [
+        { host: '172.28.128.4', port: 8081, forwarder: 'm', weight: 1, UpperThreshold: 5, LowerThreshold: 2 },
+        { host: '172.28.128.5', port: 8081 },
+      ],
+    });
+    expect(r.status).toBe(200);
+    expect(r.body.servers).toEqual([
+      { id: '172_28_128_4-8081', host: '172.28.128.4', port: 8081, forwarder: 'm', weight: 1, upper_threshold: 5, lower_threshold: 2 },
+      { id: '172_28_128_5-8081', host: '172.28.128.5', port: 8081, forwarder: 'g', weight: 1, upper_threshold: 0, lower_threshold: 0 },
+    ]);
+  });
+
+  it('IPv6 services get a reversible id from the canonical address', async () => {
+    const r = await req('POST', '/services', { host: 'FD00:0::1', port: 443, type: 'udp' });
+    expect(r.status).toBe(200);
+    expect(r.body.id).toBe('udp-fd00__1-443');
+    expect(r.body.host).toBe('fd00::1');
+    expect((await req('GET', '/services/udp-fd00__1-443')).status).toBe(200);
+  });
+
+  it('PUT /services replaces the whole set atomically, in one revision', async () => {
+    await req('POST', '/services', web);
+    const list = Array.from({ length: 50 }, (_, i) => ({ host: '10.1.0.1', port: 1000 + i, servers: [{ host: '10.2.0.1', port: 80 }] }));
+    const r = await req('PUT', '/services', list);
+    expect(r.status).toBe(200);
+    expect(r.body).toHaveLength(50);
+    const all = await req('GET', '/services');
+    expect(all.body.map((s: { id: string }) => s.id)).not.toContain(webId);
+    expect(all.body).toHaveLength(50);
+    const kvs = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).exec();
+    const revs = new Set(kvs.kvs.map((kv) => kv.mod_revision));
+    expect(revs.size).toBe(1);
+    expect(Number([...revs][0])).toBe(Number(r.headers['x-switchyard-revision']));
+  });
+
+  it('PUT /services takes 10,000 services in one request', async () => {
+    const list = Array.from({ length: 10_000 }, (_, i) => ({ host: `10.${(i >> 8) & 255}.${i & 255}.1`, port: 80 }));
+    const r = await req('PUT', '/services', list);
+    expect(r.status).toBe(200);
+    expect(r.body).toHaveLength(10_000);
+    const count = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).count();
+    expect(count).toBe(10_000);
+    expect((await req('GET', '/services')).body).toHaveLength(10_000);
+  });
+
+  it('PUT /services/:id changes fields, keeps servers when none are given, and can move the id', async () => {
+    await req('POST', '/services', { ...web, servers: [{ host: '10.0.0.5', port: 8080 }] });
+    const same = await req('PUT', `/services/${webId}`, { ...web, scheduler: 'rr' });
+    expect(same.status).toBe(200);
+    expect(same.body.scheduler).toBe('rr');
+    expect(same.body.servers).toHaveLength(1);
+
+    const moved = await req('PUT', `/services/${webId}`, { host: '192.168.0.16', port: 81, type: 'udp' });
+    expect(moved.status).toBe(200);
+    expect(moved.body.id).toBe('udp-192_168_0_16-81');
+    expect(moved.body.servers).toHaveLength(1);
+    expect((await req('GET', `/services/${webId}`)).status).toBe(404);
+    expect((await req('GET', '/services/udp-192_168_0_16-81')).status).toBe(200);
+
+    const replaced = await req('PUT', '/services/udp-192_168_0_16-81', { host: '192.168.0.16', port: 81, type: 'udp', servers: [] });
+    expect(replaced.body.servers).toEqual([]);
+  });
+
+  it('PUT /services/:id onto another existing id is refused with 409 and changes nothing', async () => {
+    await req('POST', '/services', web);
+    await req('POST', '/services', { host: '192.168.0.16', port: 80 });
+    const before = await snapshot();
+    const r = await req('PUT', `/services/${webId}`, { host: '192.168.0.16', port: 80 });
+    expect(r.status).toBe(409);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('PUT /services/:id of an unknown service is 404', async () => {
+    const r = await req('PUT', '/services/tcp-10_9_9_9-1', { host: '10.9.9.9', port: 1 });
+    expect(r.status).toBe(404);
+  });
+
+  it('DELETE /services/:id answers {"msg":"Success"}, then 404', async () => {
+    await req('POST', '/services', web);
+    const d = await req('DELETE', `/services/${webId}`);
+    expect(d.status).toBe(200);
+    expect(d.body).toEqual({ msg: 'Success' });
+    expect(Number(d.headers['x-switchyard-revision'])).toBeGreaterThan(0);
+    expect((await req('DELETE', `/services/${webId}`)).status).toBe(404);
+    expect((await req('GET', '/services')).body).toEqual([]);
+  });
+});
+
+describe('servers', () => {
+  beforeEach(async () => {
+    await req('POST', '/services', web);
+  });
+
+  it('add, list, show, replace and delete', async () => {
+    const add = await req('POST', `/services/${webId}/servers`, { host: '127.0.0.11', port: 8080, weight: 3 });
+    expect(add.status).toBe(200);
+    expect(add.body).toEqual({ id: '127_0_0_11-8080', host: '127.0.0.11', port: 8080, forwarder: 'g', weight: 3, upper_threshold: 0, lower_threshold: 0 });
+    expect(Number(add.headers['x-switchyard-revision'])).toBeGreaterThan(0);
+
+    const again = await req('POST', `/services/${webId}/servers`, { host: '127.0.0.11', port: 8080, weight: 9 });
+    expect(again.body.weight).toBe(3);
+
+    expect((await req('GET', `/services/${webId}/servers`)).body).toHaveLength(1);
+    expect((await req('GET', `/services/${webId}/servers/127_0_0_11-8080`)).body.weight).toBe(3);
+    expect((await req('GET', `/services/${webId}`)).body.servers).toHaveLength(1);
+
+    const put = await req('PUT', `/services/${webId}/servers`, [
+      { host: '127.0.0.12', port: 8080 },
+      { host: '127.0.0.13', port: 8080, upper_threshold: 10 },
+    ]);
+    expect(put.status).toBe(200);
+    expect(put.body.map((s: { id: string }) => s.id)).toEqual(['127_0_0_12-8080', '127_0_0_13-8080']);
+
+    const del = await req('DELETE', `/services/${webId}/servers/127_0_0_12-8080`);
+    expect(del.body).toEqual({ msg: 'Success' });
+    expect((await req('GET', `/services/${webId}/servers`)).body.map((s: { id: string }) => s.id)).toEqual(['127_0_0_13-8080']);
+  });
+
+  it('404 for unknown servers and for servers of unknown services', async () => {
+    expect((await req('GET', `/services/${webId}/servers/1_2_3_4-5`)).status).toBe(404);
+    expect((await req('GET', `/services/${webId}/servers/1_2_3_4-5`)).body.error).toBe('No Server Found');
+    expect((await req('DELETE', `/services/${webId}/servers/1_2_3_4-5`)).status).toBe(404);
+    const before = await snapshot();
+    expect((await req('POST', '/services/tcp-10_9_9_9-1/servers', { host: '1.2.3.4', port: 5 })).status).toBe(404);
+    expect((await req('PUT', '/services/tcp-10_9_9_9-1/servers', [])).status).toBe(404);
+    expect((await req('GET', '/services/tcp-10_9_9_9-1/servers')).status).toBe(404);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('concurrent server adds to one service are all kept (compare-and-swap)', async () => {
+    const adds = await Promise.all(Array.from({ length: 20 }, (_, i) => req('POST', `/services/${webId}/servers`, { host: '10.3.0.1', port: 2000 + i })));
+    expect(adds.every((a) => a.status === 200)).toBe(true);
+    expect((await req('GET', `/services/${webId}/servers`)).body).toHaveLength(20);
+  });
+});
+
+describe('bad input writes nothing and is a 4xx', () => {
+  const bad: [string, 'POST' | 'PUT', string, unknown, number][] = [
+    ['not JSON', 'POST', '/services', '{"host":', 400],
+    ['an array where an object belongs', 'POST', '/services', [web], 400],
+    ['an object where an array belongs', 'PUT', '/services', web, 400],
+    ['an object where a server array belongs', 'PUT', `/services/${webId}/servers`, { host: '1.2.3.4', port: 1 }, 400],
+    ['missing host', 'POST', '/services', { port: 80 }, 400],
+    ['missing port', 'POST', '/services', { host: '10.0.0.1' }, 400],
+    ['host not an IP literal', 'POST', '/services', { host: 'example.com', port: 80 }, 400],
+    ['port as a string', 'POST', '/services', { host: '10.0.0.1', port: '80' }, 400],
+    ['port 0', 'POST', '/services', { host: '10.0.0.1', port: 0 }, 400],
+    ['port 65536', 'POST', '/services', { host: '10.0.0.1', port: 65536 }, 400],
+    ['fractional port', 'POST', '/services', { host: '10.0.0.1', port: 80.5 }, 400],
+    ['unknown type', 'POST', '/services', { ...web, type: 'sctp' }, 400],
+    ['unknown scheduler', 'POST', '/services', { ...web, scheduler: 'fifo' }, 400],
+    ['negative persistence', 'POST', '/services', { ...web, persistence: -1 }, 400],
+    ['bad netmask', 'POST', '/services', { ...web, netmask: '255.0.255.0' }, 400],
+    ['unknown forwarder', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, forwarder: 'x' }, 400],
+    ['negative weight', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, weight: -1 }, 400],
+    ['negative threshold', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, upper_threshold: -5 }, 400],
+    ['server of another address family', 'POST', '/services', { ...web, servers: [{ host: 'fd00::2', port: 80 }] }, 400],
+    ['duplicate servers', 'POST', '/services', { ...web, servers: [{ host: '10.0.0.2', port: 80 }, { host: '10.0.0.2', port: 80 }] }, 400],
+    ['duplicate services in a PUT', 'PUT', '/services', [web, web], 400],
+    ['a PUT list with one bad service', 'PUT', '/services', [web, { host: 'x', port: 1 }], 400],
+    ['a body over 1 MiB', 'PUT', '/services', JSON.stringify([{ host: '10.0.0.1', port: 1, pad: 'x'.repeat(1024 * 1024) }]), 413],
+  ];
+  it.each(bad)('%s', async (_name, method, url, payload, status) => {
+    await req('POST', '/services', web);
+    const before = await snapshot();
+    const r = await req(method, url, payload);
+    expect(r.status).toBe(status);
+    expect(typeof r.body.error).toBe('string');
+    expect(r.body.error.length).toBeGreaterThan(0);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('bodies sent with curl -d (form content type) are parsed as JSON', async () => {
+    const r = await req('POST', '/services', JSON.stringify({ host: '10.7.0.1', port: 7 }), { 'content-type': 'application/x-www-form-urlencoded' });
+    expect(r.status).toBe(200);
+    expect(r.body.id).toBe('tcp-10_7_0_1-7');
+  });
+
+  it('unknown routes are a JSON 404', async () => {
+    const r = await req('GET', '/nope');
+    expect(r.status).toBe(404);
+    expect(typeof r.body.error).toBe('string');
+  });
+});
+
+describe('documentation', () => {
+  it('serves an OpenAPI document generated from the schemas, and the UI', async () => {
+    const doc = await req('GET', '/docs/json');
+    expect(doc.status).toBe(200);
+    expect(doc.body.openapi).toMatch(/^3\./);
+    const post = doc.body.paths['/services'].post;
+    const schema = post.requestBody.content['application/json'].schema;
+    expect(schema.properties.scheduler.enum).toContain('wlc');
+    expect(schema.required).toEqual(expect.arrayContaining(['host', 'port']));
+    const ui = await c.app.inject({ method: 'GET', url: '/docs/' });
+    expect([200, 302]).toContain(ui.statusCode);
+  });
+});
