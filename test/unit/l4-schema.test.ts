@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { parseServerId, parseServiceId, serverId, ServerInput, serviceId, ServiceInput } from '@switchyard/shared';
+
+describe('Portal ids', () => {
+  it('are built as Portal builds them', () => {
+    expect(serviceId({ type: 'tcp', host: '192.168.0.15', port: 80 })).toBe('tcp-192_168_0_15-80');
+    expect(serverId({ host: '127.0.0.11', port: 8080 })).toBe('127_0_0_11-8080');
+  });
+  it('are reversible for IPv4 and IPv6', () => {
+    for (const s of [
+      { type: 'tcp' as const, host: '10.0.0.1', port: 1 },
+      { type: 'udp' as const, host: 'fd00::1', port: 65535 },
+      { type: 'tcp' as const, host: '::1', port: 80 },
+      { type: 'tcp' as const, host: '2001:db8:0:1::ff', port: 443 },
+    ]) {
+      expect(parseServiceId(serviceId(s))).toEqual(s);
+      expect(parseServerId(serverId(s))).toEqual({ host: s.host, port: s.port });
+    }
+  });
+  it('reject garbage', () => {
+    expect(parseServiceId('sctp-10_0_0_1-80')).toBeUndefined();
+    expect(parseServiceId('tcp-10_0_0-80')).toBeUndefined();
+    expect(parseServerId('nohost-80')).toBeUndefined();
+  });
+});
+
+describe('service input', () => {
+  it('canonicalises addresses so one service has one id', () => {
+    const a = ServiceInput.parse({ host: 'FD00:0:0::1', port: 80 });
+    const b = ServiceInput.parse({ host: 'fd00::1', port: 80 });
+    expect(a.id).toBe(b.id);
+  });
+  it('prefers snake_case thresholds over the README spelling when both are sent', () => {
+    const s = ServerInput.parse({ host: '10.0.0.1', port: 1, upper_threshold: 7, UpperThreshold: 9 });
+    expect(s.upper_threshold).toBe(7);
+  });
+  it('accepts dotted netmasks and IPv6 prefix lengths, not holes', () => {
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '255.255.255.0' }).success).toBe(true);
+    expect(ServiceInput.safeParse({ host: 'fd00::1', port: 1, netmask: '64' }).success).toBe(true);
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '255.0.255.0' }).success).toBe(false);
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '129' }).success).toBe(false);
+  });
+  it('validates pinned host ids', () => {
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, hosts: ['node-1'] }).success).toBe(true);
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, hosts: ['a;rm -rf'] }).success).toBe(false);
+  });
+});
