@@ -48,6 +48,8 @@ export async function coordinatorCommand(argv: string[]): Promise<void> {
   }
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new Error('--tls-cert and --tls-key go together');
   const c = await buildCoordinator(coordinatorConfigFrom(values));
-  await c.listen();
+  const address = await c.listen();
   onShutdown(() => c.close());
+  // Always printed, whatever the log level: scripts and tests wait for it.
+  process.stderr.write(`switchyard: coordinator listening at ${address}\n`);
 }

@@ -1,0 +1,88 @@
+/**
+ * Shared bits of the benchmarks: statistics, a real etcd, processes of the
+ * real CLI, and wrk as the HTTP load generator. Benchmarks print markdown.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, startEtcd, type EmbeddedEtcd } from '../packages/cli/src/embedded-etcd.js';
+
+export { freePort };
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+export async function benchEtcd(): Promise<EmbeddedEtcd & { cleanup(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'sy-bench-etcd-'));
+  const etcd = await startEtcd({ dataDir: dir, extraArgs: ['--quota-backend-bytes', String(8 * 1024 ** 3)] });
+  return { ...etcd, cleanup: async () => (await etcd.stop(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+const CLI = fileURLToPath(new URL('../packages/cli/src/main.ts', import.meta.url));
+
+/** Starts `switchyard <args>` and resolves once `ready` matches its output. */
+export function startSwitchyard(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      out += d;
+      if (ready.test(out)) resolve(child);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`switchyard ${args[0]} exited ${code}:\n${out}`)));
+  });
+}
+
+export async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+export interface WrkResult {
+  requestsPerSec: number;
+  non2xx: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+/** Runs wrk (Debian package `wrk`); `lua` is an optional request script. */
+export function wrk(url: string, opts: { connections: number; seconds: number; threads?: number; lua?: string }): WrkResult {
+  const args = ['-t', String(opts.threads ?? 1), '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--latency'];
+  let dir: string | undefined;
+  if (opts.lua) {
+    dir = mkdtempSync(join(tmpdir(), 'sy-wrk-'));
+    writeFileSync(join(dir, 'script.lua'), opts.lua);
+    args.push('-s', join(dir, 'script.lua'));
+  }
+  try {
+    const out = execFileSync('wrk', [...args, url], { encoding: 'utf8' });
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+    const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+    const lat = (p: string) => {
+      const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+      if (!m) return NaN;
+      return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+    };
+    return { requestsPerSec: rps, non2xx, p50ms: lat('50'), p99ms: lat('99') };
+  } finally {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
