@@ -1,14 +1,89 @@
 /**
- * The agent daemon. (Being written: the P2 reconciler replaces this file.)
+ * The agent daemon: one per host. It registers under a lease, follows etcd
+ * and keeps this host's kernel equal to the desired state, role by role
+ * (today: L4 services), reporting what it applied to `<p>/hosts/<id>/status`.
+ *
+ * Stopping (SIGTERM) leaves every rule in place so traffic keeps flowing
+ * through restarts and upgrades; `flushOnExit` removes what the agent owns.
  */
-import type { AgentConfigInput } from './config.js';
+import type { Logger } from 'pino';
+import { createEtcdClient, keyspace, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
+import { AgentConfig, type AgentConfigInput } from './config.js';
+import { ExecaRunner, type Runner } from './exec/runner.js';
+import { L4Role } from './l4/role.js';
+import { selectDataplane } from './l4/select.js';
+import { createLogger } from './log.js';
+import { Registration } from './registration.js';
+import type { AgentRole, RoleContext } from './role.js';
+import { StatusReporter } from './status.js';
+import { TopologyRole } from './topology/role.js';
 
 export interface RunningAgent {
   /** The dataplane actually in use (auto resolved). */
-  dataplane: 'ipvs' | 'nftables' | 'dry-run';
+  dataplane: Dataplane;
+  status: StatusReporter;
   stop(): Promise<void>;
 }
 
-export async function startAgent(_config: AgentConfigInput): Promise<RunningAgent> {
-  throw new Error('the agent daemon is not built yet');
+export interface AgentDeps {
+  /** Run commands with this runner (tests: a FakeRunner). */
+  runner?: Runner;
+  logger?: Logger;
+  /** Extra roles (e.g. container networks), built once the L4 dataplane is chosen. */
+  roles?: ((ctx: RoleContext) => AgentRole)[];
+}
+
+export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
+  const config = AgentConfig.parse(input);
+  const log = deps.logger ?? createLogger(config.logLevel, config.hostId);
+  const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
+  if (config.netns) {
+    const res = await runner.run('true', [], { allowFail: true });
+    if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
+  }
+  const etcd = createEtcdClient({ hosts: config.etcd });
+  const keys = keyspace(config.prefix);
+  const l4 = await selectDataplane(config, runner, etcd, keys, log);
+  const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
+  const ctx: RoleContext = { config, etcd, keys, runner, status, log };
+  const roles: AgentRole[] = [
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' })),
+    new TopologyRole(ctx),
+    ...(deps.roles ?? []).map((make) => make(ctx)),
+  ];
+  const record: AgentRegistration = {
+    id: config.hostId,
+    dataplane: l4.name,
+    version: VERSION,
+    startedAt: new Date().toISOString(),
+    pid: process.pid,
+    ...(config.netns ? { netns: config.netns } : {}),
+    roles: roles.map((r) => r.name),
+  };
+  const registration = new Registration(etcd, keys, record, config.leaseTtlSeconds, log.child({ component: 'registration' }));
+  registration.start();
+  for (const r of roles) await r.start();
+  log.info({ dataplane: l4.name, netns: config.netns, roles: record.roles }, 'agent started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    dataplane: l4.name,
+    status,
+    stop() {
+      stopping ??= (async () => {
+        for (const r of [...roles].reverse()) {
+          try {
+            await r.stop({ flush: config.flushOnExit });
+          } catch (err) {
+            log.error({ role: r.name, err: (err as Error).message }, 'role did not stop cleanly');
+          }
+        }
+        await status.stop();
+        await registration.stop();
+        etcd.close();
+        log.info({ flushed: config.flushOnExit }, 'agent stopped');
+      })();
+      return stopping;
+    },
+  };
 }

@@ -3,7 +3,7 @@
  * fills it from flags and SWITCHYARD_* environment variables.
  */
 import { z } from 'zod';
-import { DEFAULT_PREFIX, isSafeName } from '@switchyard/shared';
+import { DEFAULT_PREFIX, isInterfaceName, isSafeName } from '@switchyard/shared';
 
 export const DATAPLANE_CHOICES = ['auto', 'ipvs', 'nftables', 'dry-run'] as const;
 
@@ -25,6 +25,8 @@ export const AgentConfig = z.object({
   flushOnExit: z.boolean().default(false),
   /** Name of the nft table the agent owns. */
   nftTable: z.string().refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' }).default('switchyard'),
+  /** Dummy interface that holds IPVS service addresses (the agent creates and owns it). */
+  ipvsDevice: z.string().refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' }).default('sy-ipvs0'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type AgentConfig = z.output<typeof AgentConfig>;

@@ -16,6 +16,7 @@ const commands: Record<string, { help: string; load: () => Promise<Command> }> =
   service: { help: 'L4 virtual services: add|list|show|set|remove', load: async () => (await import('./commands/l4.js')).serviceCommand },
   server: { help: 'real servers of a service: add|list|show|remove', load: async () => (await import('./commands/l4.js')).serverCommand },
   hosts: { help: 'agents and their applied revision: list|show', load: async () => (await import('./commands/l4.js')).hostsCommand },
+  ports: { help: 'port allocation (Portmaster): service …|offer|accept|reject|list|find|release', load: async () => (await import('./commands/ports.js')).portsCommand },
 };
 
 function usage(): string {

@@ -27,6 +27,10 @@ import { installErrorHandling } from './http/errors.js';
 import { HostDirectory, hostRoutes } from './hosts/routes.js';
 import { L4Repository } from './l4/repository.js';
 import { l4Routes } from './l4/routes.js';
+import { portmasterFeature } from './portmaster/index.js';
+import { leviathanFeature } from './leviathan/feature.js';
+import { createDiscovery } from './discovery/feature.js';
+import { createDnsResponder } from './dns/feature.js';
 
 export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
 
@@ -69,7 +73,15 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     ...(https ? { https } : {}),
     // Keep-alive sockets must not hold close() hostage.
     forceCloseConnections: true,
+    // Two log lines per request cost more than the request itself on the hot
+    // routes; requests are logged at debug level below instead.
+    disableRequestLogging: true,
   }).withTypeProvider<ZodTypeProvider>();
+  if (config.logLevel === 'debug' || config.logLevel === 'trace') {
+    app.addHook('onResponse', async (request, reply) => {
+      request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+    });
+  }
 
   const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: Math.min(2000, config.etcdTimeoutMs) });
   const ctx: CoordinatorContext = {
@@ -135,6 +147,10 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const features: Feature[] = [
     { name: 'l4', routes: l4Routes(l4), start: () => void l4.start(), stop: () => l4.stop() },
     { name: 'hosts', routes: hostRoutes(hosts), start: () => void hosts.start(), stop: () => hosts.stop() },
+    portmasterFeature(ctx),
+    leviathanFeature(ctx),
+    createDiscovery(ctx, l4).feature,
+    ...(config.dnsListen ? [createDnsResponder(ctx, config.dnsListen).feature] : []),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];
 

@@ -34,9 +34,11 @@ export const errorRegistry = {
   PM_OVERLAP: { status: 400, message: 'Port range overlaps with existing services.' },
   PM_EXHAUSTED: { status: 400, message: 'Port range has been completely utilized.' },
   PM_NAME_EXISTS: { status: 400, message: 'Service instance with this name already exists.' },
-  PM_RANGE_IN_USE: { status: 400, message: 'Port range would leave allocated ports outside it.' },
+  PM_RANGE_IN_USE: { status: 400, message: 'Defined service instances fall outside of the range.' },
   PM_OFFER_NOT_FOUND: { status: 404, message: 'Offer not found.' },
   PM_PORT_NOT_FOUND: { status: 404, message: 'Port not found.' },
+  PM_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed.' },
+  PM_BUSY: { status: 409, message: 'Too many concurrent offers raced for this range; try again.' },
 
   // container networks (Leviathan)
   CEN_NOT_FOUND: { status: 404, message: 'CEN not found' },
@@ -44,6 +46,8 @@ export const errorRegistry = {
   CONTAINER_NOT_FOUND: { status: 404, message: 'Container not found' },
   BAD_NAME: { status: 400, message: 'Name cannot become a safe interface or namespace name' },
   POOL_EXHAUSTED: { status: 409, message: 'Address pool exhausted' },
+  CONTAINER_ELSEWHERE: { status: 409, message: 'Container is on another host' },
+  CEN_WIRING: { status: 400, message: 'A "wire" CEN joins exactly two containers' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof errorRegistry;

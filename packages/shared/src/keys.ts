@@ -9,18 +9,24 @@
  *   <p>/l4/services/<serviceId>             L4 virtual service, servers embedded (JSON)
  *   <p>/hosts/<hostId>/agent                agent registration, on the agent's lease
  *   <p>/hosts/<hostId>/status               what the agent has applied (JSON)
- *   <p>/pm/ranges                           all Portmaster services' ranges, the overlap guard
- *   <p>/pm/services/<name>                  Portmaster service (JSON)
- *   <p>/pm/ports/<name>/<port>              a held port: offer (on a lease) or instance
+ *   <p>/hosts/<hostId>/owned/<dataplane>     kernel objects the agent created (JSON list), e.g. IPVS services
+ *   <p>/pm/alloc/ranges                     all Portmaster services' ranges, the overlap guard
+ *   <p>/pm/alloc/services/<name>            Portmaster service (JSON)
+ *   <p>/pm/alloc/ports/<name>/<port:05d>    a held port: offer (on a lease) or instance (JSON)
  *   <p>/pm/names/<name>/<instance>          instance name -> port, uniqueness guard
  *   <p>/pm/offers/<name>/<secret>           open offer (on the same lease as its port)
- *   <p>/lev/cens/<cenId>                    CEN (JSON)
- *   <p>/lev/cins/<cinId>                    CIN (JSON)
- *   <p>/lev/containers/<containerId>        container placement + membership (JSON)
+ *   <p>/lev/cens/<cenId>                    CEN: members, wiring, made, VNI (JSON)
+ *   <p>/lev/cins/<cinId>                    CIN: CENs, made, subnet + address allocations (JSON)
+ *   <p>/lev/containers/<containerId>        container placement: host, tag, default route (JSON)
  *   <p>/lev/cpools/<cpoolId>                CPool (JSON)
- *   <p>/lev/addrs/<cinId>/<ip>              address allocation, uniqueness guard
- *   <p>/lev/underlay/<hostId>               agent's underlay address for VXLAN
- *   <p>/disco/providers/<coordinatorId>/... bookkeeping of live providers (on the coordinator lease)
+ *   <p>/lev/pool                            CIN address pool settings (JSON; defaults when absent)
+ *   <p>/lev/subnets/<index>                 CIN subnet guard -> cinId (uniqueness across the cluster)
+ *   <p>/lev/epoch                           bumped by every Leviathan API write (the CAS guard)
+ *   <p>/lev-hosts/<hostId>/status           what the topology role applied (JSON)
+ *   <p>/lev-hosts/<hostId>/underlay         agent's underlay address for VXLAN, on the agent's lease
+ *   <p>/lev-hosts/<hostId>/created/<ns>     a namespace this host's agent created (it alone removes it)
+ *   <p>/disco/lb/<serviceId>/<serverId>/owned          real server added by /provide?lb= (plain key)
+ *   <p>/disco/lb/<serviceId>/<serverId>/regs/<connId> one live provider of it (on its coordinator's lease)
  *   /skydns/<tld>/<...>/<service>/<id>      SkyDNS record (JSON), on the coordinator's lease
  */
 export const DEFAULT_PREFIX = '/switchyard';
@@ -40,12 +46,21 @@ function normalisePrefix(prefix: string): string {
 
 export type Keyspace = ReturnType<typeof keyspace>;
 
+/** A parsed key under `<p>/pm/`. */
+export type PmKey =
+  | { kind: 'ranges' }
+  | { kind: 'service'; service: string }
+  | { kind: 'port'; service: string; port: number }
+  | { kind: 'name'; service: string; instance: string }
+  | { kind: 'offer'; service: string; secret: string };
+
 export function keyspace(prefix: string = DEFAULT_PREFIX) {
   const p = normalisePrefix(prefix);
   const l4 = `${p}/l4/services/`;
   const hosts = `${p}/hosts/`;
   const pm = `${p}/pm/`;
   const lev = `${p}/lev/`;
+  const levHosts = `${p}/lev-hosts/`;
   return {
     prefix: p,
 
@@ -59,6 +74,8 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
       all: hosts,
       agent: (hostId: string) => `${hosts}${hostId}/agent`,
       status: (hostId: string) => `${hosts}${hostId}/status`,
+      /** What the agent created in the kernel, for dataplanes whose objects carry no owner mark (IPVS). */
+      owned: (hostId: string, dataplane: string) => `${hosts}${hostId}/owned/${dataplane}`,
       /** `{hostId, kind}` for a key under hosts/, or undefined. */
       parse: (key: string): { hostId: string; kind: 'agent' | 'status' } | undefined => {
         const rest = tail(key, hosts);
@@ -69,24 +86,43 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
 
     pm: {
       all: pm,
-      ranges: `${pm}ranges`,
-      services: `${pm}services/`,
-      service: (name: string) => `${pm}services/${name}`,
-      parseService: (key: string) => tail(key, `${pm}services/`),
-      ports: (service: string) => `${pm}ports/${service}/`,
-      allPorts: `${pm}ports/`,
-      port: (service: string, port: number) => `${pm}ports/${service}/${port}`,
-      parsePort: (key: string): { service: string; port: number } | undefined => {
-        const m = /^([^/]+)\/(\d+)$/.exec(tail(key, `${pm}ports/`) ?? '');
-        return m ? { service: m[1], port: Number(m[2]) } : undefined;
-      },
+      /**
+       * What a coordinator mirrors: ranges, services, held ports. Names and
+       * offers are guard keys that transactions compare and that are read on
+       * demand, so the mirror holds one key per held port, not three.
+       */
+      mirrored: `${pm}alloc/`,
+      ranges: `${pm}alloc/ranges`,
+      services: `${pm}alloc/services/`,
+      service: (name: string) => `${pm}alloc/services/${name}`,
+      ports: (service: string) => `${pm}alloc/ports/${service}/`,
+      /**
+       * Ports are zero-padded to five digits so key order is port order: the
+       * ports of a service below or above a range are one key range each,
+       * which a transaction can compare in one predicate.
+       */
+      port: (service: string, port: number) => `${pm}alloc/ports/${service}/${String(port).padStart(5, '0')}`,
       names: (service: string) => `${pm}names/${service}/`,
       name: (service: string, instance: string) => `${pm}names/${service}/${instance}`,
       offers: (service: string) => `${pm}offers/${service}/`,
       offer: (service: string, secret: string) => `${pm}offers/${service}/${secret}`,
+      /** What a key under pm/ is, or undefined for anything else. */
+      parse: (key: string): PmKey | undefined => {
+        const rest = tail(key, pm);
+        if (rest === 'alloc/ranges') return { kind: 'ranges' };
+        const m = rest && /^(alloc\/services|alloc\/ports|names|offers)\/([^/]+)(?:\/([^/]+))?$/.exec(rest);
+        if (!m) return undefined;
+        const [, kind, service, leaf] = m;
+        if (kind === 'alloc/services') return leaf === undefined ? { kind: 'service', service } : undefined;
+        if (leaf === undefined) return undefined;
+        if (kind === 'alloc/ports') return /^\d{5}$/.test(leaf) ? { kind: 'port', service, port: Number(leaf) } : undefined;
+        if (kind === 'names') return { kind: 'name', service, instance: leaf };
+        return { kind: 'offer', service, secret: leaf };
+      },
     },
 
     lev: {
+      /** Desired state written by the API (the agent's topology role follows this prefix). */
       all: lev,
       cens: `${lev}cens/`,
       cen: (id: string) => `${lev}cens/${id}`,
@@ -99,16 +135,41 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
       parseContainer: (key: string) => tail(key, `${lev}containers/`),
       cpools: `${lev}cpools/`,
       cpool: (id: string) => `${lev}cpools/${id}`,
-      addrs: (cin: string) => `${lev}addrs/${cin}/`,
-      addr: (cin: string, ip: string) => `${lev}addrs/${cin}/${ip}`,
-      underlays: `${lev}underlay/`,
-      underlay: (hostId: string) => `${lev}underlay/${hostId}`,
-      parseUnderlay: (key: string) => tail(key, `${lev}underlay/`),
+      parseCpool: (key: string) => tail(key, `${lev}cpools/`),
+      pool: `${lev}pool`,
+      subnet: (index: number) => `${lev}subnets/${index}`,
+      parseSubnet: (key: string) => {
+        const t = tail(key, `${lev}subnets/`);
+        return t && /^\d+$/.test(t) ? Number(t) : undefined;
+      },
+      epoch: `${lev}epoch`,
+      /** What agents report, outside the desired-state prefix so their writes never wake themselves. */
+      hosts: levHosts,
+      status: (hostId: string) => `${levHosts}${hostId}/status`,
+      underlay: (hostId: string) => `${levHosts}${hostId}/underlay`,
+      createdAll: (hostId: string) => `${levHosts}${hostId}/created/`,
+      created: (hostId: string, ns: string) => `${levHosts}${hostId}/created/${ns}`,
+      /** `{hostId, kind, ns?}` for a key under lev-hosts/, or undefined. */
+      parseHostKey: (key: string): { hostId: string; kind: 'status' | 'underlay' | 'created'; ns?: string } | undefined => {
+        const rest = tail(key, levHosts);
+        const m = rest && /^([^/]+)\/(?:(status|underlay)|created\/([^/]+))$/.exec(rest);
+        if (!m) return undefined;
+        return m[2] ? { hostId: m[1], kind: m[2] as 'status' | 'underlay' } : { hostId: m[1], kind: 'created', ns: m[3] };
+      },
     },
 
     disco: {
-      providers: `${p}/disco/providers/`,
-      provider: (coordinatorId: string, connId: string) => `${p}/disco/providers/${coordinatorId}/${connId}`,
+      /** Everything /provide?lb= keeps: owned markers and live registrations. */
+      lb: `${p}/disco/lb/`,
+      lbOwned: (serviceId: string, serverId: string) => `${p}/disco/lb/${serviceId}/${serverId}/owned`,
+      lbRegs: (serviceId: string, serverId: string) => `${p}/disco/lb/${serviceId}/${serverId}/regs/`,
+      lbReg: (serviceId: string, serverId: string, connId: string) => `${p}/disco/lb/${serviceId}/${serverId}/regs/${connId}`,
+      /** `{serviceId, serverId, kind, connId?}` for a key under disco/lb/, or undefined. */
+      parseLb: (key: string): { serviceId: string; serverId: string; kind: 'owned' | 'reg'; connId?: string } | undefined => {
+        const m = /^([^/]+)\/([^/]+)\/(?:(owned)|regs\/([^/]+))$/.exec(tail(key, `${p}/disco/lb/`) ?? '');
+        if (!m) return undefined;
+        return m[3] ? { serviceId: m[1], serverId: m[2], kind: 'owned' } : { serviceId: m[1], serverId: m[2], kind: 'reg', connId: m[4] };
+      },
     },
   };
 }
@@ -128,6 +189,11 @@ export const skydns = {
     const rootLabels = root.replace(/\.$/, '').split('.').filter(Boolean).reverse();
     const catLabels = [...categories].reverse();
     return `${SKYDNS_PREFIX}/${[...rootLabels, ...catLabels, service, id].join('/')}`;
+  },
+  /** Path labels of a record key, zone apex first: `/skydns/local/skydns/services/foo/X` → `[local, skydns, services, foo, X]`. */
+  labelsOfKey(key: string): string[] | undefined {
+    const rest = tail(key, `${SKYDNS_PREFIX}/`);
+    return rest ? rest.split('/').filter(Boolean) : undefined;
   },
   /** DNS name (without trailing dot) of a record key: `/skydns/local/skydns/services/foo/X` → `X.foo.services.skydns.local`. */
   nameOfKey(key: string): string | undefined {

@@ -13,6 +13,8 @@ export const agentFlags: FlagSpec[] = [
   { name: 'netns', kind: 'string', help: "treat this network namespace as the host's network" },
   { name: 'resync', kind: 'duration', default: '60s', help: 'period of the full resync that undoes drift' },
   { name: 'drain-timeout', kind: 'duration', default: '30s', help: 'how long a deleted server drains before removal' },
+  { name: 'nft-table', kind: 'string', default: 'switchyard', help: 'the one nft table (family inet) the nftables dataplane owns' },
+  { name: 'ipvs-device', kind: 'string', default: 'sy-ipvs0', help: 'dummy interface that holds IPVS service addresses (created and owned by the agent)' },
   { name: 'flush-on-exit', kind: 'bool', default: 'false', help: 'remove what the agent owns on SIGTERM (default: leave traffic flowing)' },
   { name: 'log-level', kind: 'string', default: 'info', help: 'fatal|error|warn|info|debug|trace|silent' },
 ];
@@ -27,6 +29,8 @@ export function agentConfigFrom(values: FlagValues): AgentConfigInput {
     resyncMs: values.resync as number,
     drainTimeoutMs: values['drain-timeout'] as number,
     flushOnExit: Boolean(values['flush-on-exit']),
+    ...(values['nft-table'] !== undefined ? { nftTable: String(values['nft-table']) } : {}),
+    ...(values['ipvs-device'] !== undefined ? { ipvsDevice: String(values['ipvs-device']) } : {}),
     logLevel: values['log-level'] as AgentConfigInput['logLevel'],
   };
 }
@@ -40,4 +44,5 @@ export async function agentCommand(argv: string[]): Promise<void> {
   const { startAgent } = await import('@switchyard/agent');
   const agent = await startAgent(agentConfigFrom(values));
   onShutdown(() => agent.stop());
+  process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
 }

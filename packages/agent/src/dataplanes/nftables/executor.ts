@@ -1,0 +1,58 @@
+/**
+ * The thin nftables executor: reads the agent's table as JSON and applies a
+ * planned script with ONE `nft -f -` (one netlink transaction: it all
+ * applies or nothing does). It names only its own table; foreign tables are
+ * never listed, flushed or deleted.
+ */
+import type { Runner } from '../../exec/runner.js';
+import { emptyObserved, parseNftJson, type NftObserved } from './observe.js';
+import { NFT_BASE, renderNftScript, type NftOp } from './plan.js';
+
+export interface NftExecutorOptions {
+  table: string;
+  netns?: string;
+}
+
+export class NftExecutor {
+  constructor(
+    private readonly runner: Runner,
+    private readonly opts: NftExecutorOptions,
+  ) {}
+
+  private nft(args: string[], opts: { input?: string; allowFail?: boolean } = {}) {
+    return this.runner.run('nft', args, { ...opts, ...(this.opts.netns ? { netns: this.opts.netns } : {}) });
+  }
+
+  /** True when nft runs and the kernel accepts a nat chain (checked without changing anything: `nft -c`). */
+  async available(): Promise<boolean> {
+    const probe = `add table inet ${this.opts.table}\nadd chain inet ${this.opts.table} sy-probe { type nat hook prerouting priority dstnat ; }\n`;
+    const res = await this.nft(['-c', '-f', '-'], { input: probe, allowFail: true }).catch(() => undefined);
+    return res !== undefined && res.exitCode === 0;
+  }
+
+  async observe(): Promise<NftObserved> {
+    const res = await this.nft(['-j', 'list', 'table', 'inet', this.opts.table], { allowFail: true });
+    if (res.exitCode !== 0) {
+      if (/No such file or directory|does not exist/i.test(res.stderr)) return emptyObserved();
+      throw new Error(`nft -j list table inet ${this.opts.table} failed (exit ${res.exitCode}): ${res.stderr.trim()}`);
+    }
+    return parseNftJson(res.stdout, NFT_BASE.chains.map((c) => c.name), NFT_BASE.maps.map((m) => m.name));
+  }
+
+  script(ops: NftOp[]): string {
+    return renderNftScript(this.opts.table, ops);
+  }
+
+  async apply(ops: NftOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    await this.nft(['-f', '-'], { input: this.script(ops) });
+  }
+
+  /** Removes the agent's table and everything in it (--flush-on-exit). */
+  async deleteTable(): Promise<void> {
+    const res = await this.nft(['delete', 'table', 'inet', this.opts.table], { allowFail: true });
+    if (res.exitCode !== 0 && !/No such file or directory/i.test(res.stderr)) {
+      throw new Error(`nft delete table inet ${this.opts.table} failed: ${res.stderr.trim()}`);
+    }
+  }
+}

@@ -1,0 +1,4 @@
+export * from './model.js';
+export * from './observe.js';
+export * from './plan.js';
+export * from './executor.js';

@@ -1,0 +1,255 @@
+/**
+ * What the nftables dataplane writes, as data: every object a service owns
+ * in the agent's table, named after the service so one service's update
+ * touches only its own objects (kube-proxy's nftables proxier has the same
+ * shape). All of it lives in ONE table, `inet <table>`; nothing outside it is
+ * ever read or written.
+ *
+ *   map services4/6  VIP . proto . port            → goto svc.<serviceId>
+ *   map backends<4|6>_<tcp|udp>  VIP . port . slot  → server addr . port   (one dnat per connection)
+ *   map pick<4|6>_<tcp|udp>      VIP . port . slot  → goto ep.<sid>.<srvId> (persistence, mixed forwarders)
+ *   chain grp.<picker>.<T>.<proto><family>[.masq]  shared by every service that
+ *                    picks a slot the same way: one rule, `dnat … . <picker> map @backends…`
+ *   chain svc.<sid>  only for persistent services and mixed forwarders: the
+ *                    affinity checks, then a slot pick into pick…
+ *   chain ep.<sid>.<srvId>, set aff.<sid>.<srvId>  per-server chain and timed affinity set
+ *
+ * Most services therefore own only map elements: changing one is a handful
+ * of element deletions and additions in one transaction, and nft's cache
+ * (which it reloads for every invocation) stays small — per-service chains
+ * cost ~3 µs each in every `nft -f`, and binding one named map from 10,000
+ * rules in one transaction took 25 s of kernel time (measured here). The
+ * price: services of one group share the group rule's `numgen inc` counter,
+ * so rr/wrr rotate strictly only per group; over many connections each
+ * service still gets each of its slots equally often.
+ *
+ * Slots turn weights into a distribution: a server of weight w owns w/gcd
+ * slots of the service's `mod T` (capped at MAX_SLOTS, approximated with a
+ * warning beyond it). Slot maps are global named maps on purpose: thousands
+ * of per-rule anonymous maps make one nft transaction quadratic (measured:
+ * 10,000 services with anonymous maps took 19 s to load, with named maps 0.7 s).
+ * They are per protocol because nft 1.0.6 cannot add a rule later against a
+ * map typed with `th dport` once the rule has a `tcp` match ("conflicting
+ * protocols specified: tcp vs. th"); a map typed `tcp dport` has no such issue.
+ *
+ * Masquerade (forwarder m) marks the first packet of a connection
+ * (MASQ_MARK); the postrouting chain masquerades marked packets and clears
+ * the bit. NAT rules only ever see the first packet of a connection, and an
+ * established connection keeps its conntrack NAT binding whatever happens to
+ * the rules, so rewriting a service never disturbs existing connections.
+ */
+import { createHash } from 'node:crypto';
+import { ipFamily, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
+
+export const MASQ_MARK = '0x00100000';
+export const MAX_SLOTS = 256;
+/** Fixed jhash seed: a rewritten rule hashes clients the same way as the one it replaces. */
+export const JHASH_SEED = '0x5359';
+/** Schedulers that depend on connection counts, which nftables does not see. */
+export const FALLBACK_SCHEDULERS: readonly Scheduler[] = ['lc', 'wlc', 'sed', 'nq', 'lblc', 'lblcr'];
+
+export interface NftChain {
+  name: string;
+  rules: string[];
+}
+
+export interface NftSet {
+  name: string;
+  /** The set body: `type ipv4_addr ; flags dynamic,timeout ; timeout 300s ;` */
+  spec: string;
+}
+
+export interface NftElement {
+  map: string;
+  key: string;
+  value: string;
+}
+
+/** Every kernel object of one service. */
+export interface ServiceObjects {
+  id: string;
+  chains: NftChain[];
+  sets: NftSet[];
+  elements: NftElement[];
+  /** Shared group chains the service jumps to (never deleted by a service update). */
+  groups: NftChain[];
+  /** Hash of all of the above; carried as the first rule's comment so a full sync can tell it wrote them. */
+  digest: string;
+}
+
+export const svcChain = (sid: string) => `svc.${sid}`;
+export const isGroupChain = (name: string) => name.startsWith('grp.');
+export const epChain = (sid: string, srvId: string) => `ep.${sid}.${srvId}`;
+export const affSet = (sid: string, srvId: string) => `aff.${sid}.${srvId}`;
+
+/** Service id of an object name this dataplane owns, or undefined. */
+export function serviceOfObject(name: string): string | undefined {
+  const m = /^(?:svc|ep|aff)\.([^.]+)/.exec(name);
+  return m ? m[1] : undefined;
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/**
+ * Slots per server for the weights (0 = no slot), exact when the reduced
+ * total fits in MAX_SLOTS, else proportional by largest remainder with every
+ * positive weight keeping at least one slot.
+ */
+export function slotCounts(weights: number[]): { counts: number[]; exact: boolean } {
+  const positive = weights.filter((w) => w > 0);
+  if (positive.length === 0) return { counts: weights.map(() => 0), exact: true };
+  const g = positive.reduce(gcd);
+  const reduced = weights.map((w) => w / g);
+  const total = reduced.reduce((a, b) => a + b, 0);
+  if (total <= MAX_SLOTS) return { counts: reduced, exact: true };
+  const budget = MAX_SLOTS - positive.length;
+  const shares = reduced.map((w) => (w > 0 ? (w / total) * budget : 0));
+  const counts = shares.map((s, i) => (reduced[i] > 0 ? 1 + Math.floor(s) : 0));
+  let left = MAX_SLOTS - counts.reduce((a, b) => a + b, 0);
+  const order = shares.map((s, i) => ({ i, r: s - Math.floor(s) })).filter((x) => reduced[x.i] > 0).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (const { i } of order) {
+    if (left <= 0) break;
+    counts[i]++;
+    left--;
+  }
+  return { counts, exact: false };
+}
+
+/**
+ * The slot → server sequence: smooth weighted round robin (nginx's), so
+ * `numgen inc` interleaves servers the way IPVS's wrr does rather than
+ * sending w consecutive connections to one server.
+ */
+export function slotSequence(counts: number[]): number[] {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const current = counts.map(() => 0);
+  const seq: number[] = [];
+  for (let n = 0; n < total; n++) {
+    let best = -1;
+    for (let i = 0; i < counts.length; i++) {
+      if (counts[i] === 0) continue;
+      current[i] += counts[i];
+      if (best < 0 || current[i] > current[best]) best = i;
+    }
+    current[best] -= total;
+    seq.push(best);
+  }
+  return seq;
+}
+
+function v6Mask(bits: number): string {
+  const groups: string[] = [];
+  for (let g = 0; g < 8; g++) {
+    const b = Math.max(0, Math.min(16, bits - g * 16));
+    groups.push(((0xffff << (16 - b)) & 0xffff).toString(16));
+  }
+  // Compress the trailing zero groups (nft wants a canonical literal).
+  const firstZero = groups.findIndex((x, i) => groups.slice(i).every((y) => y === '0'));
+  if (firstZero < 0) return groups.join(':');
+  return `${groups.slice(0, firstZero).join(':')}::`;
+}
+
+/** The client-address expression persistence is keyed on: `ip saddr & 255.255.255.0`. */
+function clientExpr(family: 4 | 6, netmask: string): string {
+  const saddr = family === 4 ? 'ip saddr' : 'ip6 saddr';
+  if (netmask === '') return saddr;
+  const bits = /^\d+$/.test(netmask)
+    ? Number(netmask)
+    : netmask.split('.').reduce((n, o) => n + Number(o).toString(2).replace(/0/g, '').length, 0);
+  if (family === 4) {
+    if (bits >= 32 || bits > 32) return saddr;
+    const n = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    return `${saddr} & ${[24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.')}`;
+  }
+  return bits >= 128 ? saddr : `${saddr} & ${v6Mask(bits)}`;
+}
+
+const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+
+/** Desired objects of one service, plus the warnings nftables has to give about it. */
+export function serviceObjects(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+  const reports: ServiceReport[] = [];
+  const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
+  const family = ipFamily(s.host);
+  const ip = family === 4 ? 'ip' : 'ip6';
+  const sfx = family === 4 ? '4' : '6';
+  const key = `${s.host} . ${s.port}`;
+  const vipKey = `${ip} daddr . ${s.type} dport`;
+  const backends = `backends${sfx}_${s.type}`;
+  const pick = `pick${sfx}_${s.type}`;
+
+  if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
+  for (const srv of s.servers) {
+    if (srv.forwarder !== 'm') warn(`server ${srv.id}: forwarder ${srv.forwarder} is applied as DNAT without masquerade (nftables cannot route directly or tunnel)`);
+    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
+  }
+
+  const active = s.servers.filter((srv) => srv.weight > 0);
+  const weights = active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight));
+  const { counts, exact } = slotCounts(weights);
+  if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
+  const seq = slotSequence(counts);
+  const total = seq.length;
+  const picker =
+    s.scheduler === 'sh'
+      ? `jhash ${ip} saddr mod ${total} seed ${JHASH_SEED}`
+      : s.scheduler === 'dh'
+        ? `jhash ${ip} daddr mod ${total} seed ${JHASH_SEED}`
+        : s.scheduler === 'rr' || s.scheduler === 'wrr'
+          ? `numgen inc mod ${total}`
+          : `numgen random mod ${total}`;
+
+  const chains: NftChain[] = [];
+  const sets: NftSet[] = [];
+  const svcKey = `${s.host} . ${s.type} . ${s.port}`;
+  const elements: NftElement[] = [];
+  const groups: NftChain[] = [];
+  const svcRules: string[] = [];
+  const forwarders = new Set(active.map((srv) => srv.forwarder === 'm'));
+  const perServer = s.persistence > 0 || forwarders.size > 1;
+
+  if (total === 0) {
+    // No server takes new connections: the service address is not rewritten.
+  } else if (!perServer) {
+    const masq = active[0].forwarder === 'm';
+    const group = `grp.${picker.split(' ').filter((w) => !['mod', 'seed', JHASH_SEED, String(total)].includes(w)).join('-')}.${total}.${s.type}${sfx}${masq ? '.masq' : ''}`;
+    const mark = masq ? `meta mark set meta mark | ${MASQ_MARK} ` : '';
+    groups.push({ name: group, rules: [`${mark}dnat ${ip} to ${vipKey} . ${picker} map @${backends}`] });
+    elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${group}` });
+    seq.forEach((srvIndex, slot) => {
+      const srv = active[srvIndex];
+      elements.push({ map: backends, key: `${key} . ${slot}`, value: `${srv.host} . ${srv.port}` });
+    });
+  } else {
+    elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${svcChain(s.id)}` });
+    const client = clientExpr(family, s.netmask);
+    for (const srv of active) {
+      const ep = epChain(s.id, srv.id);
+      const rules: string[] = [];
+      if (s.persistence > 0) {
+        const aff = affSet(s.id, srv.id);
+        sets.push({ name: aff, spec: `type ${family === 4 ? 'ipv4_addr' : 'ipv6_addr'} ; flags dynamic,timeout ; timeout ${s.persistence}s ;` });
+        svcRules.push(`${client} @${aff} goto ${ep}`);
+        rules.push(`update @${aff} { ${client} }`);
+      }
+      if (srv.forwarder === 'm') rules.push(`meta mark set meta mark | ${MASQ_MARK}`);
+      rules.push(`meta l4proto ${s.type} dnat ${ip} to ${target(srv.host, srv.port)}`);
+      chains.push({ name: ep, rules });
+    }
+    svcRules.push(`${vipKey} . ${picker} vmap @${pick}`);
+    seq.forEach((srvIndex, slot) => {
+      elements.push({ map: pick, key: `${key} . ${slot}`, value: `goto ${epChain(s.id, active[srvIndex].id)}` });
+    });
+  }
+
+  if (chains.length === 0 && svcRules.length === 0) return { objects: { id: s.id, chains, sets, elements, groups, digest: '' }, reports };
+  const digest = createHash('sha256')
+    .update(JSON.stringify([svcRules, chains, sets, elements]))
+    .digest('hex')
+    .slice(0, 16);
+  // The first rule carries the digest; it also counts the service's new connections.
+  chains.unshift({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...svcRules] });
+  return { objects: { id: s.id, chains, sets, elements, groups, digest }, reports };
+}

@@ -1,0 +1,207 @@
+/**
+ * The pure nftables planner: desired objects per service + the observed (or
+ * last applied) state → ops, rendered into one `nft -f -` transaction.
+ *
+ * With a `scope` only those services are compared (the incremental path:
+ * a change to one service produces a script about that service alone, so
+ * one update among 10,000 services stays a few lines). Without it, every
+ * service in either state is compared (the full resync).
+ */
+import type { NftChain, NftElement, NftSet, ServiceObjects } from './model.js';
+import type { NftObserved, ObservedService } from './observe.js';
+
+export type NftOp =
+  | { kind: 'add-table' }
+  | { kind: 'add-map'; name: string; spec: string }
+  | { kind: 'add-chain'; name: string; base?: string }
+  | { kind: 'flush-chain'; name: string }
+  | { kind: 'delete-chain'; name: string }
+  | { kind: 'add-set'; name: string; spec: string }
+  | { kind: 'delete-set'; name: string }
+  | { kind: 'add-rule'; chain: string; rule: string }
+  | { kind: 'add-element'; element: NftElement }
+  | { kind: 'delete-element'; element: NftElement };
+
+/** The table's fixed skeleton: global maps and base chains with their rules. */
+export interface NftBase {
+  maps: { name: string; spec: string }[];
+  chains: { name: string; spec: string; rules: string[] }[];
+}
+
+export const NFT_BASE: NftBase = {
+  maps: [
+    { name: 'services4', spec: 'type ipv4_addr . inet_proto . inet_service : verdict ;' },
+    { name: 'services6', spec: 'type ipv6_addr . inet_proto . inet_service : verdict ;' },
+    ...(['4', '6'] as const).flatMap((f) =>
+      (['tcp', 'udp'] as const).flatMap((p) => {
+        const ip = f === '4' ? 'ip' : 'ip6';
+        return [
+          { name: `backends${f}_${p}`, spec: `typeof ${ip} daddr . ${p} dport . numgen inc mod 1 : ${ip} daddr . ${p} dport ;` },
+          { name: `pick${f}_${p}`, spec: `typeof ${ip} daddr . ${p} dport . numgen inc mod 1 : verdict ;` },
+        ];
+      }),
+    ),
+  ],
+  chains: [
+    {
+      name: 'prerouting',
+      spec: 'type nat hook prerouting priority dstnat ; policy accept ;',
+      rules: ['ip daddr . meta l4proto . th dport vmap @services4', 'ip6 daddr . meta l4proto . th dport vmap @services6'],
+    },
+    {
+      // Connections the host itself opens to a service address.
+      name: 'output',
+      spec: 'type nat hook output priority -100 ; policy accept ;',
+      rules: ['ip daddr . meta l4proto . th dport vmap @services4', 'ip6 daddr . meta l4proto . th dport vmap @services6'],
+    },
+    {
+      name: 'postrouting',
+      spec: 'type nat hook postrouting priority srcnat ; policy accept ;',
+      rules: ['meta mark & 0x00100000 == 0x00100000 meta mark set meta mark ^ 0x00100000 masquerade'],
+    },
+  ],
+};
+
+export interface NftPlanInput {
+  desired: ReadonlyMap<string, ServiceObjects>;
+  observed: NftObserved;
+  /** Only these service ids (incremental); all when absent (full). */
+  scope?: ReadonlySet<string>;
+  base?: NftBase;
+}
+
+const STAGE: Record<NftOp['kind'], number> = {
+  'delete-element': 1,
+  'flush-chain': 2,
+  'delete-chain': 3,
+  'delete-set': 4,
+  'add-table': 5,
+  'add-map': 6,
+  'add-chain': 7,
+  'add-set': 8,
+  'add-rule': 9,
+  'add-element': 10,
+};
+
+const elemId = (e: NftElement) => `${e.map}\u0000${e.key}\u0000${e.value}`;
+
+function unchanged(want: ServiceObjects, have: ObservedService): boolean {
+  if ((have.digest ?? '') !== want.digest) return false;
+  if (have.chains.size !== want.chains.length) return false;
+  for (const c of want.chains) if (have.chains.get(c.name) !== c.rules.length) return false;
+  if (have.sets.size !== want.sets.length) return false;
+  for (const s of want.sets) if (have.sets.get(s.name) !== s.spec) return false;
+  if (have.elements.length !== want.elements.length) return false;
+  const ids = new Set(have.elements.map(elemId));
+  return want.elements.every((e) => ids.has(elemId(e)));
+}
+
+function planService(want: ServiceObjects | undefined, have: ObservedService | undefined, ops: NftOp[]): void {
+  if (want && have && unchanged(want, have)) return;
+  const haveElems = new Set((have?.elements ?? []).map(elemId));
+  const wantElems = new Set((want?.elements ?? []).map(elemId));
+  for (const e of have?.elements ?? []) if (!wantElems.has(elemId(e))) ops.push({ kind: 'delete-element', element: e });
+  for (const e of want?.elements ?? []) if (!haveElems.has(elemId(e))) ops.push({ kind: 'add-element', element: e });
+
+  const wantChains = new Map((want?.chains ?? []).map((c) => [c.name, c]));
+  for (const name of have?.chains.keys() ?? []) {
+    ops.push({ kind: 'flush-chain', name });
+    if (!wantChains.has(name)) ops.push({ kind: 'delete-chain', name });
+  }
+  for (const c of wantChains.values()) {
+    if (!have?.chains.has(c.name)) ops.push({ kind: 'add-chain', name: c.name });
+    for (const rule of c.rules) ops.push({ kind: 'add-rule', chain: c.name, rule });
+  }
+
+  const wantSets = new Map<string, NftSet>((want?.sets ?? []).map((s) => [s.name, s]));
+  for (const [name, spec] of have?.sets ?? []) {
+    // A set whose spec is unchanged is kept with its entries (clients keep their affinity).
+    if (wantSets.get(name)?.spec !== spec) ops.push({ kind: 'delete-set', name });
+  }
+  for (const s of wantSets.values()) {
+    if (have?.sets.get(s.name) !== s.spec) ops.push({ kind: 'add-set', name: s.name, spec: s.spec });
+  }
+}
+
+export function planNft(input: NftPlanInput): NftOp[] {
+  const base = input.base ?? NFT_BASE;
+  const ops: NftOp[] = [];
+  const obs = input.observed;
+  if (!obs.table) ops.push({ kind: 'add-table' });
+  for (const m of base.maps) if (!obs.maps.has(m.name)) ops.push({ kind: 'add-map', name: m.name, spec: m.spec });
+  for (const c of base.chains) {
+    const count = obs.baseChains.get(c.name);
+    if (count === c.rules.length) continue;
+    if (count === undefined) ops.push({ kind: 'add-chain', name: c.name, base: c.spec });
+    else ops.push({ kind: 'flush-chain', name: c.name });
+    for (const rule of c.rules) ops.push({ kind: 'add-rule', chain: c.name, rule });
+  }
+  const ids = input.scope ? [...input.scope] : [...new Set([...input.desired.keys(), ...obs.services.keys()])];
+  // Group chains: created when a service in scope needs one; deleted only on a full pass, when no service uses them.
+  const groups = new Map<string, NftChain>();
+  for (const id of ids) for (const g of input.desired.get(id)?.groups ?? []) groups.set(g.name, g);
+  for (const g of [...groups.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const count = obs.groups.get(g.name);
+    if (count === g.rules.length) continue;
+    if (count === undefined) ops.push({ kind: 'add-chain', name: g.name });
+    else ops.push({ kind: 'flush-chain', name: g.name });
+    for (const rule of g.rules) ops.push({ kind: 'add-rule', chain: g.name, rule });
+  }
+  if (!input.scope) {
+    const used = new Set<string>();
+    for (const o of input.desired.values()) for (const g of o.groups) used.add(g.name);
+    for (const name of [...obs.groups.keys()].sort()) {
+      if (!used.has(name)) ops.push({ kind: 'flush-chain', name }, { kind: 'delete-chain', name });
+    }
+  }
+  for (const id of ids.sort()) planService(input.desired.get(id), obs.services.get(id), ops);
+  // A stable sort keeps each stage in service order, which keeps golden scripts readable.
+  return ops.map((op, i) => ({ op, i })).sort((a, b) => STAGE[a.op.kind] - STAGE[b.op.kind] || a.i - b.i).map((x) => x.op);
+}
+
+/** The ops as one nft script for `nft -f -` (one transaction: all or nothing). */
+export function renderNftScript(table: string, ops: NftOp[]): string {
+  const t = `inet ${table}`;
+  const lines: string[] = [];
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    switch (op.kind) {
+      case 'add-table':
+        lines.push(`add table ${t}`);
+        break;
+      case 'add-map':
+        lines.push(`add map ${t} ${op.name} { ${op.spec} }`);
+        break;
+      case 'add-chain':
+        lines.push(op.base ? `add chain ${t} ${op.name} { ${op.base} }` : `add chain ${t} ${op.name}`);
+        break;
+      case 'flush-chain':
+        lines.push(`flush chain ${t} ${op.name}`);
+        break;
+      case 'delete-chain':
+        lines.push(`delete chain ${t} ${op.name}`);
+        break;
+      case 'add-set':
+        lines.push(`add set ${t} ${op.name} { ${op.spec} }`);
+        break;
+      case 'delete-set':
+        lines.push(`delete set ${t} ${op.name}`);
+        break;
+      case 'add-rule':
+        lines.push(`add rule ${t} ${op.chain} ${op.rule}`);
+        break;
+      case 'add-element':
+      case 'delete-element': {
+        // Consecutive elements of one map go in one statement.
+        const group = [op.element];
+        while (i + 1 < ops.length && ops[i + 1].kind === op.kind && (ops[i + 1] as typeof op).element.map === op.element.map) {
+          group.push((ops[++i] as typeof op).element);
+        }
+        const body = group.map((e) => (op.kind === 'add-element' ? `${e.key} : ${e.value}` : e.key)).join(', ');
+        lines.push(`${op.kind === 'add-element' ? 'add' : 'delete'} element ${t} ${op.element.map} { ${body} }`);
+        break;
+      }
+    }
+  }
+  return lines.map((l) => `${l}\n`).join('');
+}

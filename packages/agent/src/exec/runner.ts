@@ -1,0 +1,137 @@
+/**
+ * The one way the agent runs a command: an argv array, never a shell string.
+ * Every adapter (ip, nft, ipvsadm) takes a `Runner`, so tests swap in the
+ * `FakeRunner` and compare the exact argv and stdin, and `--netns` is applied
+ * in one place (`ip netns exec <ns> <cmd> …`).
+ */
+import { execa } from 'execa';
+
+export interface RunOptions {
+  /** Written to the command's stdin (batch input: `nft -f -`, `ipvsadm -R`, `ip -batch -`). */
+  input?: string;
+  /** Run inside this named network namespace. */
+  netns?: string;
+  /** Resolve with the exit code instead of throwing when the command fails. */
+  allowFail?: boolean;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export interface Runner {
+  run(cmd: string, args: string[], opts?: RunOptions): Promise<RunResult>;
+}
+
+/** A failed command: the argv, the exit code and what it said on stderr. */
+export class CommandError extends Error {
+  constructor(
+    readonly argv: string[],
+    readonly exitCode: number,
+    readonly stderr: string,
+    readonly stdout: string,
+  ) {
+    super(`${argv.join(' ')} failed (exit ${exitCode}): ${stderr.trim() || stdout.trim() || 'no output'}`);
+    this.name = 'CommandError';
+  }
+}
+
+/** The argv actually executed for `cmd args` in `netns` (exported for the fake and for logs). */
+export function wrapNetns(cmd: string, args: string[], netns?: string): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, args];
+}
+
+export interface ExecaRunnerOptions {
+  /** Applied to every call that does not name its own netns. */
+  netns?: string;
+  /** Kill a command that runs longer than this (ms). Default 60 s. */
+  timeoutMs?: number;
+}
+
+/** Runs real commands with execa 9. */
+export class ExecaRunner implements Runner {
+  constructor(private readonly defaults: ExecaRunnerOptions = {}) {}
+
+  async run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const [file, argv] = wrapNetns(cmd, args, opts.netns ?? this.defaults.netns);
+    const res = await execa(file, argv, {
+      input: opts.input ?? '',
+      reject: false,
+      stripFinalNewline: false,
+      timeout: this.defaults.timeoutMs ?? 60_000,
+      env: { LC_ALL: 'C' },
+      maxBuffer: 512 * 1024 * 1024,
+    });
+    const out: RunResult = { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? ''), exitCode: res.exitCode ?? -1 };
+    if (res.exitCode === undefined && !opts.allowFail) {
+      throw new CommandError([file, ...argv], -1, `${res.shortMessage}\n${out.stderr}`, out.stdout);
+    }
+    if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
+    return out;
+  }
+}
+
+/** One recorded call of the fake. */
+export interface RecordedCall {
+  cmd: string;
+  args: string[];
+  input?: string;
+  netns?: string;
+}
+
+/** A scripted answer: matched by a predicate over the call, used once unless `repeat`. */
+export interface ScriptedAnswer {
+  match: (call: RecordedCall) => boolean;
+  result: Partial<RunResult> | ((call: RecordedCall) => Partial<RunResult>);
+  repeat?: boolean;
+}
+
+/**
+ * Records every call (argv + stdin) and answers from a script; unmatched
+ * calls succeed with empty output. A non-zero scripted exit code throws a
+ * `CommandError` like the real runner, unless the call allowed failure.
+ */
+export class FakeRunner implements Runner {
+  readonly calls: RecordedCall[] = [];
+  private readonly script: ScriptedAnswer[] = [];
+
+  /** Answer calls of `cmd` whose args start with `argsPrefix`. */
+  on(cmd: string, argsPrefix: string[], result: ScriptedAnswer['result'], repeat = true): this {
+    this.script.push({
+      match: (c) => c.cmd === cmd && argsPrefix.every((a, i) => c.args[i] === a),
+      result,
+      repeat,
+    });
+    return this;
+  }
+
+  when(answer: ScriptedAnswer): this {
+    this.script.push(answer);
+    return this;
+  }
+
+  /** The calls as printable command lines (`nft -f -`), for golden comparisons. */
+  lines(): string[] {
+    return this.calls.map((c) => [c.netns ? `[${c.netns}]` : '', c.cmd, ...c.args].filter(Boolean).join(' '));
+  }
+
+  clear(): void {
+    this.calls.length = 0;
+  }
+
+  async run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const call: RecordedCall = { cmd, args: [...args], ...(opts.input !== undefined ? { input: opts.input } : {}), ...(opts.netns ? { netns: opts.netns } : {}) };
+    this.calls.push(call);
+    const i = this.script.findIndex((a) => a.match(call));
+    let res: RunResult = { stdout: '', stderr: '', exitCode: 0 };
+    if (i >= 0) {
+      const answer = this.script[i];
+      if (!answer.repeat) this.script.splice(i, 1);
+      res = { ...res, ...(typeof answer.result === 'function' ? answer.result(call) : answer.result) };
+    }
+    if (res.exitCode !== 0 && !opts.allowFail) throw new CommandError([cmd, ...args], res.exitCode, res.stderr, res.stdout);
+    return res;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Turns ops into commands and runs them. Two modes, same ops, same order:
+ *
+ *   batched     one `ip -batch -` per namespace touched (the host context,
+ *               each container), one `bridge -batch -`, one `nft -f -`
+ *   per-object  one command per op (what a naive agent does; the benchmark's
+ *               baseline)
+ *
+ * Removals run with `-force` and succeed when the only errors say the object
+ * is already gone (deleting what is gone is not a failure); creations must
+ * all succeed.
+ */
+import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
+import { CommandError, type Runner } from '../exec/runner.js';
+import type { TopologyOp } from './model.js';
+
+export type ExecMode = 'batched' | 'per-object';
+
+export interface Command {
+  cmd: 'ip' | 'bridge' | 'nft';
+  args: string[];
+  input?: string;
+  /** Run in this namespace through the runner (nft has no -n). */
+  netns?: string;
+  /** A removal: "already gone" errors are success. */
+  tolerant: boolean;
+}
+
+/** The nft table that keeps CINs apart where the host forwards (root namespace hosts). */
+export const ISOLATION_TABLE = 'switchyard_lev';
+
+/**
+ * One rule per bridge: routed traffic from it to any OTHER CEN bridge is
+ * dropped. Not `iifname "syb*" oifname "syb*"`: with br_netfilter loaded
+ * (bridge-nf-call-iptables=1, the default once the module is in), bridged
+ * traffic inside one bridge also passes this hook with the bridge as both
+ * input and output device, and must not be dropped.
+ */
+export function isolationRules(bridges: string[]): string {
+  // Declaring then deleting makes removal idempotent; flush + define makes creation so.
+  if (bridges.length === 0) return `table inet ${ISOLATION_TABLE}\ndelete table inet ${ISOLATION_TABLE}\n`;
+  return [
+    `table inet ${ISOLATION_TABLE}`,
+    `flush table inet ${ISOLATION_TABLE}`,
+    `table inet ${ISOLATION_TABLE} {`,
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    ...bridges.map((b) => `    iifname "${b}" oifname "syb*" oifname != "${b}" drop`),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** The bridges an isolation table's text (`nft list table`) names. */
+export function parseIsolation(text: string): string[] {
+  return [...text.matchAll(/iifname "([^"]+)"/g)].map((m) => m[1]).sort();
+}
+
+type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' };
+
+/** Where an op runs and its batch line. `hostNs` is the agent's --netns (undefined: the machine's own). */
+function render(op: TopologyOp, hostNs: string | undefined): { where: Where; line: string } {
+  const host = { tool: 'ip' as const, ns: hostNs };
+  switch (op.op) {
+    case 'netns-add':
+      return { where: { tool: 'ip', global: true }, line: ipLines.netnsAdd(op.ns) };
+    case 'netns-del':
+      return { where: { tool: 'ip', global: true }, line: ipLines.netnsDel(op.ns) };
+    case 'bridge-add':
+      return { where: host, line: ipLines.bridgeAdd(op.name) };
+    case 'vxlan-add':
+      return { where: host, line: ipLines.vxlanAdd(op.name, op.vni, op.local, op.master) };
+    case 'veth-add':
+      return { where: host, line: ipLines.vethAdd(op.name, op.master, op.peer, op.peerNs) };
+    case 'wire-add':
+      return { where: host, line: ipLines.wireAdd(op.name, op.a, op.b) };
+    case 'link-del':
+      return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.linkDel(op.name) };
+    case 'link-up':
+      return { where: { tool: 'ip', ns: op.ns }, line: ipLines.linkUp(op.name) };
+    case 'addr-add':
+      return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.addrAdd(op.cidr, op.dev) };
+    case 'addr-del':
+      return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.addrDel(op.cidr, op.dev) };
+    case 'fdb-add':
+      return { where: { tool: 'bridge', ns: hostNs }, line: ipLines.fdbAppend(op.dev, op.dst) };
+    case 'fdb-del':
+      return { where: { tool: 'bridge', ns: hostNs }, line: ipLines.fdbDel(op.dev, op.dst) };
+    case 'route-default':
+      return { where: { tool: 'ip', ns: op.ns }, line: ipLines.defaultRoute(op.via, op.dev) };
+    case 'route-default-del':
+      return { where: { tool: 'ip', ns: op.ns }, line: ipLines.defaultRouteDel() };
+    case 'isolation':
+      return { where: { tool: 'nft' }, line: isolationRules(op.bridges) };
+  }
+}
+
+const REMOVALS = new Set<TopologyOp['op']>(['netns-del', 'link-del', 'addr-del', 'fdb-del', 'route-default-del']);
+
+function isRemoval(op: TopologyOp): boolean {
+  return REMOVALS.has(op.op) || (op.op === 'isolation' && op.bridges.length === 0);
+}
+
+/**
+ * Commands for `ops`, in an order that respects dependencies: removals
+ * (inside containers, then the host context, then namespaces), then
+ * creations (namespaces, then host links, flood lists, container insides).
+ */
+export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string): Command[] {
+  const stage = (op: TopologyOp): number => {
+    const removal = isRemoval(op);
+    const w = render(op, hostNs).where;
+    if (removal) {
+      if (op.op === 'netns-del') return 3;
+      if (w.tool === 'nft') return 3;
+      if (w.tool === 'bridge') return 1;
+      return 'ns' in w && w.ns !== hostNs ? 0 : 2;
+    }
+    if (op.op === 'netns-add') return 4;
+    if (w.tool === 'nft') return 8;
+    if (w.tool === 'bridge') return 6;
+    if ('ns' in w && w.ns !== hostNs) return 7;
+    return 5;
+  };
+  // Inside a stage, bridges come before what joins them (one host batch either way).
+  const sub = (op: TopologyOp) => (op.op === 'bridge-add' ? 0 : 1);
+  const ordered = ops.map((op, i) => ({ op, i, s: stage(op) })).sort((a, b) => a.s - b.s || sub(a.op) - sub(b.op) || a.i - b.i);
+  const out: Command[] = [];
+  if (mode === 'per-object') {
+    for (const { op } of ordered) {
+      const { where, line } = render(op, hostNs);
+      const tolerant = isRemoval(op);
+      if (where.tool === 'nft') out.push({ cmd: 'nft', args: ['-f', '-'], input: line, tolerant, ...(hostNs ? { netns: hostNs } : {}) });
+      else out.push({ cmd: where.tool, args: [...(where.global ? [] : nsArgs(where.ns)), ...line.split(' ')], tolerant });
+    }
+    return out;
+  }
+  // Batched: consecutive ops of one stage grouped by (tool, namespace), in first-seen order.
+  let i = 0;
+  while (i < ordered.length) {
+    const s = ordered[i].s;
+    const groups = new Map<string, { where: Where; lines: string[]; tolerant: boolean }>();
+    for (; i < ordered.length && ordered[i].s === s; i++) {
+      const { op } = ordered[i];
+      const { where, line } = render(op, hostNs);
+      const key = where.tool === 'nft' ? 'nft' : `${where.tool}|${where.global ? '*' : (where.ns ?? '')}`;
+      const g = groups.get(key) ?? { where, lines: [], tolerant: isRemoval(op) };
+      g.lines.push(line);
+      groups.set(key, g);
+    }
+    for (const g of groups.values()) {
+      if (g.where.tool === 'nft') {
+        out.push({ cmd: 'nft', args: ['-f', '-'], input: g.lines.join(''), tolerant: g.tolerant, ...(hostNs ? { netns: hostNs } : {}) });
+        continue;
+      }
+      const ns = g.where.global ? [] : nsArgs(g.where.ns);
+      out.push({ cmd: g.where.tool, args: [...ns, ...(g.tolerant ? ['-force'] : []), '-batch', '-'], input: `${g.lines.join('\n')}\n`, tolerant: g.tolerant });
+    }
+  }
+  return out;
+}
+
+/** Error lines of a failed command that are not "already gone" (ip's "Command failed -:N" trailers aside). */
+export function realErrors(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^Command failed/.test(l) && !GONE.test(l) && !/^Error: (argument|Device) .* (is wrong|does not exist)/.test(l));
+}
+
+/** Runs the commands in order; the first real failure stops the run and is thrown. */
+export async function execute(runner: Runner, commands: Command[]): Promise<void> {
+  for (const c of commands) {
+    const res = await runner.run(c.cmd, c.args, { ...(c.input !== undefined ? { input: c.input } : {}), ...(c.netns ? { netns: c.netns } : {}), allowFail: true });
+    if (res.exitCode === 0) continue;
+    if (c.tolerant && realErrors(res.stderr).length === 0) continue;
+    throw new CommandError([c.cmd, ...c.args], res.exitCode, `${res.stderr}${c.input ? `\n(input: ${c.input.slice(0, 2000)})` : ''}`, res.stdout);
+  }
+}

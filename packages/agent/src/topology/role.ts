@@ -1,0 +1,44 @@
+/**
+ * The topology reconciler as an agent role. It takes the agent's etcd client,
+ * keys, host id, --netns and logger, but NOT the agent's runner: that one runs
+ * every command under `ip netns exec <netns>`, and `ip netns add` run that
+ * way creates a namespace invisible to everyone else (the bind mount stays
+ * in ip's private mount namespace). The role addresses namespaces with
+ * `ip -n` itself and runs nft in the host namespace through the runner's
+ * per-call netns.
+ */
+import { ExecaRunner, type Runner } from '../exec/runner.js';
+import type { AgentRole, RoleContext } from '../role.js';
+import { commandsFor, execute } from './execute.js';
+import { desiredFor } from './model.js';
+import { observeTopology } from './observe.js';
+import { plan } from './plan.js';
+import { startTopology, type RunningTopology } from './reconciler.js';
+
+export class TopologyRole implements AgentRole {
+  readonly name = 'topology';
+  private running?: RunningTopology;
+  private readonly runner: Runner;
+
+  constructor(private readonly ctx: RoleContext, runner?: Runner) {
+    this.runner = runner ?? new ExecaRunner();
+  }
+
+  async start(): Promise<void> {
+    const { config, etcd, keys, log } = this.ctx;
+    this.running = await startTopology({ etcd, keys, hostId: config.hostId, netns: config.netns, log, runner: this.runner, resyncMs: config.resyncMs, minSyncIntervalMs: config.minSyncIntervalMs, leaseTtlSeconds: config.leaseTtlSeconds });
+  }
+
+  async stop({ flush }: { flush: boolean }): Promise<void> {
+    await this.running?.stop();
+    if (!flush) return;
+    // --flush-on-exit: remove the role's host links and nft table; namespaces stay (containers may still use them).
+    const o = await observeTopology(this.runner, this.ctx.config.netns, []);
+    const none = desiredFor({ hostId: this.ctx.config.hostId, underlays: new Map(), cens: [], cins: [], containers: [] });
+    const ops = plan(none, { ...o, namespaces: new Set() }, { created: new Set(), knownCens: new Set() });
+    await execute(this.runner, commandsFor(ops, 'batched', this.ctx.config.netns));
+  }
+}
+
+/** Factory for `startAgent(config, { roles: [topologyRole] })`. */
+export const topologyRole = (ctx: RoleContext): AgentRole => new TopologyRole(ctx);

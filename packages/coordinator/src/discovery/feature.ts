@@ -1,0 +1,162 @@
+/**
+ * `GET /provide` (skyapi): a websocket whose lifetime is a SkyDNS record's.
+ *
+ *  - connect: parameters checked (error frame + close, nothing written, on
+ *    anything wrong), then the record is queued for etcd on the coordinator
+ *    lease (and with `lb=`, the provider becomes a real server);
+ *  - close: the record is deleted at once (batched with other closes);
+ *  - the server pings every --ping-interval and terminates a peer that did
+ *    not answer the previous ping (one sweep over all providers, not one
+ *    timer per connection);
+ *  - the coordinator dies: etcd drops the lease and with it every record of
+ *    this process within --provider-ttl.
+ *
+ * Every connection has its own record id, so two processes announcing the
+ * same service, host and port have two records and never delete each
+ * other's (a resolver sees two SRV targets with the same host:port; the A
+ * answer de-duplicates).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
+import { type SwitchyardError } from '@switchyard/shared';
+import type { Feature } from '../app.js';
+import type { CoordinatorContext } from '../context.js';
+import type { L4Repository } from '../l4/repository.js';
+import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
+import { CoordinatorLease, leaseSeconds } from './lease.js';
+import { parseProvideRequest, recordKey, type ProvideRequest } from './provide-request.js';
+import { RecordWriter } from './record-writer.js';
+
+/** Close codes: 1008 policy violation (refused input), 1011 server error. */
+const CLOSE_REFUSED = 1008;
+const CLOSE_FAILED = 1011;
+
+interface Provider {
+  ws: WebSocket;
+  key: string;
+  alive: boolean;
+  claim?: LbClaim;
+}
+
+export interface Discovery {
+  feature: Feature;
+  writer: RecordWriter;
+  lease: CoordinatorLease;
+  lb: LbRegistry;
+  /** Live provider connections. */
+  readonly count: number;
+}
+
+/** Sends `{"error","code"}` as a text frame, then closes; the registry decides the code. */
+function refuse(ws: WebSocket, e: SwitchyardError): void {
+  ws.send(JSON.stringify({ error: e.message, code: e.code }), () => ws.close(e.status >= 500 ? CLOSE_FAILED : CLOSE_REFUSED, e.code));
+}
+
+export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Discovery {
+  const log = ctx.log.child({ component: 'discovery' });
+  const lease = new CoordinatorLease(ctx.etcd, leaseSeconds(ctx.config.providerTtlMs), log);
+  const writer = new RecordWriter(ctx.etcd, lease, log);
+  const lb = new LbRegistry(ctx, l4, lease, log);
+  const providers = new Set<Provider>();
+  // Record ids: this process's id and a counter; unique across coordinators
+  // and restarts, and a valid DNS label (it becomes the SRV target's first label).
+  const idPrefix = ctx.coordinatorId.replace(/-/g, '').slice(0, 12);
+  let seq = 0;
+  let sweeper: NodeJS.Timeout | undefined;
+  let stopping = false;
+
+  function sweep(): void {
+    for (const p of providers) {
+      if (!p.alive) {
+        log.debug({ key: p.key }, 'provider missed a pong; dropping it');
+        p.ws.terminate();
+        continue;
+      }
+      p.alive = false;
+      p.ws.ping();
+    }
+  }
+
+  function onPong(this: WebSocket & { provider?: Provider }): void {
+    if (this.provider) this.provider.alive = true;
+  }
+
+  function begin(ws: WebSocket & { provider?: Provider }, req: ProvideRequest, id: string, claim?: LbClaim): void {
+    const provider: Provider = { ws, key: recordKey(ctx.config.dnsRoot, req, id), alive: true, claim };
+    ws.provider = provider;
+    providers.add(provider);
+    ws.on('pong', onPong);
+    writer.put(provider.key, req.value);
+    log.debug({ key: provider.key, value: req.value }, 'provider connected');
+  }
+
+  function end(ws: WebSocket & { provider?: Provider }): void {
+    const p = ws.provider;
+    if (!p) return;
+    ws.provider = undefined;
+    providers.delete(p);
+    writer.delete(p.key);
+    if (p.claim) void lb.release(p.claim);
+    log.debug({ key: p.key }, 'provider gone');
+  }
+
+  async function provide(ws: WebSocket & { provider?: Provider }, request: IncomingMessage): Promise<void> {
+    const req = parseProvideRequest(request.url ?? '/', request.socket.remoteAddress);
+    if (!('record' in req)) return refuse(ws, req);
+    const id = `${idPrefix}-${(seq++).toString(36)}`;
+    if (!req.lb) return begin(ws, req, id);
+
+    let claim: LbClaim | undefined;
+    try {
+      const server = await lb.check(req.lb.serviceId, req.record.host, req.record.port, req.lb.weight);
+      if (ws.readyState !== ws.OPEN) return;
+      claim = await lb.claim(req.lb.serviceId, server, `${idPrefix}.${id}`);
+    } catch (e) {
+      if (ws.readyState === ws.OPEN) refuse(ws, toFrameError(e));
+      return;
+    }
+    if (ws.readyState !== ws.OPEN) return void lb.release(claim);
+    begin(ws, req, id, claim);
+  }
+
+  const feature: Feature = {
+    name: 'discovery',
+    websockets: {
+      '/provide': (ws, request) => {
+        if (stopping) return ws.close(CLOSE_FAILED, 'coordinator stopping');
+        ws.on('error', (err) => log.debug({ err: err.message }, 'provider socket error'));
+        ws.on('close', () => end(ws));
+        void provide(ws, request).catch((err) => {
+          log.error({ err }, 'provider connection failed');
+          if (ws.readyState === ws.OPEN) refuse(ws, toFrameError(err));
+        });
+      },
+    },
+    start() {
+      lb.start();
+      // Grant the lease now so the first provider does not wait for it; an
+      // unreachable etcd is retried by the writer.
+      lease.id().catch(() => undefined);
+      sweeper = setInterval(sweep, ctx.config.pingIntervalMs);
+      sweeper.unref();
+    },
+    async stop() {
+      stopping = true;
+      if (sweeper) clearInterval(sweeper);
+      // app.close() has terminated the sockets: the releases are under way.
+      await lb.stop();
+      writer.stop();
+      await lease.stop();
+    },
+  };
+
+  return {
+    feature,
+    writer,
+    lease,
+    lb,
+    get count() {
+      return providers.size;
+    },
+  };
+}

@@ -1,0 +1,115 @@
+/**
+ * The DNS sockets: UDP and TCP on the same address and port (RFC 7766: a
+ * server that truncates over UDP must answer over TCP). TCP messages carry a
+ * two-byte length prefix; several queries may arrive on one connection, in
+ * any fragmentation.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, isIP, type Server as TcpServer, type Socket } from 'node:net';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Responder } from './responder.js';
+
+export interface DnsServerOptions {
+  /** Idle TCP connections are closed after this long (ms). */
+  tcpIdleMs?: number;
+  /** Kernel receive buffer for the UDP socket: bursts beyond it are dropped. */
+  udpRecvBuffer?: number;
+}
+
+export class DnsServer {
+  private udp?: UdpSocket;
+  private tcp?: TcpServer;
+  private readonly conns = new Set<Socket>();
+
+  constructor(
+    private readonly responder: Responder,
+    private readonly log: FastifyBaseLogger,
+    private readonly opts: DnsServerOptions = {},
+  ) {}
+
+  /** Binds UDP first (port 0 picks one), then TCP on the same port. Resolves to the port. */
+  async listen(host: string, port: number): Promise<number> {
+    const udp = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', reuseAddr: false });
+    this.udp = udp;
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, host, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    try {
+      udp.setRecvBufferSize(this.opts.udpRecvBuffer ?? 4 * 1024 * 1024);
+    } catch {
+      // Capped by net.core.rmem_max: keep the kernel's size.
+    }
+    udp.on('error', (err) => this.log.warn({ err: err.message }, 'dns udp socket error'));
+    udp.on('message', (msg, rinfo) => {
+      let out: Buffer | undefined;
+      try {
+        out = this.responder.respond(msg, 'udp');
+      } catch (err) {
+        this.log.error({ err }, 'dns query failed');
+        return;
+      }
+      if (out) udp.send(out, rinfo.port, rinfo.address);
+    });
+    const bound = udp.address().port;
+
+    const tcp = createServer((sock) => this.serveTcp(sock));
+    this.tcp = tcp;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(bound, host, () => {
+        tcp.off('error', reject);
+        resolve();
+      });
+    });
+    tcp.on('error', (err) => this.log.warn({ err: err.message }, 'dns tcp server error'));
+    this.log.info({ host, port: bound }, 'dns responder listening (udp, tcp)');
+    return bound;
+  }
+
+  private serveTcp(sock: Socket): void {
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    sock.setTimeout(this.opts.tcpIdleMs ?? 10_000, () => sock.destroy());
+    let buf: Buffer = Buffer.alloc(0);
+    sock.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        let out: Buffer | undefined;
+        try {
+          out = this.responder.respond(msg, 'tcp');
+        } catch (err) {
+          this.log.error({ err }, 'dns query failed');
+        }
+        if (!out) {
+          sock.destroy();
+          return;
+        }
+        const prefix = Buffer.allocUnsafe(2);
+        prefix.writeUInt16BE(out.length, 0);
+        sock.write(Buffer.concat([prefix, out]));
+      }
+    });
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => this.conns.delete(sock));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.conns) s.destroy();
+    const udp = this.udp;
+    const tcp = this.tcp;
+    this.udp = undefined;
+    this.tcp = undefined;
+    await Promise.all([
+      udp ? new Promise<void>((resolve) => udp.close(() => resolve())) : undefined,
+      tcp ? new Promise<void>((resolve) => tcp.close(() => resolve())) : undefined,
+    ]);
+  }
+}

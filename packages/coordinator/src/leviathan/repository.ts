@@ -1,0 +1,273 @@
+/**
+ * The Leviathan model in etcd. Two watch-fed mirrors: the desired state the
+ * API writes (`lev/`) and what agents report (`lev-hosts/`).
+ *
+ * A write reads the model from the mirror, applies a pure change from
+ * model.ts to a copy, and writes every changed key in ONE transaction guarded
+ * by the `lev/epoch` key's mod revision: if any other coordinator wrote in
+ * between, the transaction fails, the mirror catches up and the change is
+ * computed again. Leviathan writes are rare and small, so one guard for the
+ * whole model is simpler than per-key compares and is obviously correct (a
+ * change may read any part of the model: a CIN's addresses depend on its
+ * CENs' members).
+ */
+import type { Etcd3, IRequestOp } from 'etcd3';
+import {
+  DEFAULT_LEV_POOL,
+  LevHostStatus,
+  LevPool,
+  LevUnderlay,
+  op,
+  PrefixMirror,
+  StoredCen,
+  StoredCin,
+  StoredContainer,
+  StoredCpool,
+  SwitchyardError,
+  type CenView,
+  type CinView,
+  type ContainerView,
+  type LevState,
+} from '@switchyard/shared';
+import type { CoordinatorContext } from '../context.js';
+import { cloneModel, emptyModel, settle, type LevModel } from './model.js';
+
+/** One desired-state record, as parsed from its key and value. */
+export type LevRecord =
+  | { kind: 'cen'; value: StoredCen }
+  | { kind: 'cin'; value: StoredCin }
+  | { kind: 'container'; value: StoredContainer }
+  | { kind: 'cpool'; value: StoredCpool }
+  | { kind: 'pool'; value: LevPool }
+  | { kind: 'subnet'; index: number; value: string }
+  | { kind: 'epoch'; value: string };
+
+export type LevHostRecord = { kind: 'status'; value: LevHostStatus } | { kind: 'underlay'; value: LevUnderlay } | { kind: 'created'; value: unknown };
+
+const MAX_ATTEMPTS = 8;
+
+export class LeviathanRepository {
+  readonly mirror: PrefixMirror<LevRecord>;
+  readonly hostMirror: PrefixMirror<LevHostRecord>;
+  private lastWrite = 0;
+  /** Agents' reports as last read by current(); the mirror's otherwise. */
+  private readStatuses?: Map<string, LevHostStatus>;
+  private readonly etcd: Etcd3;
+
+  constructor(private readonly ctx: CoordinatorContext) {
+    this.etcd = ctx.etcd;
+    const k = ctx.keys.lev;
+    this.mirror = new PrefixMirror<LevRecord>(ctx.etcd, {
+      prefix: k.all,
+      parse: (key, raw) => {
+        const text = raw.toString();
+        if (key === k.epoch) return { kind: 'epoch', value: text };
+        if (key === k.pool) return { kind: 'pool', value: LevPool.parse(JSON.parse(text)) };
+        const index = k.parseSubnet(key);
+        if (index !== undefined) return { kind: 'subnet', index, value: text };
+        if (k.parseCen(key)) return { kind: 'cen', value: StoredCen.parse(JSON.parse(text)) };
+        if (k.parseCin(key)) return { kind: 'cin', value: StoredCin.parse(JSON.parse(text)) };
+        if (k.parseContainer(key)) return { kind: 'container', value: StoredContainer.parse(JSON.parse(text)) };
+        if (k.parseCpool(key)) return { kind: 'cpool', value: StoredCpool.parse(JSON.parse(text)) };
+        return undefined;
+      },
+      onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan record in etcd'),
+    });
+    this.hostMirror = new PrefixMirror<LevHostRecord>(ctx.etcd, {
+      prefix: k.hosts,
+      parse: (key, raw) => {
+        const p = k.parseHostKey(key);
+        if (!p) return undefined;
+        const json = JSON.parse(raw.toString());
+        if (p.kind === 'status') return { kind: 'status', value: LevHostStatus.parse(json) };
+        if (p.kind === 'underlay') return { kind: 'underlay', value: LevUnderlay.parse(json) };
+        return { kind: 'created', value: json };
+      },
+      onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan host record in etcd'),
+    });
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.mirror.start(), this.hostMirror.start()]);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.mirror.stop(), this.hostMirror.stop()]);
+  }
+
+  /** Waits until the mirrors reflect every write this coordinator acknowledged. */
+  async fresh(): Promise<void> {
+    for (const m of [this.mirror, this.hostMirror] as PrefixMirror<unknown>[]) {
+      if (!m.healthy) {
+        await this.ctx.call(() => m.start(), 'initial list of container networks');
+        if (!m.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
+      }
+    }
+    if (this.mirror.revision < this.lastWrite) {
+      await this.ctx.call(() => this.mirror.waitFor(this.lastWrite), 'waiting for the watch to catch up');
+    }
+  }
+
+  /**
+   * fresh(), and the agents' reports read from etcd itself: agents write
+   * their status straight to etcd, and a client that waited for an agent must
+   * see what it reported (a watch only advances on its own prefix, so waiting
+   * for it cannot prove it is current). One small range read; GET routes only.
+   */
+  async current(): Promise<void> {
+    await this.fresh();
+    const res = await this.ctx.call(() => this.etcd.getAll().prefix(this.ctx.keys.lev.hosts).exec(), 'reading agent reports');
+    const read = new Map<string, LevHostStatus>();
+    for (const kv of res.kvs) {
+      if (this.ctx.keys.lev.parseHostKey(kv.key.toString())?.kind !== 'status') continue;
+      const parsed = LevHostStatus.safeParse(JSON.parse(kv.value.toString()));
+      if (parsed.success) read.set(parsed.data.hostId, parsed.data);
+    }
+    this.readStatuses = read;
+  }
+
+  /** The model as the mirror holds it now. */
+  model(): LevModel {
+    const pool = this.mirror.get(this.ctx.keys.lev.pool)?.value;
+    const m = emptyModel(pool?.kind === 'pool' ? pool.value : DEFAULT_LEV_POOL);
+    for (const { value: r } of this.mirror.entries.values()) {
+      if (r.kind === 'cen') m.cens.set(r.value.cenID, r.value);
+      else if (r.kind === 'cin') m.cins.set(r.value.cinID, r.value);
+      else if (r.kind === 'container') m.containers.set(r.value.containerID, r.value);
+      else if (r.kind === 'cpool') m.cpools.set(r.value.cpoolID, r.value);
+      else if (r.kind === 'subnet') m.subnets.set(r.index, r.value);
+    }
+    return m;
+  }
+
+  /** Mod revision of a desired-state key (0 when absent). */
+  revisionOf(key: string): number {
+    return this.mirror.get(key)?.modRevision ?? 0;
+  }
+
+  /**
+   * Applies `change` to the current model and writes the difference in one
+   * transaction. Nothing is written when `change` throws or changes nothing.
+   */
+  async change<R>(change: (m: LevModel) => R): Promise<{ value: R; revision: number }> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      await this.fresh();
+      const before = this.model();
+      const after = cloneModel(before);
+      const value = change(after);
+      settle(after);
+      const ops = this.diff(before, after);
+      if (ops.length === 0) return { value, revision: this.mirror.revision };
+      const epoch = this.mirror.get(this.ctx.keys.lev.epoch);
+      const key = Buffer.from(this.ctx.keys.lev.epoch);
+      const res = await this.ctx.call(
+        () =>
+          this.etcd.kv.txn({
+            compare: [epoch ? { key, target: 'Mod', result: 'Equal', mod_revision: epoch.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 }],
+            success: [...ops, op.put(this.ctx.keys.lev.epoch, String(Date.now()))],
+            failure: [],
+          }),
+        'writing container networks',
+      );
+      const revision = Number(res.header.revision);
+      if (res.succeeded) {
+        if (revision > this.lastWrite) this.lastWrite = revision;
+        return { value, revision };
+      }
+      // Someone else wrote: catch up to at least their revision and recompute.
+      await this.ctx.call(() => this.mirror.waitFor(revision), 'waiting for the watch to catch up');
+    }
+    throw new SwitchyardError('CONFLICT', 'container networks are being changed concurrently; try again');
+  }
+
+  /** PUT /leviathan/pool: refused while any CIN holds a subnet of the current pool. */
+  setPool(pool: LevPool): Promise<{ value: LevPool; revision: number }> {
+    return this.change((m) => {
+      const busy = [...m.cins.values()].filter((c) => c.subnet).map((c) => c.cinID);
+      if (busy.length > 0) throw new SwitchyardError('CONFLICT', `the pool is in use by made CINs: ${busy.join(', ')}; destroy them first`);
+      m.pool = pool;
+      return pool;
+    });
+  }
+
+  private diff(before: LevModel, after: LevModel): IRequestOp[] {
+    const k = this.ctx.keys.lev;
+    const ops: IRequestOp[] = [];
+    const compare = <T>(a: Map<string, T>, b: Map<string, T>, keyOf: (id: string) => string) => {
+      for (const [id, v] of b) {
+        const old = a.get(id);
+        if (!old || JSON.stringify(old) !== JSON.stringify(v)) ops.push(op.put(keyOf(id), JSON.stringify(v)));
+      }
+      for (const id of a.keys()) if (!b.has(id)) ops.push(op.del(keyOf(id)));
+    };
+    compare(before.cens, after.cens, k.cen);
+    compare(before.cins, after.cins, k.cin);
+    compare(before.containers, after.containers, k.container);
+    compare(before.cpools, after.cpools, k.cpool);
+    for (const [index, owner] of after.subnets) if (before.subnets.get(index) !== owner) ops.push(op.put(k.subnet(index), owner));
+    for (const index of before.subnets.keys()) if (!after.subnets.has(index)) ops.push(op.del(k.subnet(index)));
+    if (JSON.stringify(before.pool) !== JSON.stringify(after.pool)) ops.push(op.put(k.pool, JSON.stringify(after.pool)));
+    return ops;
+  }
+
+  // ---------- status ----------
+
+  private statuses(): Map<string, LevHostStatus> {
+    if (this.readStatuses) return this.readStatuses;
+    const out = new Map<string, LevHostStatus>();
+    for (const { value } of this.hostMirror.entries.values()) if (value.kind === 'status') out.set(value.value.hostId, value.value);
+    return out;
+  }
+
+  /**
+   * Leviathan's words for one object over the hosts it touches: made and
+   * applied everywhere → ready; any error → error; made, not yet applied →
+   * preparing; not made but still present somewhere → destroy; else pending.
+   */
+  private state(made: boolean, hosts: string[], rev: number, pick: (s: LevHostStatus) => 'ready' | 'error' | undefined): { status: LevState; hosts: Record<string, LevState> } {
+    const statuses = this.statuses();
+    const per: Record<string, LevState> = {};
+    for (const h of hosts) {
+      const s = statuses.get(h);
+      const seen = s ? pick(s) : undefined;
+      const current = s !== undefined && s.appliedRevision >= rev;
+      if (made) per[h] = seen === 'error' ? 'error' : seen === 'ready' && current ? 'ready' : 'preparing';
+      else per[h] = seen !== undefined ? 'destroy' : 'pending';
+    }
+    const values = Object.values(per);
+    let status: LevState;
+    if (made) status = values.includes('error') ? 'error' : values.every((v) => v === 'ready') ? 'ready' : 'preparing';
+    else status = values.includes('destroy') ? 'destroy' : 'pending';
+    return { status, hosts: per };
+  }
+
+  cenView(m: LevModel, id: string): CenView {
+    const c = m.cens.get(id) as StoredCen;
+    const hosts = [...new Set(c.contIDs.map((x) => m.containers.get(x)?.host).filter((h): h is string => !!h))].sort();
+    const { status, hosts: per } = this.state(c.made, hosts, this.revisionOf(this.ctx.keys.lev.cen(id)), (s) => s.cens[id]);
+    return { cenID: c.cenID, contIDs: c.contIDs, wiring_type: c.contIDs.length === 0 ? null : c.wiring, status, hosts: per };
+  }
+
+  cinView(m: LevModel, id: string): CinView {
+    const c = m.cins.get(id) as StoredCin;
+    const hosts = [...new Set(c.addresses.map((a) => m.containers.get(a.containerID)?.host).filter((h): h is string => !!h))].sort();
+    const { status, hosts: per } = this.state(c.made, hosts, this.revisionOf(this.ctx.keys.lev.cin(id)), (s) => s.cins[id]);
+    return {
+      cinID: c.cinID,
+      cenIDs: c.cenIDs,
+      subnet: c.subnet?.cidr ?? null,
+      gateway: c.subnet?.gateway ?? null,
+      addresses: c.addresses.map((a) => ({ containerID: a.containerID, cenID: a.cenID, ipaddress: a.ip, tag: m.containers.get(a.containerID)?.tag ?? null })),
+      status,
+      hosts: per,
+    };
+  }
+
+  containerView(m: LevModel, id: string): ContainerView {
+    const c = m.containers.get(id) as StoredContainer;
+    const cenIDs = [...m.cens.values()].filter((x) => x.contIDs.includes(id)).map((x) => x.cenID);
+    const addresses = [...m.cins.values()].flatMap((cin) => cin.addresses.filter((a) => a.containerID === id).map((a) => ({ cinID: cin.cinID, cenID: a.cenID, ipaddress: a.ip })));
+    const { status } = this.state(true, [c.host], this.revisionOf(this.ctx.keys.lev.container(id)), (s) => s.containers[id]);
+    return { contID: c.containerID, hostID: c.host, cenIDs, tag: c.tag, cpoolID: c.cpoolID, addresses, status };
+  }
+}

@@ -1,0 +1,500 @@
+/**
+ * Portmaster's services, offers and instances in etcd.
+ *
+ * Every rule that must hold across coordinators is a compare in the one
+ * transaction that writes:
+ *   - service create/update/delete compare the mod revision of `pm/ranges`,
+ *     the single key holding every range, so two coordinators cannot create
+ *     overlapping ranges at once; an update also compares that no port key of
+ *     the service lies outside the new range (port keys are zero-padded, so
+ *     "outside" is two key ranges);
+ *   - an offer compares port key absent, name key absent and the service
+ *     key's mod revision unchanged, then puts port + name + offer keys on a
+ *     lease that is never kept alive, so an unaccepted offer simply expires;
+ *   - accept/reject compare that the offer key still exists.
+ *
+ * Reads come from a watch-fed mirror of ranges, services and held ports (one
+ * key per held port: names and offers are guard keys, indexed from the port
+ * records); a read waits until the mirror reflects this coordinator's last
+ * acknowledged write (read-your-writes).
+ * The mirror also feeds each service's `ServiceView`, which picks the lowest
+ * free port without scanning the range and keeps concurrent local offers on
+ * different ports. Losing a compare (another coordinator got there first)
+ * means: wait until the mirror shows what won, then look again.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
+import { CompareResult, CompareTarget } from 'etcd3';
+import type { FastifyBaseLogger } from 'fastify';
+import {
+  checkRange,
+  fail,
+  isSafeName,
+  op,
+  parsePortOrName,
+  PmOfferRecord,
+  PmPortRecord,
+  PmRangesRecord,
+  PmService,
+  prefixEnd,
+  PrefixMirror,
+  rangesOverlap,
+  SwitchyardError,
+  type MirrorChange,
+  type PmInstance,
+  type PmOffer,
+  type PmServiceInput,
+  type PmServiceUpdate,
+} from '@switchyard/shared';
+import type { CoordinatorContext } from '../context.js';
+import { mirrorClient } from './mirror-client.js';
+import { OfferLeases } from './offer-leases.js';
+import { ServiceView, type Holder } from './service-view.js';
+
+export type PmRecord =
+  | { kind: 'ranges'; ranges: PmRangesRecord }
+  | { kind: 'service'; service: PmService }
+  | { kind: 'port'; service: string; port: number; holder: PmPortRecord };
+
+export interface Written<T> {
+  value: T;
+  revision: number;
+}
+
+/** Compare-and-swap attempts of a service write before giving up with 409. */
+const MAX_SERVICE_ATTEMPTS = 8;
+/**
+ * Ports one offer may try. Each lost try means another coordinator took that
+ * port in the meantime, and the port stays marked until our mirror shows it,
+ * so a request never tries a port twice.
+ */
+const MAX_OFFER_ATTEMPTS = 32;
+
+const cmp = {
+  absent: (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }),
+  present: (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Version, result: CompareResult.Greater, version: 0 }),
+  modIs: (key: string, rev: number): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: rev }),
+  /** No key in [from, to). */
+  noneIn: (from: string, to: Buffer): ICompare => ({
+    key: Buffer.from(from),
+    range_end: to,
+    target: CompareTarget.Create,
+    result: CompareResult.Equal,
+    create_revision: 0,
+  }),
+};
+
+function byName(a: PmService, b: PmService): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+export class PortmasterRepository {
+  readonly mirror: PrefixMirror<PmRecord>;
+  private readonly views = new Map<string, ServiceView>();
+  private readonly leases: OfferLeases;
+  private readonly etcd: Etcd3;
+  private readonly watchEtcd: Etcd3;
+  private readonly log: FastifyBaseLogger;
+  private lastWrite = 0;
+
+  constructor(private readonly ctx: CoordinatorContext) {
+    this.etcd = ctx.etcd;
+    this.log = ctx.log.child({ component: 'portmaster' });
+    this.leases = new OfferLeases(ctx.etcd, { ttlMs: ctx.config.offerTtlMs });
+    this.watchEtcd = mirrorClient(ctx.config);
+    this.mirror = new PrefixMirror<PmRecord>(this.watchEtcd, {
+      prefix: ctx.keys.pm.mirrored,
+      parse: (key, value) => this.parse(key, value),
+      onInvalid: (key, error) => this.log.warn({ key, err: error }, 'ignoring invalid portmaster record in etcd'),
+    });
+    this.mirror.on('change', (c: MirrorChange<PmRecord>) => this.apply(c));
+  }
+
+  start(): Promise<void> {
+    return this.mirror.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.mirror.stop();
+    this.watchEtcd.close();
+  }
+
+  // ---------- mirror → views ----------
+
+  private parse(key: string, value: Buffer): PmRecord | undefined {
+    const k = this.ctx.keys.pm.parse(key);
+    if (!k) return undefined;
+    const json: unknown = JSON.parse(value.toString());
+    switch (k.kind) {
+      case 'ranges':
+        return { kind: 'ranges', ranges: PmRangesRecord.parse(json) };
+      case 'service':
+        return { kind: 'service', service: PmService.parse(json) };
+      case 'port':
+        return { kind: 'port', service: k.service, port: k.port, holder: PmPortRecord.parse(json) };
+      default:
+        return undefined;
+    }
+  }
+
+  private view(name: string): ServiceView {
+    let v = this.views.get(name);
+    if (!v) {
+      v = new ServiceView(name);
+      this.views.set(name, v);
+    }
+    return v;
+  }
+
+  private prune(v: ServiceView): void {
+    if (v.empty && this.views.get(v.name) === v) this.views.delete(v.name);
+  }
+
+  private apply(c: MirrorChange<PmRecord>): void {
+    if (c.type === 'put') {
+      const r = c.entry.value;
+      if (r.kind === 'service') this.view(r.service.name).setService(r.service, c.entry.modRevision);
+      else if (r.kind === 'port') this.view(r.service).hold({ port: r.port, record: r.holder, modRevision: c.entry.modRevision });
+      return;
+    }
+    const r = c.previous?.value;
+    if (r?.kind === 'service') {
+      const v = this.view(r.service.name);
+      v.clearService();
+      this.prune(v);
+    } else if (r?.kind === 'port') {
+      const v = this.view(r.service);
+      v.unhold(r.port);
+      this.prune(v);
+    }
+  }
+
+  // ---------- freshness ----------
+
+  /** The mirror is listed and its watch connected (no wait for our own writes). */
+  private async ready(): Promise<void> {
+    if (this.mirror.healthy) return;
+    await this.ctx.call(() => this.mirror.start(), 'initial list of port allocations');
+    if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
+  }
+
+  /** Waits until the mirror reflects every write acknowledged by this coordinator. */
+  private async fresh(): Promise<void> {
+    await this.ready();
+    if (this.mirror.revision < this.lastWrite) await this.caughtUp(this.lastWrite);
+  }
+
+  private caughtUp(rev: number): Promise<void> {
+    if (this.mirror.revision >= rev) return Promise.resolve();
+    return this.ctx.call(() => this.mirror.waitFor(rev), 'waiting for the watch to catch up');
+  }
+
+  private noteWrite(revision: number): number {
+    if (revision > this.lastWrite) this.lastWrite = revision;
+    return revision;
+  }
+
+  private ranges(): { ranges: PmRangesRecord; modRevision: number } {
+    const e = this.mirror.get(this.ctx.keys.pm.ranges);
+    return e?.value.kind === 'ranges' ? { ranges: e.value.ranges, modRevision: e.modRevision } : { ranges: {}, modRevision: 0 };
+  }
+
+  private async txn(compare: ICompare[], success: IRequestOp[], what: string): Promise<{ succeeded: boolean; revision: number }> {
+    const res = await this.ctx.call(() => this.etcd.kv.txn({ compare, success, failure: [] }), what);
+    return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+  }
+
+  // ---------- services ----------
+
+  async listServices(): Promise<PmService[]> {
+    await this.fresh();
+    return [...this.views.values()].flatMap((v) => (v.service ? [v.service] : [])).sort(byName);
+  }
+
+  async getService(name: string): Promise<PmService> {
+    await this.fresh();
+    return this.serviceView(name).service as PmService;
+  }
+
+  private serviceView(name: string): ServiceView {
+    const v = this.views.get(name);
+    if (!v?.service) throw fail('PM_SERVICE_NOT_FOUND');
+    return v;
+  }
+
+  async createService(input: PmServiceInput): Promise<Written<PmService>> {
+    const service: PmService = { name: input.name, description: input.description ?? null, start: input.start, end: input.end };
+    const keys = this.ctx.keys.pm;
+    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+      await this.fresh();
+      const { ranges, modRevision } = this.ranges();
+      // Portmaster's order: field checks (unique name, bounds), then start < end, then overlap.
+      if (ranges[service.name]) throw fail('PM_SERVICE_EXISTS');
+      checkRange(service.start, service.end);
+      if (Object.values(ranges).some((r) => rangesOverlap(r, service))) throw fail('PM_OVERLAP');
+      const next = { ...ranges, [service.name]: { start: service.start, end: service.end } };
+      const res = await this.txn(
+        [cmp.modIs(keys.ranges, modRevision), cmp.absent(keys.service(service.name))],
+        [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(service.name), JSON.stringify(service))],
+        'creating a port service',
+      );
+      this.noteWrite(res.revision);
+      if (res.succeeded) {
+        this.log.info({ service: service.name, start: service.start, end: service.end }, 'service created');
+        return { value: service, revision: res.revision };
+      }
+      // Another service write won the guard key: decide again on what it wrote.
+    }
+    throw new SwitchyardError('CONFLICT', 'port services are being changed concurrently; try again');
+  }
+
+  async updateService(name: string, input: PmServiceUpdate): Promise<Written<PmService>> {
+    if (input.name !== undefined && input.name !== name) throw fail('INVALID', `renaming a service is not supported (${name} → ${input.name})`);
+    const keys = this.ctx.keys.pm;
+    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+      await this.fresh();
+      const view = this.serviceView(name);
+      const current = view.service as PmService;
+      const service: PmService = { name, description: input.description === undefined ? current.description : input.description, start: input.start, end: input.end };
+      checkRange(service.start, service.end);
+      const { ranges, modRevision } = this.ranges();
+      if (Object.entries(ranges).some(([other, r]) => other !== name && rangesOverlap(r, service))) throw fail('PM_OVERLAP');
+      // Portmaster checks its instances; an open offer outside the range would be stranded just the same.
+      for (const p of view.holders.keys()) if (p < service.start || p > service.end) throw fail('PM_RANGE_IN_USE');
+      const next = { ...ranges, [name]: { start: service.start, end: service.end } };
+      const res = await this.txn(
+        [
+          cmp.modIs(keys.ranges, modRevision),
+          cmp.modIs(keys.service(name), view.modRevision),
+          cmp.noneIn(keys.ports(name), Buffer.from(keys.port(name, service.start))),
+          cmp.noneIn(`${keys.port(name, service.end)}\0`, prefixEnd(keys.ports(name))),
+        ],
+        [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(name), JSON.stringify(service))],
+        'updating a port service',
+      );
+      this.noteWrite(res.revision);
+      if (res.succeeded) {
+        this.log.info({ service: name, start: service.start, end: service.end }, 'service updated');
+        return { value: service, revision: res.revision };
+      }
+    }
+    throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
+  }
+
+  /** Deletes the service and, in the same transaction, every offer and port it holds. */
+  async deleteService(name: string): Promise<Written<null>> {
+    const keys = this.ctx.keys.pm;
+    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+      await this.fresh();
+      const view = this.serviceView(name);
+      const { ranges, modRevision } = this.ranges();
+      const next = { ...ranges };
+      delete next[name];
+      const res = await this.txn(
+        [cmp.modIs(keys.ranges, modRevision), cmp.modIs(keys.service(name), view.modRevision)],
+        [
+          op.put(keys.ranges, JSON.stringify(next)),
+          op.del(keys.service(name)),
+          op.delPrefix(keys.ports(name)),
+          op.delPrefix(keys.names(name)),
+          op.delPrefix(keys.offers(name)),
+        ],
+        'deleting a port service',
+      );
+      this.noteWrite(res.revision);
+      if (res.succeeded) {
+        this.log.info({ service: name, freed: view.holders.size }, 'service deleted');
+        return { value: null, revision: res.revision };
+      }
+    }
+    throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
+  }
+
+  // ---------- offers ----------
+
+  /**
+   * POST /v1/services/:name/offers: the lowest free port, held for the
+   * instance name until accepted, rejected or expired.
+   */
+  async offer(serviceName: string, instance: string): Promise<Written<PmOffer>> {
+    const startedAt = Date.now();
+    const created = new Date(startedAt).toISOString();
+    const deadline = startedAt + this.ctx.config.etcdTimeoutMs;
+    const keys = this.ctx.keys.pm;
+    await this.ready();
+    // The hot path does not wait for the watch: the compare in etcd is the
+    // authority, and a stale view only costs a retry. Only an unknown service
+    // is worth a wait, in case this coordinator just created it.
+    if (!this.views.get(serviceName)?.service) await this.fresh();
+    for (let attempt = 0; ; ) {
+      const view = this.serviceView(serviceName);
+      const port = view.lowestFree();
+      // Portmaster's order: a full range is reported before a taken name.
+      if (port === undefined) {
+        // Every port is held or being tried by one of our own offers; those may still lose.
+        if (view.reserved.size === 0) throw fail('PM_EXHAUSTED');
+        if (!(await view.changed(deadline - Date.now()))) throw fail('PM_BUSY');
+        continue;
+      }
+      if (view.byName.has(instance)) throw fail('PM_NAME_EXISTS');
+      if (++attempt > MAX_OFFER_ATTEMPTS) throw fail('PM_BUSY', `no port could be taken in ${MAX_OFFER_ATTEMPTS} tries: other coordinators keep winning; try again`);
+      view.reserve(port);
+      let revision = 0;
+      try {
+        const lease = await this.ctx.call(() => this.leases.forOfferStartedAt(startedAt), 'granting an offer lease');
+        const offer: PmOffer = { service: serviceName, name: instance, port, secret: randomUUID(), created };
+        const res = await this.txn(
+          [cmp.modIs(keys.service(serviceName), view.modRevision), cmp.absent(keys.port(serviceName, port)), cmp.absent(keys.name(serviceName, instance))],
+          [
+            op.put(keys.port(serviceName, port), JSON.stringify({ name: instance, created, secret: offer.secret } satisfies PmPortRecord), lease),
+            op.put(keys.name(serviceName, instance), JSON.stringify({ port }), lease),
+            op.put(keys.offer(serviceName, offer.secret), JSON.stringify(offer), lease),
+          ],
+          'offering a port',
+        );
+        revision = res.revision;
+        if (res.succeeded) {
+          this.noteWrite(revision);
+          this.log.debug({ service: serviceName, name: instance, port }, 'port offered');
+          return { value: offer, revision };
+        }
+      } finally {
+        this.settle(view, port, revision);
+      }
+      // Lost: the port, the name or the service changed under us. Look again
+      // once the mirror shows what won.
+      await this.caughtUp(revision);
+    }
+  }
+
+  /**
+   * Ends a reservation. After a transaction it stays until the mirror has
+   * caught up with it, so the port is never offered again in between (ours
+   * now, or another coordinator's). An outcome we never learned (revision 0:
+   * etcd did not answer) ends it at once: the compare keeps a retry safe.
+   */
+  private settle(view: ServiceView, port: number, revision: number): void {
+    const done = () => {
+      view.unreserve(port);
+      this.prune(view);
+    };
+    if (revision === 0 || this.mirror.revision >= revision) done();
+    else void this.mirror.waitFor(revision).then(done);
+  }
+
+  async listOffers(serviceName: string): Promise<PmOffer[]> {
+    await this.fresh();
+    const view = this.serviceView(serviceName);
+    return [...view.holders.values()]
+      .filter((h) => h.record.secret !== undefined)
+      .sort((a, b) => a.port - b.port)
+      .map((h) => ({ service: serviceName, name: h.record.name, port: h.port, secret: h.record.secret as string, created: h.record.created }));
+  }
+
+  async getOffer(serviceName: string, secret: string): Promise<PmOffer> {
+    await this.fresh();
+    this.serviceView(serviceName);
+    return this.findOffer(serviceName, secret);
+  }
+
+  /**
+   * The offer: from the mirror, else from etcd (it may have been made through
+   * another coordinator a moment ago). Whoever acts on it compares that its
+   * offer key still exists; while it does, its port and name keys are its own.
+   */
+  private async findOffer(serviceName: string, secret: string): Promise<PmOffer> {
+    if (!isSafeName(secret, 64)) throw fail('PM_OFFER_NOT_FOUND');
+    const view = this.views.get(serviceName);
+    const port = view?.bySecret.get(secret);
+    const h = port === undefined ? undefined : view?.holders.get(port);
+    if (h) return { service: serviceName, name: h.record.name, port: h.port, secret, created: h.record.created };
+    const value = await this.ctx.call(() => this.etcd.get(this.ctx.keys.pm.offer(serviceName, secret)).string(), 'reading an offer');
+    if (value === null) throw fail('PM_OFFER_NOT_FOUND');
+    return PmOfferRecord.parse(JSON.parse(value));
+  }
+
+  /** Turns the offer into an instance: its keys leave the lease and the offer key goes, in one transaction. */
+  async accept(serviceName: string, secret: string): Promise<Written<PmInstance>> {
+    const keys = this.ctx.keys.pm;
+    const offer = await this.findOffer(serviceName, secret);
+    const created = new Date().toISOString();
+    const res = await this.txn(
+      [cmp.present(keys.offer(serviceName, secret))],
+      [
+        op.put(keys.port(serviceName, offer.port), JSON.stringify({ name: offer.name, created } satisfies PmPortRecord)),
+        op.put(keys.name(serviceName, offer.name), JSON.stringify({ port: offer.port })),
+        op.del(keys.offer(serviceName, secret)),
+      ],
+      'accepting an offer',
+    );
+    // Failed compare: rejected, expired, accepted already, or its service deleted.
+    if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
+    this.noteWrite(res.revision);
+    this.log.info({ service: serviceName, name: offer.name, port: offer.port }, 'offer accepted');
+    return { value: { service: serviceName, name: offer.name, port: offer.port, created }, revision: res.revision };
+  }
+
+  async reject(serviceName: string, secret: string): Promise<Written<null>> {
+    const keys = this.ctx.keys.pm;
+    const offer = await this.findOffer(serviceName, secret);
+    const res = await this.txn(
+      [cmp.present(keys.offer(serviceName, secret))],
+      [op.del(keys.offer(serviceName, secret)), op.del(keys.port(serviceName, offer.port)), op.del(keys.name(serviceName, offer.name))],
+      'rejecting an offer',
+    );
+    if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
+    this.noteWrite(res.revision);
+    this.log.debug({ service: serviceName, name: offer.name, port: offer.port }, 'offer rejected');
+    return { value: null, revision: res.revision };
+  }
+
+  // ---------- instances (ports) ----------
+
+  async listInstances(serviceName: string): Promise<PmInstance[]> {
+    await this.fresh();
+    const view = this.serviceView(serviceName);
+    return [...view.holders.values()]
+      .filter((h) => h.record.secret === undefined)
+      .sort((a, b) => a.port - b.port)
+      .map((h) => this.instanceOf(serviceName, h));
+  }
+
+  async getInstance(serviceName: string, portOrName: string): Promise<PmInstance> {
+    await this.fresh();
+    return this.instanceOf(serviceName, this.findInstance(serviceName, portOrName));
+  }
+
+  private instanceOf(service: string, h: Holder): PmInstance {
+    return { service, name: h.record.name, port: h.port, created: h.record.created };
+  }
+
+  /** All digits → by port, else by instance name. Offers are not instances (as in Portmaster). */
+  private findInstance(serviceName: string, portOrName: string): Holder {
+    const view = this.serviceView(serviceName);
+    const which = parsePortOrName(portOrName);
+    const port = 'port' in which ? which.port : view.byName.get(which.name);
+    const h = port === undefined ? undefined : view.holders.get(port);
+    if (!h || h.record.secret !== undefined) throw fail('PM_PORT_NOT_FOUND');
+    return h;
+  }
+
+  /** DELETE /v1/services/:name/ports/:portOrName: frees the port and the instance name. */
+  async release(serviceName: string, portOrName: string): Promise<Written<PmInstance>> {
+    const keys = this.ctx.keys.pm;
+    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+      await this.fresh();
+      const h = this.findInstance(serviceName, portOrName);
+      const res = await this.txn(
+        [cmp.modIs(keys.port(serviceName, h.port), h.modRevision)],
+        [op.del(keys.port(serviceName, h.port)), op.del(keys.name(serviceName, h.record.name))],
+        'releasing a port',
+      );
+      this.noteWrite(res.revision);
+      if (res.succeeded) {
+        this.log.info({ service: serviceName, name: h.record.name, port: h.port }, 'port released');
+        return { value: this.instanceOf(serviceName, h), revision: res.revision };
+      }
+    }
+    throw new SwitchyardError('CONFLICT', `port ${portOrName} of ${serviceName} is being changed concurrently; try again`);
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * `/provide?lb=<serviceId>`: the provider is a real server of the L4 service
+ * while connected — also when its coordinator dies (a surviving coordinator
+ * cleans up once the registration expires with the dead one's lease).
+ */
+import { randomBytes } from 'node:crypto';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { Coordinator } from '../../packages/coordinator/src/index.js';
+import { startCli } from '../helpers/cli.js';
+import { testCoordinator } from '../helpers/coordinator.js';
+import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
+
+async function eventually<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 3000, stepMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+const sockets: WebSocket[] = [];
+function provide(base: string, query: string): Promise<WebSocket> {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/provide?${query}`);
+  sockets.push(ws);
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+function refused(base: string, query: string): Promise<{ frame: { error: string; code: string }; code: number }> {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/provide?${query}`);
+  sockets.push(ws);
+  return new Promise((resolve, reject) => {
+    let frame: { error: string; code: string } | undefined;
+    ws.on('message', (data) => (frame = JSON.parse(data.toString())));
+    ws.on('close', (code) => (frame ? resolve({ frame, code }) : reject(new Error(`closed ${code} without an error frame`))));
+    ws.on('error', reject);
+  });
+}
+
+describe('/provide?lb=', () => {
+  let c: Coordinator;
+  let base: string;
+  let etcd: Etcd3;
+  const label = `t${randomBytes(5).toString('hex')}`;
+  const root = `${label}.test.local`;
+  const dir = `/skydns/local/test/${label}/`;
+  const svc = 'tcp-10_50_0_1-80';
+
+  async function servers(): Promise<{ id: string; weight: number }[]> {
+    const r = await c.app.inject({ method: 'GET', url: `/services/${svc}/servers` });
+    expect(r.statusCode).toBe(200);
+    return r.json();
+  }
+
+  beforeAll(async () => {
+    c = await testCoordinator('disco-lb', { dnsRoot: root, providerTtlMs: 2000 });
+    base = await c.listen();
+    etcd = new Etcd3({ hosts: sharedEtcdUrl() });
+    const r = await c.app.inject({ method: 'POST', url: '/services', payload: { host: '10.50.0.1', port: 80 } });
+    expect(r.statusCode).toBe(200);
+  });
+  afterAll(async () => {
+    sockets.forEach((s) => s.terminate());
+    await c.close();
+    etcd.close();
+  });
+
+  it('adds the provider as a real server on connect and removes it on disconnect', async () => {
+    const ws = await provide(base, `service=web&port=8080&host=10.60.0.1&lb=${svc}`);
+    const got = await eventually(async () => {
+      const s = await servers();
+      return s.length === 1 ? s : undefined;
+    });
+    expect(got[0]).toMatchObject({ id: '10_60_0_1-8080', weight: 1 });
+    // And the SkyDNS record, as without lb.
+    await eventually(async () => ((await etcd.getAll().prefix(`${dir}services/web/`).keys()).length === 1 ? true : undefined));
+    ws.close();
+    await eventually(async () => ((await servers()).length === 0 ? true : undefined));
+    // Nothing of the claim is left behind.
+    await eventually(async () => ((await etcd.getAll().prefix(c.ctx.keys.disco.lb).keys()).length === 0 ? true : undefined));
+  });
+
+  it('gives the real server the provider\'s weight when one is given', async () => {
+    const ws = await provide(base, `service=web&port=8081&host=10.60.0.1&weight=5&lb=${svc}`);
+    const got = await eventually(async () => {
+      const s = await servers();
+      return s.length === 1 ? s : undefined;
+    });
+    expect(got[0]).toMatchObject({ id: '10_60_0_1-8081', weight: 5 });
+    ws.close();
+    await eventually(async () => ((await servers()).length === 0 ? true : undefined));
+  });
+
+  it('refuses an unknown lb service or a host that cannot be a real server, writing nothing', async () => {
+    const before = Number((await etcd.get('/').exec()).header.revision);
+    const unknown = await refused(base, 'service=web&port=8080&host=10.60.0.1&lb=tcp-10_99_0_1-80');
+    expect(unknown.frame).toEqual({ error: 'No Service Found', code: 'SERVICE_NOT_FOUND' });
+    expect(unknown.code).toBe(1008);
+    const named = await refused(base, `service=web&port=8080&host=web1.example.com&lb=${svc}`);
+    expect(named.frame.code).toBe('INVALID');
+    expect(named.frame.error).toContain('must be an IP address');
+    const v6 = await refused(base, `service=web&port=8080&host=fd00::1&lb=${svc}`);
+    expect(v6.frame.error).toContain('address family');
+    const after = Number((await etcd.get('/').exec()).header.revision);
+    expect(after).toBe(before);
+  });
+
+  it('keeps a real server shared by two providers until the last one leaves', async () => {
+    const a = await provide(base, `service=web&port=9000&host=10.60.0.2&lb=${svc}`);
+    const b = await provide(base, `service=web&port=9000&host=10.60.0.2&lb=${svc}`);
+    await eventually(async () => ((await etcd.getAll().prefix(c.ctx.keys.disco.lbRegs(svc, '10_60_0_2-9000')).keys()).length === 2 ? true : undefined));
+    await eventually(async () => ((await servers()).length === 1 ? true : undefined));
+    expect((await servers()).map((s) => s.id)).toEqual(['10_60_0_2-9000']);
+    a.close();
+    await eventually(async () => ((await etcd.getAll().prefix(c.ctx.keys.disco.lbRegs(svc, '10_60_0_2-9000')).keys()).length === 1 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await servers()).map((s) => s.id)).toEqual(['10_60_0_2-9000']);
+    b.close();
+    await eventually(async () => ((await servers()).length === 0 ? true : undefined));
+  });
+
+  it('a surviving coordinator removes the real server of a coordinator killed with SIGKILL', async () => {
+    const port = await freePort();
+    const cli = startCli(
+      ['coordinator', '--etcd', sharedEtcdUrl(), '--prefix', c.ctx.config.prefix, '--listen', `127.0.0.1:${port}`, '--dns-root', root, '--provider-ttl', '2s'],
+      /listening/i,
+    );
+    try {
+      await cli.ready;
+      await provide(`http://127.0.0.1:${port}`, `service=web&port=9100&host=10.60.0.3&lb=${svc}`);
+      await eventually(async () => ((await servers()).length === 1 ? true : undefined), 5000);
+      cli.child.kill('SIGKILL');
+      const t0 = Date.now();
+      await eventually(async () => ((await servers()).length === 0 ? true : undefined), 8000, 50);
+      expect(Date.now() - t0).toBeLessThan(4000);
+      await eventually(async () => ((await etcd.getAll().prefix(c.ctx.keys.disco.lb).keys()).length === 0 ? true : undefined));
+    } finally {
+      cli.child.kill('SIGKILL');
+    }
+  });
+});

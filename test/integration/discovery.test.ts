@@ -1,0 +1,322 @@
+/**
+ * `GET /provide` against a real etcd with real websocket clients: the record
+ * lives exactly as long as the connection, on the coordinator's one lease.
+ */
+import { randomBytes } from 'node:crypto';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { Coordinator } from '../../packages/coordinator/src/index.js';
+import { buildCoordinator } from '../../packages/coordinator/src/index.js';
+import { startEtcd } from '../../packages/cli/src/embedded-etcd.js';
+import { startCli } from '../helpers/cli.js';
+import { testCoordinator } from '../helpers/coordinator.js';
+import { freePort, sharedEtcdUrl, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
+
+const etcdClients: Etcd3[] = [];
+function etcdClient(): Etcd3 {
+  const c = new Etcd3({ hosts: sharedEtcdUrl() });
+  etcdClients.push(c);
+  return c;
+}
+afterAll(() => etcdClients.forEach((c) => c.close()));
+
+/** A DNS root no other test uses, and its key directory. */
+function uniqueRoot(): { root: string; dir: string } {
+  const label = `t${randomBytes(5).toString('hex')}`;
+  return { root: `${label}.test.local`, dir: `/skydns/local/test/${label}/` };
+}
+
+async function eventually<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 3000, stepMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+interface Kv {
+  key: string;
+  value: string;
+  lease: string;
+  modRevision: number;
+}
+async function records(etcd: Etcd3, dir: string): Promise<Kv[]> {
+  const res = await etcd.getAll().prefix(dir).exec();
+  return res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: String(kv.lease), modRevision: Number(kv.mod_revision) }));
+}
+
+function wsUrl(base: string, query: string): string {
+  return `${base.replace(/^http/, 'ws')}/provide?${query}`;
+}
+
+const sockets: WebSocket[] = [];
+function open(base: string, query: string, opts: { autoPong?: boolean } = {}): Promise<WebSocket> {
+  const ws = new WebSocket(wsUrl(base, query), opts);
+  sockets.push(ws);
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+afterAll(() => sockets.forEach((s) => s.terminate()));
+
+/** Connects and expects the server to refuse: the error frame and the close code. */
+function refused(base: string, query: string): Promise<{ frame: { error: string; code: string }; code: number }> {
+  const ws = new WebSocket(wsUrl(base, query));
+  sockets.push(ws);
+  return new Promise((resolve, reject) => {
+    let frame: { error: string; code: string } | undefined;
+    ws.on('message', (data) => (frame = JSON.parse(data.toString())));
+    ws.on('close', (code) => (frame ? resolve({ frame, code }) : reject(new Error(`closed ${code} without an error frame`))));
+    ws.on('error', reject);
+  });
+}
+
+function closed(ws: WebSocket): Promise<number> {
+  return new Promise((resolve) => {
+    if (ws.readyState === ws.CLOSED) return resolve(-1);
+    ws.once('close', (code) => resolve(code));
+  });
+}
+
+describe('/provide records', () => {
+  let c: Coordinator;
+  let base: string;
+  let etcd: Etcd3;
+  const { root, dir } = uniqueRoot();
+
+  beforeAll(async () => {
+    c = await testCoordinator('disco', { dnsRoot: root, providerTtlMs: 2000 });
+    base = await c.listen();
+    etcd = etcdClient();
+  });
+  afterAll(() => c.close());
+
+  it('writes skyapi\'s record with the defaults: services category, peer host, priority 1, weight 100', async () => {
+    const ws = await open(base, 'service=foo&port=9999');
+    const [kv] = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/foo/`);
+      return r.length === 1 ? r : undefined;
+    });
+    expect(kv.key).toMatch(new RegExp(`^${dir}services/foo/[0-9a-f]{12}-[0-9a-z]+$`));
+    expect(JSON.parse(kv.value)).toEqual({ host: '127.0.0.1', port: 9999, priority: 1, weight: 100 });
+    expect(kv.value).toBe('{"host":"127.0.0.1","port":9999,"priority":1,"weight":100}');
+    expect(kv.lease).not.toBe('0');
+    ws.close();
+    await eventually(async () => ((await records(etcd, `${dir}services/foo/`)).length === 0 ? true : undefined));
+  });
+
+  it('files multi-level categories left to right as sub-domains (key reversed)', async () => {
+    const ws = await open(base, 'service=bar&port=80&category=services,production&host=10.1.2.3&priority=5&weight=7');
+    const [kv] = await eventually(async () => {
+      const r = await records(etcd, `${dir}production/services/bar/`);
+      return r.length === 1 ? r : undefined;
+    });
+    expect(JSON.parse(kv.value)).toEqual({ host: '10.1.2.3', port: 80, priority: 5, weight: 7 });
+    ws.close();
+    await eventually(async () => ((await records(etcd, `${dir}production/`)).length === 0 ? true : undefined));
+  });
+
+  it('takes the peer address when host is 0.0.0.0 or ::, and keeps a host name', async () => {
+    const a = await open(base, 'service=any0&port=1&host=0.0.0.0');
+    const b = await open(base, 'service=any6&port=1&host=::');
+    const d = await open(base, 'service=named&port=1&host=Web1.Example.COM');
+    const got = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/`);
+      return r.length === 3 ? r : undefined;
+    });
+    const byService = Object.fromEntries(got.map((kv) => [kv.key.split('/').at(-2), JSON.parse(kv.value).host]));
+    expect(byService).toEqual({ any0: '127.0.0.1', any6: '127.0.0.1', named: 'web1.example.com' });
+    a.close();
+    b.close();
+    d.close();
+    await eventually(async () => ((await records(etcd, dir)).length === 0 ? true : undefined));
+  });
+
+  it.each([
+    ['', 'service is required'],
+    ['service=foo', 'port is required'],
+    ['port=80', 'service is required'],
+    ['service=foo&port=0', 'port must be at least 1'],
+    ['service=foo&port=65536', 'port must be at most 65535'],
+    ['service=foo&port=8o', 'port must be a whole number'],
+    ['service=foo.bar&port=80', 'service must be a DNS label'],
+    ['service=foo&port=80&category=a,,b', 'category must be a comma-separated list of DNS labels'],
+    ['service=foo&port=80&category=a/b', 'category must be a comma-separated list of DNS labels'],
+    ['service=foo&port=80&host=not..a..host', 'host must be an IP address or a host name'],
+    ['service=foo&port=80&priority=-1', 'priority must be a whole number'],
+    ['service=foo&port=80&weight=70000', 'weight must be at most 65535'],
+  ])('refuses %j with an error frame, closes, writes nothing', async (query, message) => {
+    const before = (await etcd.get('/').exec()).header.revision;
+    const { frame, code } = await refused(base, query);
+    expect(frame.code).toBe('INVALID');
+    expect(frame.error).toContain(message);
+    expect(code).toBe(1008);
+    const after = await etcd.getAll().prefix(dir).exec();
+    expect(after.kvs).toHaveLength(0);
+    // Nothing at all under the root was written since.
+    const changed = await etcd.getAll().prefix(dir).exec();
+    expect(changed.kvs.filter((kv) => Number(kv.mod_revision) > Number(before))).toHaveLength(0);
+  });
+
+  it('removes the record at once on close', async () => {
+    const ws = await open(base, 'service=quick&port=1000');
+    await eventually(async () => ((await records(etcd, `${dir}services/quick/`)).length === 1 ? true : undefined));
+    const t0 = Date.now();
+    ws.close();
+    await eventually(async () => ((await records(etcd, `${dir}services/quick/`)).length === 0 ? true : undefined), 1000, 5);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  it('two providers of the same service, host and port have their own records', async () => {
+    const a = await open(base, 'service=dup&port=7000&host=10.0.0.9');
+    const b = await open(base, 'service=dup&port=7000&host=10.0.0.9');
+    const both = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/dup/`);
+      return r.length === 2 ? r : undefined;
+    });
+    expect(both[0].key).not.toBe(both[1].key);
+    expect(both[0].value).toBe(both[1].value);
+    a.close();
+    await eventually(async () => ((await records(etcd, `${dir}services/dup/`)).length === 1 ? true : undefined));
+    // b's record stays, and stays put.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await records(etcd, `${dir}services/dup/`)).toHaveLength(1);
+    b.close();
+    await eventually(async () => ((await records(etcd, `${dir}services/dup/`)).length === 0 ? true : undefined));
+  });
+
+  it('puts every record on one lease and writes nothing more while providers idle', async () => {
+    const conns = await Promise.all(Array.from({ length: 20 }, (_, i) => open(base, `service=idle${i % 3}&port=${2000 + i}`)));
+    const first = await eventually(async () => {
+      const r = await records(etcd, dir);
+      return r.length === 20 ? r : undefined;
+    });
+    expect(new Set(first.map((kv) => kv.lease)).size).toBe(1);
+    // Three TTLs (2 s each) of idling: the lease is kept alive, no key is rewritten.
+    await new Promise((r) => setTimeout(r, 6500));
+    const later = await records(etcd, dir);
+    expect(later.map((kv) => [kv.key, kv.modRevision])).toEqual(first.map((kv) => [kv.key, kv.modRevision]));
+    conns.forEach((ws) => ws.close());
+    await eventually(async () => ((await records(etcd, dir)).length === 0 ? true : undefined));
+  }, 20_000);
+
+  it('grants a new lease and re-puts the live records when the lease is lost', async () => {
+    const ws = await open(base, 'service=phoenix&port=4242');
+    const [kv] = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/phoenix/`);
+      return r.length === 1 ? r : undefined;
+    });
+    // Revoking the lease behind the coordinator's back deletes its records;
+    // the next keep-alive tells the coordinator.
+    await etcd.leaseClient.leaseRevoke({ ID: kv.lease });
+    const [again] = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/phoenix/`);
+      return r.length === 1 && r[0].lease !== kv.lease ? r : undefined;
+    }, 5000);
+    expect(again.key).toBe(kv.key);
+    expect(again.value).toBe(kv.value);
+    ws.close();
+    await eventually(async () => ((await records(etcd, `${dir}services/phoenix/`)).length === 0 ? true : undefined));
+  });
+});
+
+describe('heartbeat', () => {
+  let c: Coordinator;
+  let base: string;
+  let etcd: Etcd3;
+  const { root, dir } = uniqueRoot();
+  beforeAll(async () => {
+    c = await testCoordinator('disco-ping', { dnsRoot: root, pingIntervalMs: 200 });
+    base = await c.listen();
+    etcd = etcdClient();
+  });
+  afterAll(() => c.close());
+
+  it('drops a peer that does not answer pings, and its record; a peer that does stays', async () => {
+    const deaf = await open(base, 'service=deaf&port=1', { autoPong: false });
+    const alive = await open(base, 'service=alive&port=1');
+    await eventually(async () => ((await records(etcd, dir)).length === 2 ? true : undefined));
+    const t0 = Date.now();
+    await closed(deaf);
+    // Dropped at the second sweep after the unanswered ping: 2 intervals.
+    expect(Date.now() - t0).toBeLessThan(1500);
+    await eventually(async () => {
+      const r = await records(etcd, dir);
+      return r.length === 1 && r[0].key.includes('/alive/') ? true : undefined;
+    }, 1000);
+    // The answering peer survives many intervals.
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(alive.readyState).toBe(WebSocket.OPEN);
+    expect(await records(etcd, dir)).toHaveLength(1);
+    alive.close();
+  });
+});
+
+describe('a coordinator killed with SIGKILL', () => {
+  it('loses its records within --provider-ttl', async () => {
+    const { root, dir } = uniqueRoot();
+    const port = await freePort();
+    const cli = startCli(
+      ['coordinator', '--etcd', sharedEtcdUrl(), '--prefix', uniquePrefix('disco-kill'), '--listen', `127.0.0.1:${port}`, '--dns-root', root, '--provider-ttl', '2s', '--log-level', 'info'],
+      /listening/i,
+    );
+    const etcd = etcdClient();
+    try {
+      await cli.ready;
+      const conns = await Promise.all([1, 2, 3].map((i) => open(`http://127.0.0.1:${port}`, `service=doomed&port=${i}`)));
+      await eventually(async () => ((await records(etcd, dir)).length === 3 ? true : undefined), 5000);
+      cli.child.kill('SIGKILL');
+      const t0 = Date.now();
+      await Promise.all(conns.map(closed));
+      await eventually(async () => ((await records(etcd, dir)).length === 0 ? true : undefined), 6000, 50);
+      const gone = Date.now() - t0;
+      // TTL 2 s; etcd checks expiry every 500 ms.
+      expect(gone).toBeLessThan(3000);
+    } finally {
+      cli.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('an etcd outage longer than the provider TTL', () => {
+  it('re-puts the live providers\' records on a new lease when etcd returns', async () => {
+    const etcdServer = await startPrivateEtcd();
+    const { root, dir } = uniqueRoot();
+    const c = await buildCoordinator({ etcd: [etcdServer.url], prefix: uniquePrefix('disco-outage'), dnsRoot: root, providerTtlMs: 2000, logLevel: 'silent', listen: { host: '127.0.0.1', port: 0 } });
+    let back: Awaited<ReturnType<typeof startEtcd>> | undefined;
+    const etcd = new Etcd3({ hosts: etcdServer.url });
+    try {
+      const base = await c.listen();
+      const ws = await open(base, 'service=survivor&port=1');
+      const [before] = await eventually(async () => {
+        const r = await records(etcd, dir);
+        return r.length === 1 ? r : undefined;
+      });
+      await etcdServer.stop();
+      // Down for well over the TTL: the lease expires (on restart etcd
+      // revokes leases whose TTL ran out) and the coordinator notices.
+      await new Promise((r) => setTimeout(r, 5000));
+      back = await startEtcd({ dataDir: etcdServer.dataDir, clientPort: etcdServer.clientPort });
+      const [after] = await eventually(async () => {
+        const r = await records(etcd, dir).catch(() => []);
+        return r.length === 1 && r[0].lease !== before.lease ? r : undefined;
+      }, 15_000, 100);
+      expect(after.key).toBe(before.key);
+      expect(after.value).toBe(before.value);
+      // The old lease is gone; the record is on a live one.
+      const ttl = await etcd.leaseClient.leaseTimeToLive({ ID: after.lease, keys: false });
+      expect(Number(ttl.TTL)).toBeGreaterThan(0);
+      ws.close();
+      await eventually(async () => ((await records(etcd, dir)).length === 0 ? true : undefined));
+    } finally {
+      await c.close();
+      etcd.close();
+      await back?.stop();
+      await etcdServer.cleanup();
+    }
+  }, 40_000);
+});

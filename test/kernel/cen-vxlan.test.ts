@@ -1,0 +1,117 @@
+/**
+ * Two hosts, one CEN: two topology agents, each with its own --netns as its
+ * host network, joined by an underlay veth pair. The CEN's bridges on both
+ * are joined by VXLAN (each agent publishes its underlay address in etcd),
+ * and a container on host1 pings one on host2. Destroy removes the VXLAN
+ * devices and bridges on both. Every name has a random prefix; teardown
+ * removes every namespace with it.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { pino } from 'pino';
+import type { Coordinator } from '../../packages/coordinator/src/index.js';
+import { startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
+import { testCoordinator } from '../helpers/coordinator.js';
+
+const P = `v${randomBytes(2).toString('hex')}`;
+const H1 = `${P}-h1`;
+const H2 = `${P}-h2`;
+const CEN = `${P}cen`;
+const [XA, XB, XC] = [`${P}xa`, `${P}xb`, `${P}xc`];
+
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const namespaces = () => sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(P));
+const owned = (ns: string) => (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('sy'));
+const ping = (from: string, to: string) => {
+  try {
+    sh('ip', ['netns', 'exec', from, 'ping', '-c', '2', '-W', '2', to]);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+let c: Coordinator;
+const agents: RunningTopology[] = [];
+const log = pino({ level: 'silent' });
+
+async function call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) {
+  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
+  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
+  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
+}
+
+function cleanup() {
+  for (const ns of namespaces()) {
+    try {
+      sh('ip', ['netns', 'del', ns]);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+beforeAll(async () => {
+  cleanup();
+  for (const [ns, addr] of [
+    [H1, '192.168.251.1/24'],
+    [H2, '192.168.251.2/24'],
+  ]) {
+    sh('ip', ['netns', 'add', ns]);
+    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    void addr;
+  }
+  // The underlay: one veth pair between the two host namespaces.
+  sh('ip', ['link', 'add', 'name', `${P}u1`, 'netns', H1, 'type', 'veth', 'peer', 'name', `${P}u2`, 'netns', H2]);
+  sh('ip', ['-n', H1, 'addr', 'add', '192.168.251.1/24', 'dev', `${P}u1`]);
+  sh('ip', ['-n', H2, 'addr', 'add', '192.168.251.2/24', 'dev', `${P}u2`]);
+  sh('ip', ['-n', H1, 'link', 'set', `${P}u1`, 'up']);
+  sh('ip', ['-n', H2, 'link', 'set', `${P}u2`, 'up']);
+  c = await testCoordinator('cen-vxlan');
+  for (const [hostId, netns] of [
+    ['host1', H1],
+    ['host2', H2],
+  ]) {
+    agents.push(await startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId, netns, log, resyncMs: 600_000 }));
+  }
+});
+
+afterAll(async () => {
+  for (const a of agents) await a.stop();
+  await c?.close();
+  cleanup();
+  expect(namespaces()).toEqual([]);
+});
+
+it('publishes underlays, joins the CEN across hosts with VXLAN, and pings across', async () => {
+  expect(agents.map((a) => a.underlay)).toEqual(['192.168.251.1', '192.168.251.2']);
+  await call('PUT', `/cen/${CEN}`);
+  await call('PUT', `/host/host1/${XA}/${CEN}`);
+  await call('PUT', `/host/host2/${XB}/${CEN}`);
+  await call('PUT', `/host/host2/${XC}/${CEN}`);
+  await call('POST', '/cen/make', [CEN]);
+  await call('POST', '/cin/import', { [`${P}cin`]: [CEN] });
+  const made = await call('POST', '/cin/make', [`${P}cin`]);
+  await Promise.all(agents.map((a) => a.waitApplied(made.revision)));
+
+  for (const ns of [H1, H2]) {
+    const vx = JSON.parse(sh('ip', ['-n', ns, '-j', '-d', 'link', 'show', 'type', 'vxlan'])) as { ifname: string; master: string; linkinfo: { info_data: { id: number } } }[];
+    expect(vx).toHaveLength(1);
+    expect(vx[0].master.startsWith('syb')).toBe(true);
+  }
+  const cin = (await call('GET', `/cin/${P}cin`)).body as { addresses: { containerID: string; ipaddress: string }[]; status: string; hosts: Record<string, string> };
+  expect(cin.hosts).toEqual({ host1: 'ready', host2: 'ready' });
+  const ip = (x: string) => cin.addresses.find((a) => a.containerID === x)?.ipaddress as string;
+  expect(ping(XA, ip(XB))).toBe(true);
+  expect(ping(XC, ip(XA))).toBe(true);
+  expect(ping(XB, ip(XC))).toBe(true);
+});
+
+it('destroy removes the VXLAN devices and bridges on both hosts', async () => {
+  await call('POST', '/cin/destroy', [`${P}cin`]);
+  const d = await call('POST', '/cen/destroy', [CEN]);
+  await Promise.all(agents.map((a) => a.waitApplied(d.revision)));
+  expect(owned(H1)).toEqual([]);
+  expect(owned(H2)).toEqual([]);
+});

@@ -1,0 +1,147 @@
+/**
+ * The nftables dataplane without a kernel: the exact script for a fixture
+ * set of services, the JSON a real `nft -j list table` printed after that
+ * script was applied (captured into the fixture) read back into a state that
+ * needs no further ops, incremental scripts that name only the changed
+ * service, and the executor's argv + stdin against the fake runner.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ServiceInput, toService, type Service } from '@switchyard/shared';
+import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
+import {
+  emptyObserved,
+  NFT_BASE,
+  NftExecutor,
+  observedOf,
+  parseNftJson,
+  planNft,
+  renderNftScript,
+  serviceObjects,
+  slotCounts,
+  slotSequence,
+  type NftObserved,
+  type ServiceObjects,
+} from '../../packages/agent/src/dataplanes/nftables/index.js';
+
+const dir = new URL('../fixtures/agent/nftables/', import.meta.url);
+const read = (f: string) => readFileSync(new URL(f, dir), 'utf8');
+const services: Service[] = (JSON.parse(read('services.json')) as unknown[]).map((s) => toService(ServiceInput.parse(s)));
+const desired = new Map<string, ServiceObjects>(services.map((s) => [s.id, serviceObjects(s).objects]));
+const parse = (json: string) => parseNftJson(json, NFT_BASE.chains.map((c) => c.name), NFT_BASE.maps.map((m) => m.name));
+
+function modelOf(objects: Map<string, ServiceObjects>): NftObserved {
+  const m = parse(read('observed-after-full.json'));
+  m.services.clear();
+  for (const [id, o] of objects) m.services.set(id, observedOf(o));
+  return m;
+}
+
+describe('nftables planner', () => {
+  it('renders the golden script for the fixture services on an empty kernel', () => {
+    expect(renderNftScript('switchyard', planNft({ desired, observed: emptyObserved() }))).toBe(read('full-from-empty.nft'));
+  });
+
+  it('reads back what nft printed after applying it, and then has nothing to do', () => {
+    const observed = parse(read('observed-after-full.json'));
+    expect([...observed.services.keys()].sort()).toEqual([...desired.values()].filter((o) => o.elements.length > 0).map((o) => o.id).sort());
+    expect(planNft({ desired, observed })).toEqual([]);
+  });
+
+  it('an incremental change names only the changed service', () => {
+    const changed = services.find((s) => s.id === 'tcp-10_1_0_1-80') as Service;
+    const next = new Map(desired);
+    next.set(changed.id, serviceObjects({ ...changed, servers: changed.servers.slice(0, 1) }).objects);
+    const script = renderNftScript('switchyard', planNft({ desired: next, observed: modelOf(desired), scope: new Set([changed.id]) }));
+    expect(script).toBe(
+      [
+        'delete element inet switchyard services4 { 10.1.0.1 . tcp . 80 }',
+        // slot 0 keeps its server: only slot 1 goes.
+        'delete element inet switchyard backends4_tcp { 10.1.0.1 . 80 . 1 }',
+        'add chain inet switchyard grp.numgen-inc.1.tcp4.masq',
+        'add rule inet switchyard grp.numgen-inc.1.tcp4.masq meta mark set meta mark | 0x00100000 dnat ip to ip daddr . tcp dport . numgen inc mod 1 map @backends4_tcp',
+        'add element inet switchyard services4 { 10.1.0.1 . tcp . 80 : goto grp.numgen-inc.1.tcp4.masq }',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('deleting a persistent service removes its elements, chains and affinity sets in one script', () => {
+    const gone = 'tcp-10_1_0_2-443';
+    const next = new Map(desired);
+    next.delete(gone);
+    const script = renderNftScript('switchyard', planNft({ desired: next, observed: modelOf(desired), scope: new Set([gone]) }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element inet switchyard services4 { 10.1.0.2 . tcp . 443 }',
+      'delete element inet switchyard pick4_tcp { 10.1.0.2 . 443 . 0, 10.1.0.2 . 443 . 1 }',
+      `flush chain inet switchyard svc.${gone}`,
+      `flush chain inet switchyard ep.${gone}.10_2_0_6-443`,
+      `flush chain inet switchyard ep.${gone}.10_2_0_7-443`,
+      `delete chain inet switchyard svc.${gone}`,
+      `delete chain inet switchyard ep.${gone}.10_2_0_6-443`,
+      `delete chain inet switchyard ep.${gone}.10_2_0_7-443`,
+      `delete set inet switchyard aff.${gone}.10_2_0_6-443`,
+      `delete set inet switchyard aff.${gone}.10_2_0_7-443`,
+    ]);
+  });
+
+  it('a full pass deletes group chains no service uses any more', () => {
+    const observed = modelOf(desired);
+    const ops = planNft({ desired: new Map(), observed });
+    expect(ops.filter((o) => o.kind === 'delete-chain').map((o) => ('name' in o ? o.name : ''))).toEqual(expect.arrayContaining(['grp.numgen-inc.2.tcp4.masq', 'grp.numgen-inc.3.udp4']));
+  });
+
+  it('warns where nftables cannot do what IPVS would', () => {
+    const reports = services.flatMap((s) => serviceObjects(s).reports).map((r) => `${r.serviceId}: ${r.message}`);
+    expect(reports).toEqual([
+      'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
+      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+    ]);
+  });
+});
+
+describe('slots', () => {
+  it('reduces weights by their gcd and interleaves them (smooth weighted round robin)', () => {
+    expect(slotCounts([30, 10, 0])).toEqual({ counts: [3, 1, 0], exact: true });
+    expect(slotSequence([3, 1])).toEqual([0, 0, 1, 0]);
+  });
+
+  it('approximates totals above 256 slots, keeping every positive weight', () => {
+    const { counts, exact } = slotCounts([1000, 1, 999]);
+    expect(exact).toBe(false);
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(256);
+    expect(counts[1]).toBe(1);
+  });
+});
+
+describe('nftables executor', () => {
+  it('applies the whole plan with one nft -f - in the namespace', async () => {
+    const runner = new FakeRunner();
+    const exec = new NftExecutor(runner, { table: 'switchyard', netns: 'syl4x' });
+    const ops = planNft({ desired, observed: emptyObserved() });
+    await exec.apply(ops);
+    expect(runner.calls).toEqual([{ cmd: 'nft', args: ['-f', '-'], input: read('full-from-empty.nft'), netns: 'syl4x' }]);
+  });
+
+  it('treats a missing table as empty and lists only its own table', async () => {
+    const runner = new FakeRunner().on('nft', ['-j', 'list'], { exitCode: 1, stderr: 'Error: No such file or directory; did you mean table ‘filter’ in family inet?' });
+    const observed = await new NftExecutor(runner, { table: 'switchyard' }).observe();
+    expect(observed).toEqual(emptyObserved());
+    expect(runner.lines()).toEqual(['nft -j list table inet switchyard']);
+  });
+
+  it('deletes only its own table on flush, and a table already gone is fine', async () => {
+    const runner = new FakeRunner().on('nft', ['delete'], { exitCode: 1, stderr: 'Error: No such file or directory' });
+    await new NftExecutor(runner, { table: 'switchyard' }).deleteTable();
+    expect(runner.lines()).toEqual(['nft delete table inet switchyard']);
+  });
+
+  it('puts nft\'s stderr into the error', async () => {
+    const runner = new FakeRunner().on('nft', ['-f'], { exitCode: 1, stderr: 'Error: Could not process rule: No such file or directory' });
+    await expect(new NftExecutor(runner, { table: 'switchyard' }).apply([{ kind: 'add-table' }])).rejects.toThrow(/nft -f - failed \(exit 1\): Error: Could not process rule/);
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * The topology planner and executor as pure functions: desired state from
+ * Leviathan records, plan against what was observed, golden batch text, and
+ * convergence (after applying a plan, the next plan is empty).
+ */
+import { describe, expect, it } from 'vitest';
+import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, plan } from '../../packages/agent/src/topology/index.js';
+import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
+
+const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
+const ctr = (id: string, host = 'h1', extra: Partial<StoredContainer> = {}): StoredContainer => ({ containerID: id, host, tag: null, defaultRoute: null, cpoolID: null, ...extra });
+const cin: StoredCin = {
+  cinID: 'cin1',
+  cenIDs: ['cen1'],
+  made: true,
+  subnet: { index: 10, cidr: '10.10.0.0/16', gateway: '10.10.0.1' },
+  addresses: [
+    { containerID: 'a', cenID: 'cen1', ip: '10.10.0.10' },
+    { containerID: 'b', cenID: 'cen1', ip: '10.10.0.11' },
+  ],
+};
+const input = {
+  hostId: 'h1',
+  underlay: '192.0.2.1',
+  underlays: new Map([['h2', '192.0.2.2']]),
+  cens: [cen('cen1', ['a', 'b', 'r'])],
+  cins: [cin],
+  containers: [ctr('a', 'h1', { defaultRoute: 'cen1' }), ctr('b'), ctr('r', 'h2')],
+};
+const ctx = { created: new Set<string>(), knownCens: new Set(['cen1']) };
+
+describe('topology plan', () => {
+  it('names: prefix + id when short, a hash when long, never colliding', () => {
+    expect(levNames.bridge('cen1')).toBe('syb-cen1');
+    expect(levNames.bridge('a-very-long-cen')).toMatch(/^syb_[0-9a-f]{11}$/);
+    expect(levNames.vethHost('a', 'cen1')).toMatch(/^syv[0-9a-f]{12}$/);
+    expect(levNames.vethHost('a', 'cen1')).not.toBe(levNames.vethHost('b', 'cen1'));
+  });
+
+  it('plans a bridge, veths, VXLAN to the remote host, addresses and a default route — as golden batch text', () => {
+    const d = desiredFor(input);
+    const ops = plan(d, emptyObserved(), ctx);
+    const cmds = commandsFor(ops, 'batched', 'hostns');
+    const va = levNames.vethHost('a', 'cen1');
+    const vb = levNames.vethHost('b', 'cen1');
+    expect(cmds.map((c) => `${c.cmd} ${c.args.join(' ')}\n${c.input ?? ''}`)).toEqual([
+      'ip -batch -\nnetns add a\nnetns add b\n',
+      `ip -n hostns -batch -\nlink add name syb-cen1 up type bridge\naddr replace 10.10.0.1/16 dev syb-cen1\nlink add name syx-cen1 up master syb-cen1 type vxlan id 1000 local 192.0.2.1 dstport 4789\nlink add name ${va} up master syb-cen1 type veth peer name cen1 netns a\nlink add name ${vb} up master syb-cen1 type veth peer name cen1 netns b\n`,
+      'bridge -n hostns -batch -\nfdb append 00:00:00:00:00:00 dev syx-cen1 dst 192.0.2.2\n',
+      'ip -n a -batch -\nlink set dev cen1 up\naddr replace 10.10.0.10/16 dev cen1\nroute replace default via 10.10.0.1 dev cen1\n',
+      'ip -n b -batch -\nlink set dev cen1 up\naddr replace 10.10.0.11/16 dev cen1\n',
+      expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\n.*iifname "syb-cen1" oifname "syb\*" oifname != "syb-cen1" drop/s),
+    ]);
+    // Per-object mode: the same ops, one command each.
+    expect(commandsFor(ops, 'per-object', 'hostns')).toHaveLength(ops.length);
+  });
+
+  it('converges: after the ops ran, the next plan is empty; removing everything undoes exactly them', () => {
+    const d = desiredFor(input);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), ctx));
+    expect(plan(d, after, ctx)).toEqual([]);
+    const created = new Set(['a', 'b']);
+    const none = desiredFor({ ...input, cens: [], cins: [], containers: [] });
+    const teardown = plan(none, after, { ...ctx, created });
+    expect(teardown.map((o) => o.op).sort()).toEqual(['isolation', 'link-del', 'link-del', 'link-del', 'link-del', 'netns-del', 'netns-del']);
+    expect(plan(none, applyOps(after, teardown), { ...ctx, created: new Set() })).toEqual([]);
+  });
+
+  it('never deletes an adopted namespace nor a foreign link', () => {
+    const o = emptyObserved();
+    o.namespaces.add('adopted');
+    o.nsLinks.set('adopted', new Map([['eth0', { kind: 'veth', up: true, addrs: ['172.17.0.2/16'] }]]));
+    o.hostLinks.set('syb-gone', { kind: 'bridge', up: true, addrs: [] });
+    const ops = plan(desiredFor({ ...input, cens: [], cins: [], containers: [] }), o, ctx);
+    expect(ops).toEqual([{ op: 'link-del', name: 'syb-gone' }]);
+  });
+
+  it('a wire with both ends here is one veth pair between the namespaces', () => {
+    const d = desiredFor({ ...input, cens: [cen('w', ['a', 'b'], { wiring: 'wire' })], cins: [] });
+    const ops = plan(d, emptyObserved(), ctx);
+    expect(ops.filter((o) => o.op === 'wire-add')).toEqual([{ op: 'wire-add', name: 'w', a: 'a', b: 'b' }]);
+    expect(d.bridges.size).toBe(0);
+  });
+
+  it('the executor tolerates "already gone" on removals and fails on anything else', async () => {
+    const runner = new FakeRunner().on('ip', ['-n', 'hostns', '-force'], { exitCode: 1, stderr: 'Cannot find device "syb-x"\nCommand failed -:1\n' });
+    await execute(runner, commandsFor([{ op: 'link-del', name: 'syb-x' }], 'batched', 'hostns'));
+    const bad = new FakeRunner().on('ip', ['-n', 'hostns'], { exitCode: 2, stderr: 'RTNETLINK answers: File exists\n' });
+    await expect(execute(bad, commandsFor([{ op: 'bridge-add', name: 'syb-x' }], 'batched', 'hostns'))).rejects.toThrow(/File exists/);
+  });
+});

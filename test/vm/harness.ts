@@ -1,0 +1,206 @@
+/**
+ * Real IPVS for tests: boots the machine's Debian kernel (which has IPVS as
+ * modules, unlike the kernel these tests run on) in a qemu VM and runs a shell
+ * script there, as root, in a chroot of this machine's own root filesystem
+ * (read-only over 9p). So the script sees the host's node, ipvsadm, ip,
+ * python3 and this repository at the same paths — see
+ * ../../../shared/notes/real-dataplanes.md for how the recipe was found.
+ *
+ * Pure emulation (TCG) by default: a KVM guest hung right after the kernel
+ * was decompressed on these machines. Expect 20–35 s per boot.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildInitramfs, findKernel, findStaticBusybox, type Kernel } from '../../scripts/vm/initramfs.js';
+
+/** Modules the guest loads before the script runs: IPVS with every scheduler, and what test networks need. */
+export const GUEST_MODULES = [
+  'ip_vs',
+  'ip_vs_rr',
+  'ip_vs_wrr',
+  'ip_vs_lc',
+  'ip_vs_wlc',
+  'ip_vs_lblc',
+  'ip_vs_lblcr',
+  'ip_vs_dh',
+  'ip_vs_sh',
+  'ip_vs_sed',
+  'ip_vs_nq',
+  'nf_conntrack',
+  'dummy',
+  'veth',
+  'bridge',
+];
+
+const QEMU = 'qemu-system-x86_64';
+
+export interface VmOptions {
+  /** Kill the VM after this long (ms). Default 10 minutes. */
+  timeoutMs?: number;
+  /** 'tcg' (default, pure emulation) or 'kvm'. */
+  accel?: 'tcg' | 'kvm';
+  memoryMb?: number;
+  cpus?: number;
+  /** Modules to modprobe in the guest before the script (default GUEST_MODULES). */
+  modules?: string[];
+  /** Extra files for the script, written next to it: the guest sees them under /run/sy-vm/. */
+  files?: Record<string, string>;
+}
+
+export interface VmResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  /** The serial console: kernel messages and the init's "sy-vm: …" progress lines. */
+  console: string;
+  /** From starting qemu until the script started (ms). */
+  bootMs: number;
+  /** From starting qemu until it exited (ms). */
+  totalMs: number;
+}
+
+/** A VM that did not finish: timed out, failed to boot, or failed to prepare the guest. */
+export class VmError extends Error {
+  constructor(
+    message: string,
+    readonly partial: Partial<VmResult>,
+  ) {
+    const tail = (s = '') => s.split('\n').slice(-30).join('\n');
+    super(`${message}\n--- console (tail) ---\n${tail(partial.console)}\n--- stdout (tail) ---\n${tail(partial.stdout)}\n--- stderr (tail) ---\n${tail(partial.stderr)}`);
+    this.name = 'VmError';
+  }
+}
+
+function onPath(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore', env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } }).status === 0;
+}
+
+/**
+ * Whether a VM can be booted here: `true`, or the reason it cannot
+ * (naming the Debian package to install).
+ */
+export function canRunVm(): true | string {
+  const missing: string[] = [];
+  if (!onPath(QEMU)) missing.push(`${QEMU} (qemu-system-x86)`);
+  if (!findStaticBusybox()) missing.push('a static busybox (busybox-static)');
+  if (!onPath('ipvsadm')) missing.push('ipvsadm (ipvsadm)');
+  if (!onPath('modprobe')) missing.push('modprobe (kmod)');
+  const kernel = findKernel();
+  if (typeof kernel === 'string') missing.push(kernel);
+  if (missing.length > 0) return `cannot boot the IPVS test VM, missing: ${missing.join('; ')}`;
+  return true;
+}
+
+// Every qemu this process started, so none outlives it (vitest killed, a test crashing).
+const running = new Set<number>();
+process.once('exit', () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/**
+ * The script the guest runs (as /run/sy-vm/guest.sh): load the modules, bring
+ * lo up (ipvsadm refuses masquerading real servers with lo down: "address not
+ * unicast"), record that setup passed, then run the caller's script.
+ */
+function guestScript(modules: string[]): string {
+  return [
+    'cd /',
+    // Phase markers let the harness tell "the guest could not be prepared" from "the script failed".
+    `modprobe -a ${modules.join(' ')} || { echo "sy-vm: modprobe -a ${modules.join(' ')} failed" >&2; exit 1; }`,
+    'ip link set lo up || exit 1',
+    'echo script > /run/sy-vm/phase',
+    'exec /bin/sh /run/sy-vm/script.sh',
+    '',
+  ].join('\n');
+}
+
+function qemuArgs(kernel: Kernel, initrd: string, jobDir: string, o: Required<Pick<VmOptions, 'accel' | 'memoryMb' | 'cpus'>>): string[] {
+  return [
+    '-accel', o.accel,
+    ...(o.accel === 'kvm' ? ['-cpu', 'host'] : ['-cpu', 'max']),
+    '-m', String(o.memoryMb),
+    '-smp', String(o.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
+    '-kernel', kernel.image,
+    '-initrd', initrd,
+    // panic=-1: reboot at once on panic, and -no-reboot turns that into qemu exiting.
+    '-append', 'console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off',
+    '-device', 'virtio-rng-pci',
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${jobDir},mount_tag=job,security_model=none,multidevs=remap`,
+  ];
+}
+
+const readIf = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
+
+/**
+ * Boots a VM, runs `script` (POSIX sh) in the chroot of the host root and
+ * powers off. Resolves with the script's output and exit code; rejects with a
+ * `VmError` (console and partial output attached) when the VM hangs past the
+ * timeout or never got to run the script.
+ */
+export async function runInVm(script: string, opts: VmOptions = {}): Promise<VmResult> {
+  const kernel = findKernel();
+  if (typeof kernel === 'string') throw new Error(kernel);
+  const o = { timeoutMs: 600_000, accel: 'tcg' as const, memoryMb: 1024, cpus: 2, modules: GUEST_MODULES, ...opts };
+  const dir = mkdtempSync(join(tmpdir(), 'sy-vm-'));
+  const jobDir = join(dir, 'job');
+  try {
+    mkdirSync(jobDir);
+    const initrd = join(dir, 'initrd.cpio.gz');
+    buildInitramfs(initrd, kernel);
+    writeFileSync(join(jobDir, 'guest.sh'), guestScript(o.modules));
+    writeFileSync(join(jobDir, 'script.sh'), script);
+    writeFileSync(join(jobDir, 'phase'), 'setup\n');
+    for (const [name, text] of Object.entries(o.files ?? {})) writeFileSync(join(jobDir, name), text);
+
+    const started = performance.now();
+    let bootMs = -1;
+    let consoleText = '';
+    const child = spawn(QEMU, qemuArgs(kernel, initrd, jobDir, o), { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid) running.add(child.pid);
+    const onOutput = (d: Buffer) => {
+      consoleText += d.toString();
+      if (bootMs < 0 && consoleText.includes('sy-vm: job start')) bootMs = Math.round(performance.now() - started);
+    };
+    child.stdout.on('data', onOutput);
+    child.stderr.on('data', onOutput);
+
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, o.timeoutMs);
+    const exit = await new Promise<number | null>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code) => resolve(code));
+    }).finally(() => {
+      clearTimeout(timer);
+      if (child.pid) running.delete(child.pid);
+    });
+    const totalMs = Math.round(performance.now() - started);
+
+    const partial = {
+      console: consoleText.replace(/\r/g, ''),
+      stdout: readIf(join(jobDir, 'stdout')),
+      stderr: readIf(join(jobDir, 'stderr')),
+      bootMs,
+      totalMs,
+    };
+    if (timedOut) throw new VmError(`VM timed out after ${o.timeoutMs} ms and was killed`, partial);
+    const code = readIf(join(jobDir, 'exit-code')).trim();
+    if (code === '') throw new VmError(`VM stopped (qemu exit ${exit}) before the script finished`, partial);
+    if (readIf(join(jobDir, 'phase')).trim() !== 'script') throw new VmError('the guest could not be prepared', partial);
+    return { ...partial, exitCode: Number(code) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

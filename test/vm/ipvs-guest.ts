@@ -1,0 +1,137 @@
+/**
+ * Runs INSIDE the test VM (see ipvs.test.ts): drives the agent's ipvs
+ * dataplane — planner, executor and a real `ExecaRunner` — against the VM's
+ * real IPVS through the phases of ipvs-scenario.ts, and reports what the
+ * kernel shows after each as one `SY-VM-RESULT {json}` line. It asserts
+ * nothing itself: the vitest file on the host does.
+ *
+ *   node --conditions=source --import tsx /work/main/test/vm/ipvs-guest.ts
+ */
+import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
+import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/dataplanes/ipvs/index.js';
+import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
+import { DEVICE, EMPTY, FULL, INCREMENTAL, TRAFFIC, WEIGHT0, type ServiceSpec } from './ipvs-scenario.js';
+
+/** Time from process start until the dataplane's modules were loaded (tsx under emulation is slow). */
+const loadMs = Math.round(performance.now());
+
+export interface PhaseReport {
+  name: string;
+  /** The plan, one op a line: the `ipvsadm -R` line, or `ip add-address A` / `ip delete-address A`. */
+  ops: string[];
+  reports: string[];
+  applyError?: string;
+  applyMs: number;
+  /** Raw kernel state after the apply. */
+  rules: string;
+  thresholds: string;
+  addresses: string[];
+  deviceKind?: string;
+  /** The plan made right after the apply, from a fresh observation: empty when the kernel converged. */
+  replan: string[];
+}
+
+export interface TrafficReport {
+  label: string;
+  /** One answer per request ('' when it failed), and the failures' stderr. */
+  answers: string[];
+  errors: string[];
+  /** `Conns` of the traffic service from `ipvsadm -Ln --stats --exact` (-1 when absent). */
+  conns: number;
+}
+
+export interface GuestResult {
+  loadMs: number;
+  phases: PhaseReport[];
+  traffic: TrafficReport[];
+  totalMs: number;
+}
+
+const runner = new ExecaRunner({ timeoutMs: 120_000 });
+const exec = new IpvsExecutor(runner, { device: DEVICE });
+
+const render = (op: IpvsOp) => ipvsadmLine(op) ?? `ip ${op.kind} ${'address' in op ? op.address : ''}`;
+
+let owned = new Set<string>();
+let draining = new Map<string, number>();
+
+async function plan(specs: ServiceSpec[]) {
+  const { virtuals, reports } = desiredVirtuals(specs.map((s) => toService(ServiceInput.parse(s))));
+  const observed = await exec.observe();
+  const connections = await exec.connections();
+  const p = planIpvs({ desired: virtuals, observed: observed.virtuals, observedAddresses: observed.addresses, owned, draining, connections });
+  return { plan: p, reports: reports.map((r) => `${r.level} ${r.serviceId}: ${r.message}`) };
+}
+
+async function phase(name: string, specs: ServiceSpec[]): Promise<PhaseReport> {
+  const { plan: p, reports } = await plan(specs);
+  const started = performance.now();
+  let applyError: string | undefined;
+  try {
+    await exec.apply(p.ops);
+    owned = p.owned;
+    draining = p.draining;
+  } catch (e) {
+    applyError = e instanceof Error ? e.message : String(e);
+  }
+  const applyMs = Math.round(performance.now() - started);
+  const [rules, thresholds, addrs, link] = await Promise.all([
+    runner.run('ipvsadm', ['-Sn']),
+    runner.run('ipvsadm', ['-Ln', '--thresholds']),
+    runner.run('ip', ['-j', 'addr', 'show', 'dev', DEVICE], { allowFail: true }),
+    runner.run('ip', ['-j', '-d', 'link', 'show', 'dev', DEVICE], { allowFail: true }),
+  ]);
+  const addrInfo = addrs.exitCode === 0 ? (JSON.parse(addrs.stdout) as { addr_info?: { local: string; scope?: string }[] }[]) : [];
+  const linkInfo = link.exitCode === 0 ? (JSON.parse(link.stdout) as { linkinfo?: { info_kind?: string } }[]) : [];
+  const replan = (await plan(specs)).plan.ops.map(render);
+  return {
+    name,
+    ops: p.ops.map(render),
+    reports,
+    ...(applyError ? { applyError } : {}),
+    applyMs,
+    rules: rules.stdout,
+    thresholds: thresholds.stdout,
+    addresses: addrInfo.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => a.local)).sort(),
+    ...(linkInfo[0]?.linkinfo?.info_kind ? { deviceKind: linkInfo[0].linkinfo.info_kind } : {}),
+    replan,
+  };
+}
+
+async function traffic(label: string, requests: number): Promise<TrafficReport> {
+  const answers: string[] = [];
+  const errors: string[] = [];
+  for (let i = 0; i < requests; i++) {
+    // busybox wget: the static busybox is on every machine that can boot this VM.
+    const res = await runner.run('busybox', ['wget', '-q', '-T', '5', '-O', '-', `http://${TRAFFIC.vip}/`], { netns: TRAFFIC.clientNs, allowFail: true });
+    answers.push(res.exitCode === 0 ? res.stdout.trim() : '');
+    if (res.exitCode !== 0) errors.push(`exit ${res.exitCode}: ${res.stderr.trim()}`);
+  }
+  const stats = await runner.run('ipvsadm', ['-Ln', '--stats', '--exact', '-t', `${TRAFFIC.vip}:80`], { allowFail: true });
+  const m = /^TCP\s+\S+\s+(\d+)/m.exec(stats.stdout);
+  return { label, answers, errors, conns: m ? Number(m[1]) : -1 };
+}
+
+async function main(): Promise<GuestResult> {
+  const phases: PhaseReport[] = [];
+  const flows: TrafficReport[] = [];
+  phases.push(await phase('full', FULL));
+  flows.push(await traffic('full', 4));
+  phases.push(await phase('incremental', INCREMENTAL));
+  flows.push(await traffic('incremental', 2));
+  phases.push(await phase('weight0', WEIGHT0));
+  flows.push(await traffic('weight0', 4));
+  phases.push(await phase('empty', EMPTY));
+  flows.push(await traffic('empty', 1));
+  return { loadMs, phases, traffic: flows, totalMs: Math.round(performance.now()) };
+}
+
+main().then(
+  (r) => {
+    process.stdout.write(`SY-VM-RESULT ${JSON.stringify(r)}\n`);
+  },
+  (e: unknown) => {
+    console.error(e);
+    process.exitCode = 1;
+  },
+);
