@@ -26,10 +26,12 @@ export class SyncLoop {
   private lastEnd = 0;
   private failures = 0;
   private stopped = false;
+  private started = false;
 
   constructor(private readonly opts: SyncLoopOptions) {}
 
   start(): void {
+    this.started = true;
     this.resyncTimer = setInterval(() => this.requestFull(), this.opts.resyncMs);
     this.resyncTimer.unref();
     this.requestFull();
@@ -60,7 +62,8 @@ export class SyncLoop {
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped || this.running) return;
+    // Before start() triggers only accumulate: the first pass is the full one start() asks for.
+    if (!this.started || this.stopped || this.running) return;
     const wait = Math.max(delayMs, this.lastEnd + this.opts.minIntervalMs - Date.now(), 0);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.runOnce(), wait);

@@ -21,7 +21,8 @@ export class TopologyRole implements AgentRole {
   private readonly runner: Runner;
 
   constructor(private readonly ctx: RoleContext, runner?: Runner) {
-    this.runner = runner ?? new ExecaRunner();
+    // A fake (tests) is used as is; the real one is replaced by one without a default netns.
+    this.runner = runner ?? (ctx.runner instanceof ExecaRunner ? new ExecaRunner() : ctx.runner);
   }
 
   async start(): Promise<void> {

@@ -47,7 +47,6 @@ import {
   type PmServiceUpdate,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
-import { mirrorClient } from './mirror-client.js';
 import { OfferLeases } from './offer-leases.js';
 import { ServiceView, type Holder } from './service-view.js';
 
@@ -93,7 +92,6 @@ export class PortmasterRepository {
   private readonly views = new Map<string, ServiceView>();
   private readonly leases: OfferLeases;
   private readonly etcd: Etcd3;
-  private readonly watchEtcd: Etcd3;
   private readonly log: FastifyBaseLogger;
   private lastWrite = 0;
 
@@ -101,8 +99,7 @@ export class PortmasterRepository {
     this.etcd = ctx.etcd;
     this.log = ctx.log.child({ component: 'portmaster' });
     this.leases = new OfferLeases(ctx.etcd, { ttlMs: ctx.config.offerTtlMs });
-    this.watchEtcd = mirrorClient(ctx.config);
-    this.mirror = new PrefixMirror<PmRecord>(this.watchEtcd, {
+    this.mirror = new PrefixMirror<PmRecord>(ctx.etcd, {
       prefix: ctx.keys.pm.mirrored,
       parse: (key, value) => this.parse(key, value),
       onInvalid: (key, error) => this.log.warn({ key, err: error }, 'ignoring invalid portmaster record in etcd'),
@@ -116,7 +113,6 @@ export class PortmasterRepository {
 
   async stop(): Promise<void> {
     await this.mirror.stop();
-    this.watchEtcd.close();
   }
 
   // ---------- mirror → views ----------

@@ -42,6 +42,9 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
   return new Etcd3({
     hosts: opts.hosts,
     dialTimeout: timeout,
+    // One watch response carries every event of one revision: a transaction
+    // touching 40,000 keys is several MiB, over gRPC's 4 MiB default.
+    grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     faultHandling: {
       host: () =>

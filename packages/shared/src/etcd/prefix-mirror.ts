@@ -13,6 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { prefixEnd } from './txn.js';
 
 export interface MirrorEntry<T> {
   key: string;
@@ -29,6 +30,8 @@ export interface PrefixMirrorOptions<T> {
   onInvalid?: (key: string, error: unknown) => void;
   /** How long to wait before listing again after a failed list (ms). */
   retryMs?: number;
+  /** Keys per page of the initial list (default 5,000). */
+  pageSize?: number;
 }
 
 export type MirrorChange<T> =
@@ -50,6 +53,7 @@ export class PrefixMirror<T> extends EventEmitter {
   private stopped = false;
   private listing?: Promise<void>;
   private readonly retryMs: number;
+  private readonly pageSize: number;
   private firstSync?: Promise<void>;
 
   constructor(
@@ -58,6 +62,7 @@ export class PrefixMirror<T> extends EventEmitter {
   ) {
     super();
     this.retryMs = opts.retryMs ?? 500;
+    this.pageSize = opts.pageSize ?? 5000;
   }
 
   /** Resolves after the first complete list; keeps following until `stop()`. */
@@ -128,13 +133,11 @@ export class PrefixMirror<T> extends EventEmitter {
           const old = this.watcher;
           this.watcher = undefined;
           if (old) await old.cancel().catch(() => undefined);
-          const res = await this.client.getAll().prefix(this.opts.prefix).exec();
-          const rev = Number(res.header.revision);
           const next = new Map<string, MirrorEntry<T>>();
-          for (const kv of res.kvs) {
+          const rev = await this.listPaged((kv) => {
             const e = this.toEntry(kv);
             if (e) next.set(e.key, e);
-          }
+          });
           this.diffInto(next);
           this.advance(rev);
           await this.watchFrom(rev + 1);
@@ -150,6 +153,23 @@ export class PrefixMirror<T> extends EventEmitter {
       this.listing = undefined;
     });
     return this.listing;
+  }
+
+  /**
+   * Lists the prefix in pages, all at the revision of the first page, so a
+   * large prefix neither exceeds a message limit nor one call's deadline.
+   */
+  private async listPaged(each: (kv: IKeyValue) => void): Promise<number> {
+    const end = prefixEnd(this.opts.prefix);
+    let from = Buffer.from(this.opts.prefix);
+    let revision = 0;
+    for (;;) {
+      const res = await this.client.kv.range({ key: from, range_end: end, limit: this.pageSize, ...(revision ? { revision } : {}) });
+      if (!revision) revision = Number(res.header.revision);
+      for (const kv of res.kvs) each(kv);
+      if (!res.more || res.kvs.length === 0) return revision;
+      from = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
+    }
   }
 
   /** Replace the map with `next`, emitting the differences as changes. */
