@@ -38,7 +38,11 @@ function service(i: number) {
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 async function waitApplied(agent: RunningAgent, rev: number): Promise<void> {
-  while ((agent.status.written?.appliedRevision ?? 0) < rev) await new Promise((r) => setImmediate(r));
+  const deadline = Date.now() + 120_000;
+  while ((agent.status.written?.appliedRevision ?? 0) < rev) {
+    if (Date.now() > deadline) throw new Error(`agent did not apply revision ${rev} (at ${agent.status.written?.appliedRevision})`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }
 
 function rssKiB(pid: number): number {
@@ -76,6 +80,7 @@ async function main(): Promise<void> {
         const agent = await startAgent({ hostId: `bench-${dataplane}`, etcd: [etcd.url], prefix, dataplane, netns: NS, nftTable: table, logLevel: 'silent', flushOnExit: true });
         await waitApplied(agent, preloadRev);
         const full = performance.now() - t0;
+        process.stderr.write(`${n} ${dataplane}: first full sync ${full.toFixed(0)} ms\n`);
         const latencies: number[] = [];
         const writes: number[] = [];
         for (let c = 0; c < CHANGES; c++) {

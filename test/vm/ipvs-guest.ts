@@ -5,7 +5,8 @@
  * kernel shows after each as one `SY-VM-RESULT {json}` line. It asserts
  * nothing itself: the vitest file on the host does.
  *
- *   node --conditions=source --import tsx /work/main/test/vm/ipvs-guest.ts
+ *   node --conditions=source --import tsx /work/main/test/vm/ipvs-guest.ts   (by hand; slow)
+ *   node /run/sy-vm/ipvs-guest.mjs                                          (the test: bundled on the host)
  */
 import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
 import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/dataplanes/ipvs/index.js';
@@ -36,7 +37,7 @@ export interface TrafficReport {
   /** One answer per request ('' when it failed), and the failures' stderr. */
   answers: string[];
   errors: string[];
-  /** `Conns` of the traffic service from `ipvsadm -Ln --stats --exact` (-1 when absent). */
+  /** `Conns` of the traffic service from `ipvsadm -Ln --stats --exact` (-1 when the service is absent). */
   conns: number;
 }
 
@@ -98,31 +99,43 @@ async function phase(name: string, specs: ServiceSpec[]): Promise<PhaseReport> {
   };
 }
 
-async function traffic(label: string, requests: number): Promise<TrafficReport> {
+async function serviceConns(): Promise<number> {
+  const stats = await runner.run('ipvsadm', ['-Ln', '--stats', '--exact', '-t', `${TRAFFIC.vip}:80`], { allowFail: true });
+  const m = /^TCP\s+\S+\s+(\d+)/m.exec(stats.stdout);
+  return m ? Number(m[1]) : -1;
+}
+
+async function traffic(label: string, requests: number, connsBefore: number): Promise<TrafficReport> {
   const answers: string[] = [];
   const errors: string[] = [];
   for (let i = 0; i < requests; i++) {
-    // busybox wget: the static busybox is on every machine that can boot this VM.
-    const res = await runner.run('busybox', ['wget', '-q', '-T', '5', '-O', '-', `http://${TRAFFIC.vip}/`], { netns: TRAFFIC.clientNs, allowFail: true });
+    // curl, not busybox wget: the static busybox's wget segfaults on Debian 12.
+    const res = await runner.run('curl', ['-sS', '-m', '5', `http://${TRAFFIC.vip}/`], { netns: TRAFFIC.clientNs, allowFail: true });
     answers.push(res.exitCode === 0 ? res.stdout.trim() : '');
     if (res.exitCode !== 0) errors.push(`exit ${res.exitCode}: ${res.stderr.trim()}`);
   }
-  const stats = await runner.run('ipvsadm', ['-Ln', '--stats', '--exact', '-t', `${TRAFFIC.vip}:80`], { allowFail: true });
-  const m = /^TCP\s+\S+\s+(\d+)/m.exec(stats.stdout);
-  return { label, answers, errors, conns: m ? Number(m[1]) : -1 };
+  // IPVS folds its per-CPU counters into the totals every 2 s (the estimator
+  // timer), so wait until they show this round's connections (or give up after 10 s).
+  const want = Math.max(connsBefore, 0) + answers.filter(Boolean).length;
+  let conns = await serviceConns();
+  for (let t = 0; conns >= 0 && conns < want && t < 20; t++) {
+    await new Promise((r) => setTimeout(r, 500));
+    conns = await serviceConns();
+  }
+  return { label, answers, errors, conns };
 }
 
 async function main(): Promise<GuestResult> {
   const phases: PhaseReport[] = [];
   const flows: TrafficReport[] = [];
   phases.push(await phase('full', FULL));
-  flows.push(await traffic('full', 4));
+  flows.push(await traffic('full', 4, 0));
   phases.push(await phase('incremental', INCREMENTAL));
-  flows.push(await traffic('incremental', 2));
+  flows.push(await traffic('incremental', 2, flows[0].conns));
   phases.push(await phase('weight0', WEIGHT0));
-  flows.push(await traffic('weight0', 4));
+  flows.push(await traffic('weight0', 4, flows[1].conns));
   phases.push(await phase('empty', EMPTY));
-  flows.push(await traffic('empty', 1));
+  flows.push(await traffic('empty', 1, -1));
   return { loadMs, phases, traffic: flows, totalMs: Math.round(performance.now()) };
 }
 

@@ -10,6 +10,8 @@
  *  - `-M` is printed only for persistent services and not for /32 or /128;
  *  - `-w` is always printed; `-x`/`-y` never are (ipvsadm 1.31 `-S` omits
  *    thresholds — they are read from `ipvsadm -Ln --thresholds` instead);
+ *  - a tunnelling (`-i`) real server is printed with `--tun-type ipip`
+ *    (ipvsadm 1.31 on kernels ≥ 5.3, which report the tunnel type);
  *  - the kernel refuses a lower threshold above the upper one, including
  *    "lower set, upper 0" (ip_vs_add_dest: l_threshold > u_threshold →
  *    -ERANGE), so such a lower threshold must be dropped, not sent.
@@ -166,7 +168,8 @@ export function expectedRules(services: ServiceSpec[]): string[] {
     lines.push(`-A ${proto} ${vip} -s ${s.scheduler ?? 'wlc'}${persistence ? ` -p ${persistence}` : ''}${mask ? ` -M ${mask}` : ''}`);
     for (const r of s.servers ?? []) {
       const fwd = r.forwarder ?? 'g';
-      lines.push(`-a ${proto} ${vip} -r ${ep(r.host, fwd === 'm' ? r.port : s.port)} -${fwd} -w ${r.weight ?? 1}`);
+      const tun = fwd === 'i' ? ' --tun-type ipip' : '';
+      lines.push(`-a ${proto} ${vip} -r ${ep(r.host, fwd === 'm' ? r.port : s.port)} -${fwd} -w ${r.weight ?? 1}${tun}`);
     }
   }
   return lines.sort();

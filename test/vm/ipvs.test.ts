@@ -3,16 +3,18 @@
  * machine's kernel has no IPVS; the Debian kernel package does, as modules).
  *
  * One boot runs everything (a TCG boot costs 20–35 s): the guest sets up a
- * client and two backend namespaces, then ipvs-guest.ts applies the phases of
- * ipvs-scenario.ts with the real planner, executor and runner and reports the
- * kernel's state after each; the assertions are here.
+ * client and two backend namespaces, then ipvs-guest.ts (bundled on the host,
+ * see bundleForGuest) applies the phases of ipvs-scenario.ts with the real
+ * planner, executor and runner and reports the kernel's state after each; the
+ * assertions are here.
  *
  * Outside CI the suite skips, saying why, when the VM cannot boot (no qemu,
  * kernel image or static busybox). In CI (CI=true) it always runs, and fails
  * if it cannot boot.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { canRunVm, runInVm, type VmResult } from './harness.js';
+import { fileURLToPath } from 'node:url';
+import { bundleForGuest, canRunVm, runInVm, type VmResult } from './harness.js';
 import type { GuestResult, PhaseReport } from './ipvs-guest.js';
 import {
   EMPTY,
@@ -43,7 +45,7 @@ const PORT_HEX = TRAFFIC.port.toString(16).toUpperCase().padStart(4, '0');
  */
 const GUEST_SCRIPT = `set -eu
 cd /work/main
-sysctl -qw net.ipv4.ip_forward=1
+echo 1 > /proc/sys/net/ipv4/ip_forward
 printf '%s\\n' ${FOREIGN_RULES.map((l) => `'${l}'`).join(' ')} | ipvsadm -R
 
 ip netns add ${TRAFFIC.clientNs}
@@ -75,7 +77,7 @@ done`,
   )
   .join('\n')}
 
-exec node --conditions=source --import tsx test/vm/ipvs-guest.ts
+exec node /run/sy-vm/ipvs-guest.mjs
 `;
 
 describe.skipIf(skip)('agent ipvs dataplane on real IPVS (qemu VM)', () => {
@@ -94,7 +96,8 @@ describe.skipIf(skip)('agent ipvs dataplane on real IPVS (qemu VM)', () => {
 
   beforeAll(async () => {
     if (vm !== true) throw new Error(vm);
-    run = await runInVm(GUEST_SCRIPT, { timeoutMs: 780_000 });
+    const guest = await bundleForGuest(fileURLToPath(new URL('./ipvs-guest.ts', import.meta.url)));
+    run = await runInVm(GUEST_SCRIPT, { timeoutMs: 780_000, files: { 'ipvs-guest.mjs': guest } });
     const line = run.stdout.split('\n').find((l) => l.startsWith('SY-VM-RESULT '));
     console.log(`[vm] boot ${run.bootMs} ms, VM total ${run.totalMs} ms, guest exit ${run.exitCode}`);
     if (run.exitCode !== 0 || !line) {

@@ -59,7 +59,7 @@ export class IpvsDataplane implements L4Dataplane {
       ...(connections ? { connections } : {}),
       drainTimeoutMs: this.drainTimeoutMs,
     });
-    this.log.debug({ ops: plan.ops.length, lines: plan.ops.map(ipvsadmLine).filter(Boolean) }, 'ipvs plan');
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ ops: plan.ops.length, lines: plan.ops.map(ipvsadmLine).filter(Boolean) }, 'ipvs plan');
     const grows = [...plan.owned].some((k) => !this.owned?.has(k));
     if (grows) await this.ownership.save(new Set([...this.owned, ...plan.owned]));
     if (plan.ops.length > 0) {

@@ -59,7 +59,8 @@ export class NftDataplane implements L4Dataplane {
     }
     if (!changed && this.executor) this.model = await this.executor.observe();
     const ops = planNft({ desired: objects, observed: this.model, ...(changed ? { scope: changed } : {}) });
-    this.log.debug({ full: !changed, ops: ops.length, script: renderNftScript(this.table, ops) }, 'nftables plan');
+    // The full script only at debug level (rendering 60,000 ops is not free).
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ full: !changed, ops: ops.length, script: renderNftScript(this.table, ops) }, 'nftables plan');
     if (ops.length === 0) return { reports, failed: false };
     if (!this.executor) {
       this.record(objects, changed);
