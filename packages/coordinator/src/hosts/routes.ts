@@ -5,13 +5,15 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AgentRegistration, AgentStatus, fail, Host, PrefixMirror, SwitchyardError } from '@switchyard/shared';
+import { AgentRegistration, AgentStatus, fail, Host, PrefixMirror } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
+import { ConsistentReads } from '../store/consistent-reads.js';
 
 type HostRecord = { kind: 'agent'; value: AgentRegistration } | { kind: 'status'; value: AgentStatus };
 
 export class HostDirectory {
   readonly mirror: PrefixMirror<HostRecord>;
+  private readonly reads: ConsistentReads;
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.mirror = new PrefixMirror<HostRecord>(ctx.etcd, {
@@ -24,6 +26,7 @@ export class HostDirectory {
       },
       onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid host record in etcd'),
     });
+    this.reads = new ConsistentReads(ctx, 'hosts', [this.mirror]);
   }
 
   start(): Promise<void> {
@@ -32,11 +35,6 @@ export class HostDirectory {
 
   stop(): Promise<void> {
     return this.mirror.stop();
-  }
-
-  private async fresh(): Promise<void> {
-    await this.ctx.call(() => this.mirror.start(), 'listing hosts');
-    if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
   }
 
   private build(id: string): Host | undefined {
@@ -60,7 +58,7 @@ export class HostDirectory {
   }
 
   async list(): Promise<Host[]> {
-    await this.fresh();
+    await this.reads.ready();
     const ids = new Set<string>();
     for (const key of this.mirror.entries.keys()) {
       const k = this.ctx.keys.hosts.parse(key);
@@ -70,7 +68,7 @@ export class HostDirectory {
   }
 
   async get(id: string): Promise<Host> {
-    await this.fresh();
+    await this.reads.ready();
     const h = this.build(id);
     if (!h) throw fail('HOST_NOT_FOUND');
     return h;

@@ -2,9 +2,7 @@
  * L4 services in etcd: one key per service, its servers embedded, so a service
  * and its servers always change together in one write.
  *
- * Reads come from a watch-fed mirror. Before answering, a read waits until the
- * mirror has caught up with the last write this coordinator acknowledged, so a
- * client never reads older state than a write it was told succeeded.
+ * Reads come from a watch-fed mirror, with read-your-writes (ConsistentReads).
  * Writes that depend on the current value are compare-and-swap on the key's
  * mod revision, retried on conflict, so concurrent coordinators never lose an
  * update.
@@ -25,6 +23,7 @@ import {
   type ServiceInput,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
+import { ConsistentReads } from '../store/consistent-reads.js';
 
 interface Stored {
   service: Service;
@@ -61,7 +60,7 @@ class KeyedQueue {
 
 export class L4Repository {
   readonly mirror: PrefixMirror<Stored>;
-  private lastWrite = 0;
+  private readonly reads: ConsistentReads;
   private readonly queue = new KeyedQueue();
   private readonly etcd: Etcd3;
 
@@ -75,6 +74,7 @@ export class L4Repository {
       },
       onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid service value in etcd'),
     });
+    this.reads = new ConsistentReads(ctx, 'services', [this.mirror]);
   }
 
   start(): Promise<void> {
@@ -87,32 +87,15 @@ export class L4Repository {
 
   // ---------- reads ----------
 
-  /** Waits until the mirror reflects every write acknowledged by this coordinator. */
-  private async fresh(): Promise<void> {
-    if (!this.mirror.healthy) {
-      // Not yet listed, or the watch is down: do not serve possibly stale state.
-      await this.ctx.call(() => this.mirror.start(), 'initial list of services');
-      if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
-    }
-    if (this.mirror.revision < this.lastWrite) {
-      await this.ctx.call(() => this.mirror.waitFor(this.lastWrite), 'waiting for the watch to catch up');
-    }
-  }
-
-  private noteWrite(revision: number): number {
-    if (revision > this.lastWrite) this.lastWrite = revision;
-    return revision;
-  }
-
   async list(): Promise<Stored[]> {
-    await this.fresh();
+    await this.reads.fresh();
     return [...this.mirror.entries.values()]
       .map((e) => e.value)
       .sort((a, b) => (a.service.id < b.service.id ? -1 : a.service.id > b.service.id ? 1 : 0));
   }
 
   async get(id: string): Promise<Stored> {
-    await this.fresh();
+    await this.reads.fresh();
     const e = this.mirror.get(this.ctx.keys.l4.service(id));
     if (!e) throw fail('SERVICE_NOT_FOUND');
     return e.value;
@@ -128,7 +111,7 @@ export class L4Repository {
       this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(service))).else(this.etcd.get(key)).commit(),
     );
     const revision = Number(res.header.revision);
-    if (res.succeeded) return { value: service, revision: this.noteWrite(revision) };
+    if (res.succeeded) return { value: service, revision: this.reads.noteWrite(revision) };
     const kv = res.responses[0].response_range?.kvs[0];
     if (!kv) throw new SwitchyardError('INTERNAL', 'service vanished while being read');
     return { value: Service.parse(JSON.parse(kv.value.toString())), revision };
@@ -156,7 +139,7 @@ export class L4Repository {
         () => transact(this.etcd, [unchangedSince(keys.services, current.revision)], [...dels, ...puts]),
         'replacing all services',
       );
-      if (res.succeeded) return { value: services, revision: this.noteWrite(Number(res.header.revision)) };
+      if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
     }
     throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
   }
@@ -180,7 +163,7 @@ export class L4Repository {
           ? txn.then(this.etcd.put(oldKey).value(json)).commit()
           : txn.then(this.etcd.delete().key(oldKey), this.etcd.put(newKey).value(json)).else(this.etcd.get(newKey)).commit(),
       );
-      if (res.succeeded) return { value: next, revision: this.noteWrite(Number(res.header.revision)) };
+      if (res.succeeded) return { value: next, revision: this.reads.noteWrite(Number(res.header.revision)) };
       if (newKey !== oldKey && (res.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
         throw fail('SERVICE_EXISTS', `a service with id ${next.id} already exists`);
       }
@@ -191,7 +174,7 @@ export class L4Repository {
   async remove(id: string): Promise<Written<null>> {
     const res = await this.ctx.call(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec());
     if (Number(res.deleted) === 0) throw fail('SERVICE_NOT_FOUND');
-    return { value: null, revision: this.noteWrite(Number(res.header.revision)) };
+    return { value: null, revision: this.reads.noteWrite(Number(res.header.revision)) };
   }
 
   /** POST /services/:id/servers: add, or return the existing server of that id. */
@@ -244,7 +227,7 @@ export class L4Repository {
       const res = await this.ctx.call(() =>
         this.etcd.if(key, 'Mod', '==', current.modRevision).then(this.etcd.put(key).value(JSON.stringify(next))).commit(),
       );
-      if (res.succeeded) return { value: result, revision: this.noteWrite(Number(res.header.revision)) };
+      if (res.succeeded) return { value: result, revision: this.reads.noteWrite(Number(res.header.revision)) };
       await backoff(attempt);
     }
     throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
@@ -254,7 +237,7 @@ export class L4Repository {
   private async current(id: string, fromEtcd: boolean): Promise<{ service: Service; modRevision: number }> {
     const key = this.ctx.keys.l4.service(id);
     if (!fromEtcd) {
-      await this.fresh();
+      await this.reads.fresh();
       const e = this.mirror.get(key);
       if (!e) throw fail('SERVICE_NOT_FOUND');
       return { service: e.value.service, modRevision: e.modRevision };

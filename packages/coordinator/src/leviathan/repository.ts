@@ -30,6 +30,7 @@ import {
   type LevState,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
+import { ConsistentReads } from '../store/consistent-reads.js';
 import { cloneModel, emptyModel, settle, type LevModel } from './model.js';
 
 /** One desired-state record, as parsed from its key and value. */
@@ -49,7 +50,7 @@ const MAX_ATTEMPTS = 8;
 export class LeviathanRepository {
   readonly mirror: PrefixMirror<LevRecord>;
   readonly hostMirror: PrefixMirror<LevHostRecord>;
-  private lastWrite = 0;
+  private readonly reads: ConsistentReads;
   /** Agents' reports as last read by current(); the mirror's otherwise. */
   private readStatuses?: Map<string, LevHostStatus>;
   private readonly etcd: Etcd3;
@@ -85,6 +86,7 @@ export class LeviathanRepository {
       },
       onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan host record in etcd'),
     });
+    this.reads = new ConsistentReads(ctx, 'container networks', [this.mirror, this.hostMirror] as PrefixMirror<unknown>[]);
   }
 
   async start(): Promise<void> {
@@ -96,16 +98,8 @@ export class LeviathanRepository {
   }
 
   /** Waits until the mirrors reflect every write this coordinator acknowledged. */
-  async fresh(): Promise<void> {
-    for (const m of [this.mirror, this.hostMirror] as PrefixMirror<unknown>[]) {
-      if (!m.healthy) {
-        await this.ctx.call(() => m.start(), 'initial list of container networks');
-        if (!m.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
-      }
-    }
-    if (this.mirror.revision < this.lastWrite) {
-      await this.ctx.call(() => this.mirror.waitFor(this.lastWrite), 'waiting for the watch to catch up');
-    }
+  fresh(): Promise<void> {
+    return this.reads.fresh();
   }
 
   /**
@@ -171,11 +165,10 @@ export class LeviathanRepository {
       );
       const revision = Number(res.header.revision);
       if (res.succeeded) {
-        if (revision > this.lastWrite) this.lastWrite = revision;
-        return { value, revision };
+        return { value, revision: this.reads.noteWrite(revision) };
       }
       // Someone else wrote: catch up to at least their revision and recompute.
-      await this.ctx.call(() => this.mirror.waitFor(revision), 'waiting for the watch to catch up');
+      await this.reads.caughtUp(revision);
     }
     throw new SwitchyardError('CONFLICT', 'container networks are being changed concurrently; try again');
   }

@@ -47,6 +47,7 @@ import {
   type PmServiceUpdate,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
+import { ConsistentReads } from '../store/consistent-reads.js';
 import { OfferLeases } from './offer-leases.js';
 import { ServiceView, type Holder } from './service-view.js';
 
@@ -93,7 +94,7 @@ export class PortmasterRepository {
   private readonly leases: OfferLeases;
   private readonly etcd: Etcd3;
   private readonly log: FastifyBaseLogger;
-  private lastWrite = 0;
+  private readonly reads: ConsistentReads;
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
@@ -105,6 +106,7 @@ export class PortmasterRepository {
       onInvalid: (key, error) => this.log.warn({ key, err: error }, 'ignoring invalid portmaster record in etcd'),
     });
     this.mirror.on('change', (c: MirrorChange<PmRecord>) => this.apply(c));
+    this.reads = new ConsistentReads(ctx, 'port allocations', [this.mirror]);
   }
 
   start(): Promise<void> {
@@ -165,31 +167,6 @@ export class PortmasterRepository {
     }
   }
 
-  // ---------- freshness ----------
-
-  /** The mirror is listed and its watch connected (no wait for our own writes). */
-  private async ready(): Promise<void> {
-    if (this.mirror.healthy) return;
-    await this.ctx.call(() => this.mirror.start(), 'initial list of port allocations');
-    if (!this.mirror.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
-  }
-
-  /** Waits until the mirror reflects every write acknowledged by this coordinator. */
-  private async fresh(): Promise<void> {
-    await this.ready();
-    if (this.mirror.revision < this.lastWrite) await this.caughtUp(this.lastWrite);
-  }
-
-  private caughtUp(rev: number): Promise<void> {
-    if (this.mirror.revision >= rev) return Promise.resolve();
-    return this.ctx.call(() => this.mirror.waitFor(rev), 'waiting for the watch to catch up');
-  }
-
-  private noteWrite(revision: number): number {
-    if (revision > this.lastWrite) this.lastWrite = revision;
-    return revision;
-  }
-
   private ranges(): { ranges: PmRangesRecord; modRevision: number } {
     const e = this.mirror.get(this.ctx.keys.pm.ranges);
     return e?.value.kind === 'ranges' ? { ranges: e.value.ranges, modRevision: e.modRevision } : { ranges: {}, modRevision: 0 };
@@ -203,12 +180,12 @@ export class PortmasterRepository {
   // ---------- services ----------
 
   async listServices(): Promise<PmService[]> {
-    await this.fresh();
+    await this.reads.fresh();
     return [...this.views.values()].flatMap((v) => (v.service ? [v.service] : [])).sort(byName);
   }
 
   async getService(name: string): Promise<PmService> {
-    await this.fresh();
+    await this.reads.fresh();
     return this.serviceView(name).service as PmService;
   }
 
@@ -222,7 +199,7 @@ export class PortmasterRepository {
     const service: PmService = { name: input.name, description: input.description ?? null, start: input.start, end: input.end };
     const keys = this.ctx.keys.pm;
     for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
-      await this.fresh();
+      await this.reads.fresh();
       const { ranges, modRevision } = this.ranges();
       // Portmaster's order: field checks (unique name, bounds), then start < end, then overlap.
       if (ranges[service.name]) throw fail('PM_SERVICE_EXISTS');
@@ -234,7 +211,7 @@ export class PortmasterRepository {
         [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(service.name), JSON.stringify(service))],
         'creating a port service',
       );
-      this.noteWrite(res.revision);
+      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
         this.log.info({ service: service.name, start: service.start, end: service.end }, 'service created');
         return { value: service, revision: res.revision };
@@ -248,7 +225,7 @@ export class PortmasterRepository {
     if (input.name !== undefined && input.name !== name) throw fail('INVALID', `renaming a service is not supported (${name} → ${input.name})`);
     const keys = this.ctx.keys.pm;
     for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
-      await this.fresh();
+      await this.reads.fresh();
       const view = this.serviceView(name);
       const current = view.service as PmService;
       const service: PmService = { name, description: input.description === undefined ? current.description : input.description, start: input.start, end: input.end };
@@ -268,7 +245,7 @@ export class PortmasterRepository {
         [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(name), JSON.stringify(service))],
         'updating a port service',
       );
-      this.noteWrite(res.revision);
+      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
         this.log.info({ service: name, start: service.start, end: service.end }, 'service updated');
         return { value: service, revision: res.revision };
@@ -281,7 +258,7 @@ export class PortmasterRepository {
   async deleteService(name: string): Promise<Written<null>> {
     const keys = this.ctx.keys.pm;
     for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
-      await this.fresh();
+      await this.reads.fresh();
       const view = this.serviceView(name);
       const { ranges, modRevision } = this.ranges();
       const next = { ...ranges };
@@ -297,7 +274,7 @@ export class PortmasterRepository {
         ],
         'deleting a port service',
       );
-      this.noteWrite(res.revision);
+      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
         this.log.info({ service: name, freed: view.holders.size }, 'service deleted');
         return { value: null, revision: res.revision };
@@ -317,11 +294,11 @@ export class PortmasterRepository {
     const created = new Date(startedAt).toISOString();
     const deadline = startedAt + this.ctx.config.etcdTimeoutMs;
     const keys = this.ctx.keys.pm;
-    await this.ready();
+    await this.reads.ready();
     // The hot path does not wait for the watch: the compare in etcd is the
     // authority, and a stale view only costs a retry. Only an unknown service
     // is worth a wait, in case this coordinator just created it.
-    if (!this.views.get(serviceName)?.service) await this.fresh();
+    if (!this.views.get(serviceName)?.service) await this.reads.fresh();
     for (let attempt = 0; ; ) {
       const view = this.serviceView(serviceName);
       const port = view.lowestFree();
@@ -350,7 +327,7 @@ export class PortmasterRepository {
         );
         revision = res.revision;
         if (res.succeeded) {
-          this.noteWrite(revision);
+          this.reads.noteWrite(revision);
           this.log.debug({ service: serviceName, name: instance, port }, 'port offered');
           return { value: offer, revision };
         }
@@ -359,7 +336,7 @@ export class PortmasterRepository {
       }
       // Lost: the port, the name or the service changed under us. Look again
       // once the mirror shows what won.
-      await this.caughtUp(revision);
+      await this.reads.caughtUp(revision);
     }
   }
 
@@ -379,7 +356,7 @@ export class PortmasterRepository {
   }
 
   async listOffers(serviceName: string): Promise<PmOffer[]> {
-    await this.fresh();
+    await this.reads.fresh();
     const view = this.serviceView(serviceName);
     return [...view.holders.values()]
       .filter((h) => h.record.secret !== undefined)
@@ -388,7 +365,7 @@ export class PortmasterRepository {
   }
 
   async getOffer(serviceName: string, secret: string): Promise<PmOffer> {
-    await this.fresh();
+    await this.reads.fresh();
     this.serviceView(serviceName);
     return this.findOffer(serviceName, secret);
   }
@@ -425,7 +402,7 @@ export class PortmasterRepository {
     );
     // Failed compare: rejected, expired, accepted already, or its service deleted.
     if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
-    this.noteWrite(res.revision);
+    this.reads.noteWrite(res.revision);
     this.log.info({ service: serviceName, name: offer.name, port: offer.port }, 'offer accepted');
     return { value: { service: serviceName, name: offer.name, port: offer.port, created }, revision: res.revision };
   }
@@ -439,7 +416,7 @@ export class PortmasterRepository {
       'rejecting an offer',
     );
     if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
-    this.noteWrite(res.revision);
+    this.reads.noteWrite(res.revision);
     this.log.debug({ service: serviceName, name: offer.name, port: offer.port }, 'offer rejected');
     return { value: null, revision: res.revision };
   }
@@ -447,7 +424,7 @@ export class PortmasterRepository {
   // ---------- instances (ports) ----------
 
   async listInstances(serviceName: string): Promise<PmInstance[]> {
-    await this.fresh();
+    await this.reads.fresh();
     const view = this.serviceView(serviceName);
     return [...view.holders.values()]
       .filter((h) => h.record.secret === undefined)
@@ -456,7 +433,7 @@ export class PortmasterRepository {
   }
 
   async getInstance(serviceName: string, portOrName: string): Promise<PmInstance> {
-    await this.fresh();
+    await this.reads.fresh();
     return this.instanceOf(serviceName, this.findInstance(serviceName, portOrName));
   }
 
@@ -478,14 +455,14 @@ export class PortmasterRepository {
   async release(serviceName: string, portOrName: string): Promise<Written<PmInstance>> {
     const keys = this.ctx.keys.pm;
     for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
-      await this.fresh();
+      await this.reads.fresh();
       const h = this.findInstance(serviceName, portOrName);
       const res = await this.txn(
         [cmp.modIs(keys.port(serviceName, h.port), h.modRevision)],
         [op.del(keys.port(serviceName, h.port)), op.del(keys.name(serviceName, h.record.name))],
         'releasing a port',
       );
-      this.noteWrite(res.revision);
+      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
         this.log.info({ service: serviceName, name: h.record.name, port: h.port }, 'port released');
         return { value: this.instanceOf(serviceName, h), revision: res.revision };
