@@ -32,7 +32,9 @@ for m in $(cat /mods/order); do
 done
 
 mkdir -p /mnt
-# msize: bigger 9p messages make node's many small reads far fewer round trips.
+# msize: bigger 9p messages, fewer round trips. cache=loose: the guest caches
+# lookups and file pages (safe: the share is read-only for the guest); without
+# it every exec and stat is a round trip and `ipvsadm -Ln` took 7 s instead of 0.4 s.
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /mnt || die "cannot mount the host root over 9p"
 mount -t proc proc /mnt/proc
 mount -t sysfs sys /mnt/sys

@@ -13,6 +13,7 @@ import {
   ipvsadmLine,
   parseIpvsConnections,
   parseIpvsRules,
+  parseIpvsThresholds,
   planIpvs,
   renderIpvsRules,
   virtualKey,
@@ -117,6 +118,24 @@ describe('ipvsadm parsers', () => {
     ]);
   });
 
+  it('reads thresholds from -Ln --thresholds (ipvsadm -Sn never prints -x/-y)', () => {
+    const text = [
+      'IP Virtual Server version 1.2.1 (size=4096)',
+      'Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn',
+      '  -> RemoteAddress:Port',
+      'TCP  10.1.0.1:80 wlc',
+      '  -> 10.2.0.1:80                  100        20         0          0',
+      '  -> 10.2.0.2:80                  0          0          7          1',
+      'UDP  [2001:db8::1]:53 rr',
+      '  -> [2001:db8::5]:53             5          0          0          0',
+    ].join('\n');
+    expect([...parseIpvsThresholds(text)]).toEqual([
+      ['tcp 10.1.0.1:80 -> 10.2.0.1:80', { upper: 100, lower: 20 }],
+      ['tcp 10.1.0.1:80 -> 10.2.0.2:80', { upper: 0, lower: 0 }],
+      ['udp [2001:db8::1]:53 -> [2001:db8::5]:53', { upper: 5, lower: 0 }],
+    ]);
+  });
+
   it('skips firewall-mark services and reads defaults', () => {
     expect(parseIpvsRules('-A -f 7 -s rr\n-a -f 7 -r 10.0.0.1:0 -g -w 1\n-A -t 10.0.0.1:80 -s wlc -p\n')).toEqual([
       { protocol: 'tcp', address: '10.0.0.1', port: 80, scheduler: 'wlc', persistence: 300, netmask: '', dests: [] },
@@ -150,6 +169,32 @@ describe('ipvs executor', () => {
     expect(runner.lines()).toEqual(['ipvsadm -R', 'ip -j addr show dev sy-ipvs0', 'ip -batch -']);
     expect(runner.calls[0].input).toBe('-D -t 10.1.0.1:80\n');
     expect(runner.calls[2].input).toBe('address del 10.1.0.1/32 dev sy-ipvs0\n');
+  });
+
+  it('observes thresholds and ignores the link-local address of its device', async () => {
+    const runner = new FakeRunner()
+      .on('ipvsadm', ['-Sn'], { stdout: '-A -t 10.1.0.1:80 -s wlc\n-a -t 10.1.0.1:80 -r 10.2.0.1:80 -m -w 1\n' })
+      .on('ipvsadm', ['-Ln', '--thresholds'], { stdout: 'TCP  10.1.0.1:80 wlc\n  -> 10.2.0.1:80   50   10   0   0\n' })
+      .on('ip', ['-j', 'addr', 'show'], {
+        stdout: JSON.stringify([{ ifname: 'sy-ipvs0', addr_info: [{ family: 'inet', local: '10.1.0.1', prefixlen: 32 }, { family: 'inet6', local: 'fe80::3c1a:ff:fe00:1', prefixlen: 64 }] }]),
+      });
+    const seen = await new IpvsExecutor(runner).observe();
+    expect(seen.addresses).toEqual(['10.1.0.1']);
+    expect(seen.virtuals[0].dests[0]).toMatchObject({ upperThreshold: 50, lowerThreshold: 10 });
+  });
+
+  it('fails when ipvsadm -R refuses a line but exits 0 (it goes on past failing lines)', async () => {
+    const runner = new FakeRunner().on('ipvsadm', ['-R'], { exitCode: 0, stderr: 'Numerical result out of range' });
+    const exec = new IpvsExecutor(runner);
+    await expect(exec.apply([{ kind: 'delete-service', service: { protocol: 'tcp', address: '10.0.0.1', port: 80, scheduler: 'rr', persistence: 0, netmask: '' } }])).rejects.toThrow(
+      /refused part of the batch: Numerical result out of range/,
+    );
+  });
+
+  it('drops a lower threshold without an upper one (the kernel refuses it), with a warning', () => {
+    const { virtuals, reports } = desiredVirtuals(services([{ host: '10.1.0.1', port: 80, servers: [{ host: '10.2.0.1', port: 80, lower_threshold: 50 }] }]));
+    expect(virtuals[0].dests[0]).toMatchObject({ upperThreshold: 0, lowerThreshold: 0 });
+    expect(reports.map((r) => r.message)).toEqual([expect.stringMatching(/lower threshold 50 is above the upper threshold 0/)]);
   });
 
   it('puts ipvsadm\'s stderr into the error', async () => {

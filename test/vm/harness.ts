@@ -6,8 +6,13 @@
  * python3 and this repository at the same paths — see
  * ../../../shared/notes/real-dataplanes.md for how the recipe was found.
  *
- * Pure emulation (TCG) by default: a KVM guest hung right after the kernel
- * was decompressed on these machines. Expect 20–35 s per boot.
+ * The job travels over a second, writable 9p share (/run/sy-vm in the guest):
+ * the script and any `files` go in, stdout/stderr/exit code come back. The
+ * serial console only carries kernel messages and "sy-vm: …" progress lines.
+ *
+ * Pure emulation (TCG) by default: a KVM guest hangs right after "Probing
+ * EDD" on these machines (nested virtualization). Expect 10–35 s per boot,
+ * depending on the host's load (bench/results/ipvs-vm.md).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

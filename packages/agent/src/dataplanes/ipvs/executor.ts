@@ -7,8 +7,8 @@
  */
 import { IpAdapter, hostCidr } from '../../adapters/ip.js';
 import type { Runner } from '../../exec/runner.js';
-import type { IpvsVirtual } from './model.js';
-import { parseIpvsConnections, parseIpvsRules } from './parse.js';
+import { destKey, type IpvsVirtual } from './model.js';
+import { parseIpvsConnections, parseIpvsRules, parseIpvsThresholds } from './parse.js';
 import { ipvsadmLine, type IpvsOp } from './plan.js';
 
 export interface IpvsExecutorOptions {
@@ -49,8 +49,21 @@ export class IpvsExecutor {
   }
 
   async observe(): Promise<IpvsObserved> {
-    const [rules, addrs] = await Promise.all([this.ipvsadm(['-Sn']), this.ip.addresses(this.device)]);
-    return { virtuals: parseIpvsRules(rules.stdout), addresses: addrs.map((a) => a.address) };
+    const [rules, limits, addrs] = await Promise.all([this.ipvsadm(['-Sn']), this.ipvsadm(['-Ln', '--thresholds']), this.ip.addresses(this.device)]);
+    const virtuals = parseIpvsRules(rules.stdout);
+    const thresholds = parseIpvsThresholds(limits.stdout);
+    for (const v of virtuals) {
+      for (const d of v.dests) {
+        const t = thresholds.get(destKey(v, d));
+        if (t) {
+          d.upperThreshold = t.upper;
+          d.lowerThreshold = t.lower;
+        }
+      }
+    }
+    // The kernel gives every interface an fe80:: address of its own; only the
+    // service addresses the agent put there are its business.
+    return { virtuals, addresses: addrs.map((a) => a.address).filter((a) => !/^fe[89ab][0-9a-f]:/i.test(a)) };
   }
 
   /** Connections per destination key; only worth reading while something drains. */
@@ -66,7 +79,12 @@ export class IpvsExecutor {
       await this.ip.ensureDummy(this.device);
       await this.ip.addAddresses(this.device, adds);
     }
-    if (lines.length > 0) await this.ipvsadm(['-R'], `${lines.join('\n')}\n`);
+    if (lines.length > 0) {
+      // `ipvsadm -R` goes on past a failing line and exits 0 unless the last
+      // line failed: its stderr is the only sign of a rule the kernel refused.
+      const res = await this.ipvsadm(['-R'], `${lines.join('\n')}\n`);
+      if (res.stderr.trim() !== '') throw new Error(`ipvsadm -R refused part of the batch: ${res.stderr.trim()}`);
+    }
     if (dels.length > 0) await this.ip.deleteAddresses(this.device, dels);
   }
 

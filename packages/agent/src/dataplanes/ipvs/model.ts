@@ -102,8 +102,10 @@ export function desiredVirtuals(services: Service[]): { virtuals: IpvsVirtual[];
       }
       seen.add(ep);
       let lower = srv.lower_threshold;
-      if (srv.upper_threshold > 0 && lower > srv.upper_threshold) {
-        reports.push({ serviceId: s.id, level: 'warning', message: `server ${srv.id}: lower threshold ${lower} is above the upper threshold; ignored` });
+      // The kernel refuses l_threshold > u_threshold even when the upper one is
+      // 0 ("no limit"): `ipvsadm -a … -y 50` alone fails with ERANGE.
+      if (lower > srv.upper_threshold) {
+        reports.push({ serviceId: s.id, level: 'warning', message: `server ${srv.id}: lower threshold ${lower} is above the upper threshold ${srv.upper_threshold}; ignored` });
         lower = 0;
       }
       dests.push({ address: srv.host, port, forwarder: srv.forwarder, weight: srv.weight, upperThreshold: srv.upper_threshold, lowerThreshold: lower });

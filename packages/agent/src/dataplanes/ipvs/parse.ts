@@ -65,13 +65,14 @@ export function parseIpvsRules(text: string): IpvsVirtual[] {
 }
 
 /**
- * Active + inactive connections per destination, from `ipvsadm -Ln`:
+ * Walks the destination rows of `ipvsadm -Ln` output, calling `row` with the
+ * destination key and the numeric columns after the forwarding method (or,
+ * with `--thresholds`, after the address):
  *
  *   TCP  10.1.0.1:80 wlc
  *     -> 10.1.0.5:8080                Masq    3      1          4
  */
-export function parseIpvsConnections(text: string): Map<string, number> {
-  const counts = new Map<string, number>();
+function eachDestination(text: string, row: (key: string, numbers: number[]) => void): void {
   let current: { protocol: Protocol; address: string; port: number } | undefined;
   for (const line of text.split('\n')) {
     const svc = /^(TCP|UDP)\s+(\S+)/.exec(line);
@@ -84,9 +85,30 @@ export function parseIpvsConnections(text: string): Map<string, number> {
       current = undefined;
       continue;
     }
-    const dest = /^\s+->\s+(\S+)\s+\S+\s+\d+\s+(\d+)\s+(\d+)/.exec(line);
+    const dest = /^\s+->\s+(\S+)\s+(.*)$/.exec(line);
     const ep = dest && splitEndpoint(dest[1]);
-    if (current && dest && ep) counts.set(destKey(current, ep), Number(dest[2]) + Number(dest[3]));
+    if (!current || !dest || !ep) continue;
+    const numbers = dest[2].split(/\s+/).filter((t) => /^\d+$/.test(t)).map(Number);
+    row(destKey(current, ep), numbers);
   }
+}
+
+/** Active + inactive connections per destination, from `ipvsadm -Ln`. */
+export function parseIpvsConnections(text: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  // Columns: Weight ActiveConn InActConn.
+  eachDestination(text, (key, n) => n.length >= 3 && counts.set(key, n[1] + n[2]));
   return counts;
+}
+
+/**
+ * Upper and lower thresholds per destination, from `ipvsadm -Ln --thresholds`.
+ * `ipvsadm -Sn` (1.31) never prints `-x`/`-y`, so this is the only way to read
+ * them back.
+ */
+export function parseIpvsThresholds(text: string): Map<string, { upper: number; lower: number }> {
+  const out = new Map<string, { upper: number; lower: number }>();
+  // Columns: Uthreshold Lthreshold ActiveConn InActConn.
+  eachDestination(text, (key, n) => n.length >= 2 && out.set(key, { upper: n[0], lower: n[1] }));
+  return out;
 }
