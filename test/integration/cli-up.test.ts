@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { startCli } from '../helpers/cli.js';
+import { createServer } from 'node:net';
+import { runCli, startCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/etcd.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sy-up-'));
@@ -50,4 +51,19 @@ it('runs etcd + coordinator + agent, and Ctrl-C stops them all', async () => {
   expect(await exited).toBe(0);
   await expect(fetch(`http://127.0.0.1:${etcdPort}/health`)).rejects.toThrow();
   expect(alive(up.child.pid as number)).toBe(false);
+}, 90_000);
+
+it('stops the etcd it started when the coordinator cannot start', async () => {
+  const etcdPort = await freePort();
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  const apiPort = (taken.address() as { port: number }).port;
+  try {
+    const r = await runCli(['up', '--data-dir', dir, '--etcd-port', String(etcdPort), '--listen', `127.0.0.1:${apiPort}`, '--dataplane', 'dry-run', '--log-level', 'silent'], {}, 60_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/EADDRINUSE/);
+    await expect(fetch(`http://127.0.0.1:${etcdPort}/health`)).rejects.toThrow();
+  } finally {
+    taken.close();
+  }
 }, 90_000);

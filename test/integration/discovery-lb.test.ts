@@ -125,6 +125,31 @@ describe('/provide?lb=', () => {
     await eventually(async () => ((await servers()).length === 0 ? true : undefined));
   });
 
+  it('never removes a real server an admin configured before a provider with lb= came and went', async () => {
+    const id = '10_60_0_4-9000';
+    const added = await c.app.inject({ method: 'POST', url: `/services/${svc}/servers`, payload: { host: '10.60.0.4', port: 9000, weight: 7 } });
+    expect(added.statusCode).toBe(200);
+    const ws = await provide(base, `service=web&port=9000&host=10.60.0.4&lb=${svc}`);
+    const regs = c.ctx.keys.disco.lbRegs(svc, id);
+    await eventually(async () => ((await etcd.getAll().prefix(regs).keys()).length === 1 ? true : undefined));
+    // Registered, but the server is not the providers' to remove: no marker.
+    expect(await etcd.get(c.ctx.keys.disco.lbOwned(svc, id)).string()).toBeNull();
+    expect(await servers()).toEqual([expect.objectContaining({ id, weight: 7 })]);
+    ws.close();
+    // Once nothing of the claim is left, any cleanup has run: a marker would
+    // only have gone after the server it guarded.
+    await eventually(async () => ((await etcd.getAll().prefix(`${c.ctx.keys.disco.lb}${svc}/${id}/`).keys()).length === 0 ? true : undefined));
+    expect(await servers()).toEqual([expect.objectContaining({ id, weight: 7 })]);
+    // A second provider coming and going leaves it alone too.
+    const again = await provide(base, `service=web&port=9000&host=10.60.0.4&lb=${svc}`);
+    await eventually(async () => ((await etcd.getAll().prefix(regs).keys()).length === 1 ? true : undefined));
+    again.close();
+    await eventually(async () => ((await etcd.getAll().prefix(`${c.ctx.keys.disco.lb}${svc}/${id}/`).keys()).length === 0 ? true : undefined));
+    expect(await servers()).toEqual([expect.objectContaining({ id, weight: 7 })]);
+    const removed = await c.app.inject({ method: 'DELETE', url: `/services/${svc}/servers/${id}` });
+    expect(removed.statusCode).toBe(200);
+  });
+
   it('a surviving coordinator removes the real server of a coordinator killed with SIGKILL', async () => {
     const port = await freePort();
     const cli = startCli(

@@ -55,10 +55,32 @@ describe('services', () => {
 
   it('POST of an existing id returns the existing service unchanged', async () => {
     await req('POST', '/services', { ...web, scheduler: 'rr' });
+    const first = await req('POST', '/services', { host: '192.168.0.99', port: 1 });
     const again = await req('POST', '/services', { ...web, scheduler: 'sh' });
     expect(again.status).toBe(200);
     expect(again.body.scheduler).toBe('rr');
-    expect((await req('GET', '/services')).body).toHaveLength(1);
+    // Nothing was written: the revision is the one that made the service, not a later one.
+    const kv = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).exec();
+    expect(Number(again.headers['x-switchyard-revision'])).toBe(Number(kv.kvs[0].mod_revision));
+    expect(Number(again.headers['x-switchyard-revision'])).toBeLessThan(Number(first.headers['x-switchyard-revision']));
+    expect((await req('GET', '/services')).body).toHaveLength(2);
+  });
+
+  it("keeps a service's pinning (hosts) when a Portal client resets it without the field", async () => {
+    await req('POST', '/services', { ...web, hosts: ['node-a'] });
+    expect((await req('PUT', `/services/${webId}`, { ...web, scheduler: 'rr' })).body.hosts).toEqual(['node-a']);
+    expect((await req('PUT', '/services', [{ ...web, scheduler: 'sh' }])).body[0].hosts).toEqual(['node-a']);
+    expect((await req('GET', `/services/${webId}`)).body.hosts).toEqual(['node-a']);
+    expect((await req('PUT', `/services/${webId}`, { ...web, hosts: ['node-b'] })).body.hosts).toEqual(['node-b']);
+  });
+
+  it('ignores a stored value that is not a valid service (it never reaches an agent)', async () => {
+    await req('POST', '/services', web);
+    const forged = { id: 'tcp-10_0_0_9-80', host: '10.0.0.9; flush ruleset', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
+    const put = await c.ctx.etcd.put(c.ctx.keys.l4.service(forged.id)).value(JSON.stringify(forged)).exec();
+    await c.l4.mirror.waitFor(Number(put.header.revision));
+    expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual([webId]);
+    expect((await req('GET', `/services/${forged.id}`)).status).toBe(404);
   });
 
   it('a read sees every write this coordinator acknowledged', async () => {
@@ -239,6 +261,8 @@ describe('bad input writes nothing and is a 4xx', () => {
     ['unknown scheduler', 'POST', '/services', { ...web, scheduler: 'fifo' }, 400],
     ['negative persistence', 'POST', '/services', { ...web, persistence: -1 }, 400],
     ['bad netmask', 'POST', '/services', { ...web, netmask: '255.0.255.0' }, 400],
+    ['a prefix length as an IPv4 netmask', 'POST', '/services', { ...web, netmask: '24' }, 400],
+    ['a dotted netmask for an IPv6 service', 'POST', '/services', { host: 'fd00::1', port: 80, netmask: '255.255.255.0' }, 400],
     ['unknown forwarder', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, forwarder: 'x' }, 400],
     ['negative weight', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, weight: -1 }, 400],
     ['negative threshold', 'POST', `/services/${webId}/servers`, { host: '10.0.0.2', port: 80, upper_threshold: -5 }, 400],

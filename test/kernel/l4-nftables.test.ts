@@ -104,8 +104,9 @@ async function applied(rev: number): Promise<void> {
   await waitFor(`agent to apply revision ${rev}`, async () => (agent?.status.written?.appliedRevision ?? 0) >= rev);
 }
 
-async function start(flushOnExit = false): Promise<RunningAgent> {
+async function start(flushOnExit = false, resyncMs?: number): Promise<RunningAgent> {
   agent = await startAgent({
+    ...(resyncMs !== undefined ? { resyncMs } : {}),
     hostId: `syl4-${r}`,
     etcd: [sharedEtcdUrl()],
     prefix: coord.ctx.keys.prefix,
@@ -187,6 +188,24 @@ describe('nftables dataplane with real traffic', () => {
     await start();
     await applied(rev);
     expect(count(await request(NS.c, VIP, 80, 6))).toEqual({ b1: 6 });
+  });
+
+  it('the periodic full resync undoes drift: an element deleted and a stray one added behind its back', async () => {
+    const rev = await write('PUT', `/services/${SID}/servers`, [server(B1)]);
+    await agent?.stop();
+    await start(false, 1000);
+    await applied(rev);
+    expect(count(await request(NS.c, VIP, 80, 2))).toEqual({ b1: 2 });
+    await inNs(NS.lb, 'nft', ['delete', 'element', 'inet', TABLE, 'services4', `{ ${VIP} . tcp . 80 }`]);
+    await inNs(NS.lb, 'nft', ['add', 'element', 'inet', TABLE, 'services4', '{ 10.98.2.201 . tcp . 80 : accept }']);
+    expect((await request(NS.c, VIP, 80, 1))[0]).toMatch(/^ERR /);
+    await waitFor('the resync to restore the VIP', async () => (await request(NS.c, VIP, 80, 1))[0] === 'b1');
+    const map = (await inNs(NS.lb, 'nft', ['list', 'map', 'inet', TABLE, 'services4'])).stdout;
+    expect(map).toContain(VIP);
+    expect(map).not.toContain('10.98.2.201');
+    // Changes still apply with a resync every second.
+    await applied(await write('PUT', `/services/${SID}/servers`, [server(B1), server(B2)]));
+    expect(count(await request(NS.c, VIP, 80, 4))).toEqual({ b1: 2, b2: 2 });
   });
 
   it('deleting the service closes the VIP', async () => {

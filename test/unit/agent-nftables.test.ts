@@ -3,12 +3,17 @@
  * set of services, the JSON a real `nft -j list table` printed after that
  * script was applied (captured into the fixture) read back into a state that
  * needs no further ops, incremental scripts that name only the changed
- * service, and the executor's argv + stdin against the fake runner.
+ * service, and the executor's argv + stdin against the fake runner. Then the
+ * dataplane and the sync loop around a slow table read-back: changes keep
+ * applying while it runs, and the full pass after it still undoes drift.
  */
 import { readFileSync } from 'node:fs';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ServiceInput, toService, type Service } from '@switchyard/shared';
-import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
+import { FakeRunner, type RunOptions, type Runner, type RunResult } from '../../packages/agent/src/exec/runner.js';
+import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
+import { SyncLoop } from '../../packages/agent/src/loop.js';
 import {
   emptyObserved,
   NFT_BASE,
@@ -143,5 +148,168 @@ describe('nftables executor', () => {
   it('puts nft\'s stderr into the error', async () => {
     const runner = new FakeRunner().on('nft', ['-f'], { exitCode: 1, stderr: 'Error: Could not process rule: No such file or directory' });
     await expect(new NftExecutor(runner, { table: 'switchyard' }).apply([{ kind: 'add-table' }])).rejects.toThrow(/nft -f - failed \(exit 1\): Error: Could not process rule/);
+  });
+});
+
+const silent = pino({ level: 'silent' });
+
+async function until(what: string, fn: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
+ * A kernel whose table listing (`nft -j list table`) can be held back, like
+ * a 10,000-service read-back that takes seconds; scripts (`nft -f -`) are
+ * recorded and succeed at once.
+ */
+class SlowListing implements Runner {
+  readonly scripts: string[] = [];
+  listing = read('observed-after-full.json');
+  private gate?: Promise<void>;
+  private open?: () => void;
+
+  hold(): void {
+    this.gate = new Promise((r) => (this.open = r));
+  }
+
+  release(listing?: string): void {
+    if (listing !== undefined) this.listing = listing;
+    this.open?.();
+    this.gate = undefined;
+  }
+
+  async run(_cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    if (args[0] === '-j') {
+      await this.gate;
+      return { stdout: this.listing, stderr: '', exitCode: 0 };
+    }
+    if (args[0] === '-f') this.scripts.push(opts.input ?? '');
+    return { stdout: '', stderr: '', exitCode: 0 };
+  }
+}
+
+/** The fixture's listing with the element of 10.1.0.3:80 in services4 gone (drift). */
+function listingWithout103(): string {
+  const doc = JSON.parse(read('observed-after-full.json')) as { nftables: { map?: { name: string; elem?: unknown[] } }[] };
+  for (const item of doc.nftables) {
+    if (item.map?.name === 'services4') item.map.elem = item.map.elem?.filter((e) => !JSON.stringify(e).includes('"10.1.0.3"'));
+  }
+  return JSON.stringify(doc);
+}
+
+const byId = new Map(services.map((s) => [s.id, s]));
+const CHANGED = 'tcp-10_1_0_1-80';
+const oneServer = (): Map<string, Service> => {
+  const next = new Map(byId);
+  const s = byId.get(CHANGED) as Service;
+  next.set(CHANGED, { ...s, servers: s.servers.slice(0, 1) });
+  return next;
+};
+
+describe('nftables dataplane with a slow table read-back', () => {
+  it('applies a change while the table is read, then plans the full pass around it and still undoes drift', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.prepareFull();
+    expect(await dp.sync(byId)).toMatchObject({ failed: false });
+    expect(kernel.scripts).toEqual([]);
+
+    // The periodic resync starts reading; a change arrives and applies at once.
+    kernel.hold();
+    const reading = dp.prepareFull();
+    const next = oneServer();
+    await dp.sync(next, new Set([CHANGED]));
+    expect(kernel.scripts).toHaveLength(1);
+    expect(kernel.scripts[0]).toContain('delete element inet switchyard services4 { 10.1.0.1 . tcp . 80 }');
+
+    // The read was taken before the change, and someone deleted an element meanwhile.
+    kernel.release(listingWithout103());
+    await reading;
+    await dp.sync(next);
+    // The changed service is left as the incremental pass wrote it (re-planning it against the
+    // older read would delete elements that are already gone); the drift is undone; the group
+    // chain nobody uses any more goes.
+    expect(kernel.scripts[1]).toBe(
+      [
+        'flush chain inet switchyard grp.numgen-inc.2.tcp4.masq',
+        'delete chain inet switchyard grp.numgen-inc.2.tcp4.masq',
+        'add element inet switchyard services4 { 10.1.0.3 . tcp . 80 : goto grp.numgen-random.1.tcp4.masq }',
+        '',
+      ].join('\n'),
+    );
+    expect(kernel.scripts).toHaveLength(2);
+  });
+
+  it('an incremental pass plans only the changed service, from the model, without listing the table', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.sync(byId);
+    kernel.hold();
+    // A listing would now hang: the incremental pass must not need one.
+    await dp.sync(oneServer(), new Set([CHANGED]));
+    expect(kernel.scripts).toEqual([read('incremental-one-server.nft')]);
+    kernel.release();
+  });
+
+  it('once a read-back has overlapped changes for too long, changes wait for it instead of restarting it', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent, { minReadOverlapMs: 20 });
+    await dp.prepareFull();
+    await dp.sync(byId);
+    kernel.hold();
+    const reading = dp.prepareFull();
+    await new Promise((r) => setTimeout(r, 40));
+    let done = false;
+    const change = dp.sync(oneServer(), new Set([CHANGED])).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 40));
+    expect(done).toBe(false);
+    expect(kernel.scripts).toEqual([]);
+    kernel.release();
+    await Promise.all([reading, change]);
+    expect(kernel.scripts).toHaveLength(1);
+  });
+});
+
+describe('sync loop with a slow first half of the full pass', () => {
+  it('waits for the first full pass, then keeps applying changes while a later read-back runs', async () => {
+    const calls: string[] = [];
+    let release: () => void = () => undefined;
+    const loop = new SyncLoop({
+      sync: async (full) => {
+        calls.push(full ? 'full' : 'changes');
+      },
+      prepareFull: () => {
+        calls.push('read');
+        return new Promise<void>((r) => (release = r));
+      },
+      minIntervalMs: 0,
+      resyncMs: 60_000,
+      log: silent,
+    });
+    loop.start();
+    await until('the first read', () => calls.length === 1);
+    // No model yet: a change waits for the first full pass, which includes it.
+    loop.trigger();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls).toEqual(['read']);
+    release();
+    await until('the first full pass', () => calls.length === 2);
+    expect(calls).toEqual(['read', 'full']);
+
+    // The periodic resync starts reading; changes keep being applied meanwhile.
+    calls.length = 0;
+    loop.requestFull();
+    await until('a read and a pass', () => calls.length === 2);
+    loop.trigger();
+    await until('another pass', () => calls.length === 3);
+    expect(calls).toEqual(['read', 'changes', 'changes']);
+    release();
+    await until('the full pass', () => calls.length === 4);
+    expect(calls.at(-1)).toBe('full');
+    await loop.stop();
   });
 });

@@ -1,4 +1,7 @@
 /** The zone and responder as pure logic: SkyDNS's answer rules, TTLs, truncation, malformed input. */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as dnsPacket from 'dns-packet';
 import { describe, expect, it } from 'vitest';
 import { Responder, parseQuestion } from '../../packages/coordinator/src/dns/responder.js';
@@ -139,5 +142,18 @@ describe('Zone and Responder', () => {
   it('is SERVFAIL until the zone has been loaded', () => {
     const r = new Responder(zone, () => false);
     expect(ask(r, 'web.services.skydns.local', 'A').rcode).toBe('SERVFAIL');
+  });
+});
+
+describe('the dns module\'s dependencies', () => {
+  // Dependencies run one way: the responder serves any SkyDNS record,
+  // whoever wrote it, so it must not depend on the discovery feature.
+  it('imports nothing from discovery/', () => {
+    const dir = fileURLToPath(new URL('../../packages/coordinator/src/dns/', import.meta.url));
+    const offenders = readdirSync(dir)
+      .filter((f) => f.endsWith('.ts'))
+      .flatMap((f) => [...readFileSync(join(dir, f), 'utf8').matchAll(/from\s+'([^']+)'/g)].map((m) => `${f}: ${m[1]}`))
+      .filter((line) => /\/discovery\//.test(line));
+    expect(offenders).toEqual([]);
   });
 });

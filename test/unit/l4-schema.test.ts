@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseServerId, parseServiceId, serverId, ServerInput, serviceId, ServiceInput } from '@switchyard/shared';
+import { parseServerId, parseServiceId, serverId, ServerInput, Service, serviceId, ServiceInput } from '@switchyard/shared';
 
 describe('Portal ids', () => {
   it('are built as Portal builds them', () => {
@@ -24,6 +24,17 @@ describe('Portal ids', () => {
   });
 });
 
+describe('stored services', () => {
+  it('are parsed as strictly as input (the agent renders them into commands)', () => {
+    const ok = { id: 'tcp-10_0_0_1-80', host: '10.0.0.1', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
+    expect(Service.safeParse(ok).success).toBe(true);
+    expect(Service.safeParse({ ...ok, host: '10.0.0.1;x' }).success).toBe(false);
+    expect(Service.safeParse({ ...ok, id: 'tcp-10_0_0_2-80' }).success).toBe(false);
+    expect(Service.safeParse({ ...ok, hosts: ['-rf'] }).success).toBe(false);
+    expect(Service.safeParse({ ...ok, servers: [{ id: 'x', host: '10.0.0.5', port: 1, forwarder: 'g', weight: 1, upper_threshold: 0, lower_threshold: 0 }] }).success).toBe(false);
+  });
+});
+
 describe('service input', () => {
   it('canonicalises addresses so one service has one id', () => {
     const a = ServiceInput.parse({ host: 'FD00:0:0::1', port: 80 });
@@ -38,7 +49,8 @@ describe('service input', () => {
     expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '255.255.255.0' }).success).toBe(true);
     expect(ServiceInput.safeParse({ host: 'fd00::1', port: 1, netmask: '64' }).success).toBe(true);
     expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '255.0.255.0' }).success).toBe(false);
-    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '129' }).success).toBe(false);
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, netmask: '24' }).success).toBe(false);
+    expect(ServiceInput.safeParse({ host: 'fd00::1', port: 1, netmask: '129' }).success).toBe(false);
   });
   it('validates pinned host ids', () => {
     expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, hosts: ['node-1'] }).success).toBe(true);

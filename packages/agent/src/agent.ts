@@ -1,7 +1,14 @@
 /**
  * The agent daemon: one per host. It registers under a lease, follows etcd
- * and keeps this host's kernel equal to the desired state, role by role
- * (today: L4 services), reporting what it applied to `<p>/hosts/<id>/status`.
+ * and keeps this host's kernel equal to the desired state, role by role:
+ *
+ *   l4        L4 services (IPVS or nftables), reporting what it applied to
+ *             `<p>/hosts/<id>/status`;
+ *   topology  container networks (Leviathan CENs and CINs: namespaces,
+ *             bridges, veths, VXLAN, addresses), reporting to
+ *             `<p>/lev-status/<id>`.
+ *
+ * `--dataplane dry-run` holds for both: they plan and log, and change nothing.
  *
  * Stopping (SIGTERM) leaves every rule in place so traffic keeps flowing
  * through restarts and upgrades; `flushOnExit` removes what the agent owns.
@@ -29,8 +36,6 @@ export interface AgentDeps {
   /** Run commands with this runner (tests: a FakeRunner). */
   runner?: Runner;
   logger?: Logger;
-  /** Extra roles (e.g. container networks), built once the L4 dataplane is chosen. */
-  roles?: ((ctx: RoleContext) => AgentRole)[];
 }
 
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
@@ -49,7 +54,6 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const roles: AgentRole[] = [
     new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' })),
     new TopologyRole(ctx),
-    ...(deps.roles ?? []).map((make) => make(ctx)),
   ];
   const record: AgentRegistration = {
     id: config.hostId,

@@ -4,12 +4,21 @@
  * two syncs are at least `minIntervalMs` apart, a periodic full resync undoes
  * drift, and a failed sync makes the next one full, after an exponential
  * backoff. Only one sync runs at a time.
+ *
+ * A full pass may have a slow first half that only reads (`prepareFull`:
+ * nftables lists its whole table back, seconds at 10,000 services). That half
+ * runs beside the loop: incremental passes keep applying changes while it
+ * reads, and the full pass itself runs once the read is done. Incremental
+ * passes only start after a first full pass has succeeded: until then the
+ * dataplane does not know what the kernel holds.
  */
 import type { Logger } from 'pino';
 
 export interface SyncLoopOptions {
   /** One pass; `full` asks for a comparison against the kernel instead of the last applied model. */
   sync: (full: boolean) => Promise<{ recheckMs?: number } | void>;
+  /** The read-only half of a full pass, run while incremental passes go on (optional). */
+  prepareFull?: () => Promise<void>;
   minIntervalMs: number;
   resyncMs: number;
   backoffInitialMs?: number;
@@ -21,6 +30,12 @@ export class SyncLoop {
   private pending = false;
   private pendingFull = true;
   private running?: Promise<void>;
+  /** The read of the next full pass, while it is under way. */
+  private preparing?: Promise<void>;
+  /** That read is done: the next pass may be the full one. */
+  private prepared = false;
+  /** A full pass has succeeded, so incremental passes have a model to work from. */
+  private fullDone = false;
   private timer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
   private lastEnd = 0;
@@ -49,9 +64,9 @@ export class SyncLoop {
     this.trigger();
   }
 
-  /** Resolves when no sync is running (used by stop and by tests). */
+  /** Resolves when no sync (nor the read of a full one) is running (used by stop and by tests). */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    while (this.running || this.preparing) await (this.running ?? this.preparing);
   }
 
   async stop(): Promise<void> {
@@ -69,33 +84,72 @@ export class SyncLoop {
     this.timer = setTimeout(() => void this.runOnce(), wait);
   }
 
+  /** Starts the read of the next full pass (once); its end triggers the loop again. */
+  private startPrepare(prepare: () => Promise<void>): void {
+    if (this.preparing || this.prepared) return;
+    this.preparing = (async () => {
+      try {
+        await prepare();
+        this.prepared = true;
+        this.pending = true;
+      } catch (err) {
+        this.onFailure(err, true);
+      }
+    })().finally(() => {
+      this.preparing = undefined;
+      if (this.pending) this.schedule(this.backoff());
+    });
+  }
+
+  private backoff(): number {
+    if (this.failures === 0) return 0;
+    const initial = this.opts.backoffInitialMs ?? 500;
+    return Math.min(this.opts.backoffMaxMs ?? 30_000, initial * 2 ** (this.failures - 1));
+  }
+
+  private onFailure(err: unknown, full: boolean): void {
+    this.failures++;
+    this.opts.log.error({ err, full, failures: this.failures, retryInMs: this.backoff() }, 'sync failed; full resync after backoff');
+    this.pending = true;
+    this.pendingFull = true;
+  }
+
   private async runOnce(): Promise<void> {
     if (this.stopped || this.running || !this.pending) return;
-    const full = this.pendingFull;
+    let full = this.pendingFull;
+    const prepare = this.opts.prepareFull;
+    if (full && prepare && !this.prepared) {
+      this.startPrepare(prepare);
+      // While the kernel is read, changes still apply, once there is a model to apply them to.
+      if (!this.fullDone) return;
+      full = false;
+    }
     this.pending = false;
-    this.pendingFull = false;
-    let next = 0;
+    if (full) {
+      this.pendingFull = false;
+      this.prepared = false;
+    }
+    let failed = false;
     this.running = (async () => {
       try {
         const res = await this.opts.sync(full);
         this.failures = 0;
+        if (full) this.fullDone = true;
         if (res?.recheckMs !== undefined) {
           // Something is in progress (a draining server): look again later.
           clearTimeout(this.timer);
           setTimeout(() => this.trigger(), res.recheckMs).unref();
         }
       } catch (err) {
-        this.failures++;
-        const initial = this.opts.backoffInitialMs ?? 500;
-        next = Math.min(this.opts.backoffMaxMs ?? 30_000, initial * 2 ** (this.failures - 1));
-        this.opts.log.error({ err, full, failures: this.failures, retryInMs: next }, 'sync failed; full resync after backoff');
-        this.pending = true;
-        this.pendingFull = true;
+        failed = true;
+        this.onFailure(err, full);
       }
     })();
     await this.running;
     this.running = undefined;
     this.lastEnd = Date.now();
-    if (this.pending) this.schedule(next);
+    // A read that ended during this pass: the full pass is next.
+    if (this.pendingFull && this.prepared) this.pending = true;
+    if (this.pending) this.schedule(failed ? this.backoff() : 0);
   }
 }

@@ -1,7 +1,7 @@
 /**
- * A role is one thing the agent keeps in the kernel (L4 load balancing;
- * later container networks). Each follows its own etcd prefix, runs its own
- * sync loop and reports into the shared status.
+ * A role is one thing the agent keeps in the kernel (L4 load balancing,
+ * container networks). Each follows its own etcd prefix, runs its own sync
+ * loop and reports what it applied.
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';

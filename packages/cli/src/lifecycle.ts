@@ -1,16 +1,16 @@
-/** SIGINT/SIGTERM run the registered shutdown steps once, in reverse order, then exit. */
+/**
+ * Shutdown steps of the long-running commands. SIGINT/SIGTERM run them once,
+ * in reverse order of registration, then exit; a command that fails while
+ * starting runs them too, so nothing it already started (an etcd child)
+ * outlives it.
+ */
 const steps: (() => Promise<void> | void)[] = [];
 let installed = false;
-let stopping = false;
+let running: Promise<void> | undefined;
 
-export function onShutdown(step: () => Promise<void> | void): void {
-  steps.push(step);
-  if (installed) return;
-  installed = true;
-  const run = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`switchyard: ${signal}, stopping\n`);
+/** Runs every registered step once, newest first; errors are reported, not thrown. */
+export function runShutdown(): Promise<void> {
+  running ??= (async () => {
     for (const s of [...steps].reverse()) {
       try {
         await s();
@@ -18,8 +18,19 @@ export function onShutdown(step: () => Promise<void> | void): void {
         process.stderr.write(`switchyard: error while stopping: ${(e as Error).message}\n`);
       }
     }
-    process.exit(0);
+  })();
+  return running;
+}
+
+export function onShutdown(step: () => Promise<void> | void): void {
+  steps.push(step);
+  if (installed) return;
+  installed = true;
+  const onSignal = (signal: string) => {
+    if (running) return;
+    process.stderr.write(`switchyard: ${signal}, stopping\n`);
+    void runShutdown().then(() => process.exit(0));
   };
-  process.on('SIGINT', () => void run('SIGINT'));
-  process.on('SIGTERM', () => void run('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
 }

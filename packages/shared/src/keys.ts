@@ -22,7 +22,8 @@
  *   <p>/lev/pool                            CIN address pool settings (JSON; defaults when absent)
  *   <p>/lev/subnets/<index>                 CIN subnet guard -> cinId (uniqueness across the cluster)
  *   <p>/lev/epoch                           bumped by every Leviathan API write (the CAS guard)
- *   <p>/lev-hosts/<hostId>/status           what the topology role applied (JSON)
+ *   <p>/lev-status/<hostId>                 what the topology role applied (JSON; its own prefix, so
+ *                                           reading every report reads nothing else)
  *   <p>/lev-hosts/<hostId>/underlay         agent's underlay address for VXLAN, on the agent's lease
  *   <p>/lev-hosts/<hostId>/created/<ns>     a namespace this host's agent created (it alone removes it)
  *   <p>/disco/lb/<serviceId>/<serverId>/owned          real server added by /provide?lb= (plain key)
@@ -61,6 +62,7 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
   const pm = `${p}/pm/`;
   const lev = `${p}/lev/`;
   const levHosts = `${p}/lev-hosts/`;
+  const levStatus = `${p}/lev-status/`;
   return {
     prefix: p,
 
@@ -145,16 +147,22 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
       epoch: `${lev}epoch`,
       /** What agents report, outside the desired-state prefix so their writes never wake themselves. */
       hosts: levHosts,
-      status: (hostId: string) => `${levHosts}${hostId}/status`,
+      /** Every agent's report, and nothing else: what a GET reads to show status. */
+      statuses: levStatus,
+      status: (hostId: string) => `${levStatus}${hostId}`,
+      parseStatus: (key: string) => {
+        const t = tail(key, levStatus);
+        return t && !t.includes('/') ? t : undefined;
+      },
       underlay: (hostId: string) => `${levHosts}${hostId}/underlay`,
       createdAll: (hostId: string) => `${levHosts}${hostId}/created/`,
       created: (hostId: string, ns: string) => `${levHosts}${hostId}/created/${ns}`,
       /** `{hostId, kind, ns?}` for a key under lev-hosts/, or undefined. */
-      parseHostKey: (key: string): { hostId: string; kind: 'status' | 'underlay' | 'created'; ns?: string } | undefined => {
+      parseHostKey: (key: string): { hostId: string; kind: 'underlay' | 'created'; ns?: string } | undefined => {
         const rest = tail(key, levHosts);
-        const m = rest && /^([^/]+)\/(?:(status|underlay)|created\/([^/]+))$/.exec(rest);
+        const m = rest && /^([^/]+)\/(?:(underlay)|created\/([^/]+))$/.exec(rest);
         if (!m) return undefined;
-        return m[2] ? { hostId: m[1], kind: m[2] as 'status' | 'underlay' } : { hostId: m[1], kind: 'created', ns: m[3] };
+        return m[2] ? { hostId: m[1], kind: 'underlay' } : { hostId: m[1], kind: 'created', ns: m[3] };
       },
     },
 

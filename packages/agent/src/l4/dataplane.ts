@@ -18,6 +18,12 @@ export interface L4Dataplane {
    * without it the pass compares everything against the kernel (full).
    */
   sync(desired: ReadonlyMap<string, Service>, changed?: ReadonlySet<string>): Promise<SyncOutcome>;
+  /**
+   * The read-only half of the next full pass (reading the kernel back), when
+   * that is slow enough to be worth running while incremental passes go on.
+   * The full `sync` that follows plans against what it read.
+   */
+  prepareFull?(): Promise<void>;
   /** Remove everything this dataplane owns (--flush-on-exit). */
   flush(): Promise<void>;
 }

@@ -1,117 +1,257 @@
 /**
  * The nftables dataplane (and dry-run, which is the same planner without an
- * executor). A full pass reads the table back (`nft -j list table`) and
- * plans against it; an incremental pass plans the changed services against
- * the model of what the last pass applied, so one change among 10,000
- * services is a few lines of nft script. The script applies as one
+ * executor). An incremental pass plans the changed services against what the
+ * last pass applied, so one change among 10,000 services is a few lines of
+ * nft script and O(changed services) of work. The script applies as one
  * transaction; if it fails, each service is tried on its own so one bad
  * service is reported without holding back the others.
+ *
+ * A full pass reads the table back (`nft -j list table`) and plans every
+ * service against it, which undoes drift. At 10,000 services that read takes
+ * seconds of nft's CPU, so it runs in `prepareFull`, beside incremental
+ * passes. Two things follow:
+ *  - The read may predate a change applied meanwhile, so services (and group
+ *    chains) an incremental pass touched during the read are planned against
+ *    what that pass applied, not against the read; the next full pass checks
+ *    them against the kernel.
+ *  - nft restarts a listing whenever the ruleset generation changes under it
+ *    (nft 1.0.6 `nft_cache_update`: the genid is compared before and after the
+ *    dump) — so our own applies restart it. Once a read has taken twice as
+ *    long as the last complete one, incremental passes wait for it to end
+ *    instead of restarting it forever.
+ *
+ * The model keeps only a reference to each applied `Service` (which the etcd
+ * mirror holds anyway) and recomputes a service's nft objects when they are
+ * needed: memory stays close to the mirror's own.
  */
 import type { Logger } from 'pino';
 import type { Service, ServiceReport } from '@switchyard/shared';
 import { NftExecutor } from '../dataplanes/nftables/executor.js';
 import { serviceObjects, type ServiceObjects } from '../dataplanes/nftables/model.js';
-import { emptyObserved, observedOf, type NftObserved } from '../dataplanes/nftables/observe.js';
+import { emptyObserved, observedOf, type NftObserved, type ObservedService } from '../dataplanes/nftables/observe.js';
 import { NFT_BASE, planNft, renderNftScript, type NftOp } from '../dataplanes/nftables/plan.js';
 import type { L4Dataplane, SyncOutcome } from './dataplane.js';
 
-interface Computed {
-  objects: ServiceObjects;
-  reports: ServiceReport[];
+export interface NftDataplaneOptions {
+  /**
+   * A read-back may overlap incremental passes for at least this long (ms)
+   * before they wait for it (default 1000; the bound is twice the last
+   * complete read when that is longer).
+   */
+  minReadOverlapMs?: number;
+}
+
+/** What the full pass after a read-back needs to know about incremental passes that ran during it. */
+interface ReadBack {
+  started: number;
+  /** Settles when the read ends (never rejects). */
+  ended: Promise<void>;
+  /** Services and group chains incremental passes wrote while the table was being read. */
+  services: Set<string>;
+  groups: Set<string>;
+}
+
+interface Snapshot {
+  observed: NftObserved;
+  during: ReadBack;
 }
 
 export class NftDataplane implements L4Dataplane {
   readonly name: 'nftables' | 'dry-run';
-  /** What the kernel holds after the last successful pass (or, for dry-run, would hold). */
-  private model: NftObserved = emptyObserved();
-  private readonly computed = new WeakMap<Service, Computed>();
+  /** The table skeleton and shared group chains the kernel holds after the last pass (`services` unused). */
+  private base: NftObserved = emptyObserved();
+  /** Per service: the Service whose objects the kernel holds after the last successful pass. */
+  private readonly applied = new Map<string, Service>();
+  /** Per service whose apply failed: what the kernel was read to hold instead. */
+  private readonly unknown = new Map<string, ObservedService>();
+  private reading?: ReadBack;
+  private snapshot?: Snapshot;
+  private lastReadMs = 0;
 
   constructor(
     private readonly executor: NftExecutor | undefined,
     private readonly table: string,
     private readonly log: Logger,
+    private readonly opts: NftDataplaneOptions = {},
   ) {
     this.name = executor ? 'nftables' : 'dry-run';
   }
 
-  private compute(s: Service): Computed {
-    let c = this.computed.get(s);
-    if (!c) {
-      c = serviceObjects(s);
-      this.computed.set(s, c);
-    }
-    return c;
+  /** The kernel's objects of one service as the model knows them. */
+  private held(id: string): ObservedService | undefined {
+    const s = this.applied.get(id);
+    return s ? observedOf(serviceObjects(s).objects) : this.unknown.get(id);
   }
 
-  async sync(desired: ReadonlyMap<string, Service>, changed?: ReadonlySet<string>): Promise<SyncOutcome> {
-    const ids = changed ? [...changed] : [...desired.keys()];
+  private observedWith(services: Map<string, ObservedService>): NftObserved {
+    return { ...this.base, services };
+  }
+
+  async prepareFull(): Promise<void> {
+    if (!this.executor) return;
+    const started = performance.now();
+    const read = this.executor.observe();
+    const during: ReadBack = { started, ended: read.then(() => undefined, () => undefined), services: new Set(), groups: new Set() };
+    this.reading = during;
+    try {
+      this.snapshot = { observed: await read, during };
+      this.lastReadMs = performance.now() - started;
+      this.log.debug({ ms: Math.round(this.lastReadMs), changedMeanwhile: during.services.size }, 'table read back');
+    } finally {
+      this.reading = undefined;
+    }
+  }
+
+  sync(desired: ReadonlyMap<string, Service>, changed?: ReadonlySet<string>): Promise<SyncOutcome> {
+    return changed ? this.syncChanged(desired, changed) : this.syncAll(desired);
+  }
+
+  private async syncChanged(desired: ReadonlyMap<string, Service>, changed: ReadonlySet<string>): Promise<SyncOutcome> {
+    const reading = this.reading;
+    if (reading && this.executor && performance.now() - reading.started > Math.max(this.opts.minReadOverlapMs ?? 1000, 2 * this.lastReadMs)) {
+      this.log.info({ readingMs: Math.round(performance.now() - reading.started) }, 'table read-back keeps restarting under changes; waiting for it');
+      await reading.ended;
+    }
+    const services = new Map<string, Service>();
     const objects = new Map<string, ServiceObjects>();
     const reports = new Map<string, ServiceReport[]>();
-    for (const id of changed ? ids : desired.keys()) {
+    const have = new Map<string, ObservedService>();
+    const scope = new Set<string>();
+    for (const id of changed) {
       const s = desired.get(id);
-      if (!s) {
-        reports.set(id, []);
-        continue;
-      }
-      const c = this.compute(s);
-      objects.set(id, c.objects);
-      reports.set(id, c.reports);
+      // The very Service object already applied: nothing to do (its reports stand).
+      if (s && this.applied.get(id) === s) continue;
+      scope.add(id);
+      if (s) {
+        const c = serviceObjects(s);
+        services.set(id, s);
+        objects.set(id, c.objects);
+        reports.set(id, c.reports);
+      } else reports.set(id, []);
+      const h = this.held(id);
+      if (h) have.set(id, h);
     }
-    if (!changed && this.executor) this.model = await this.executor.observe();
-    const ops = planNft({ desired: objects, observed: this.model, ...(changed ? { scope: changed } : {}) });
-    // The full script only at debug level (rendering 60,000 ops is not free).
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ full: !changed, ops: ops.length, script: renderNftScript(this.table, ops) }, 'nftables plan');
-    if (ops.length === 0) return { reports, failed: false };
+    if (scope.size === 0) return { reports, failed: false };
+    const ops = planNft({ desired: objects, observed: this.observedWith(have), scope });
+    this.logPlan(false, ops);
+    if (ops.length === 0) {
+      this.record(scope, services, objects);
+      return { reports, failed: false };
+    }
     if (!this.executor) {
-      this.record(objects, changed);
-      this.log.info({ full: !changed, ops: ops.length, services: objects.size }, 'dry-run: plan computed, nothing applied');
+      this.record(scope, services, objects);
+      this.log.info({ full: false, ops: ops.length, services: scope.size }, 'dry-run: plan computed, nothing applied');
       return { reports, failed: false };
     }
     try {
       await this.executor.apply(ops);
-      this.record(objects, changed);
-      this.log.info({ full: !changed, ops: ops.length, services: changed ? changed.size : objects.size }, 'nftables applied');
-      return { reports, failed: false };
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-      return this.applyOneByOne(objects, reports, changed);
+      return this.applyOneByOne(services, objects, reports, scope);
     }
+    this.record(scope, services, objects);
+    this.log.info({ full: false, ops: ops.length, services: scope.size }, 'nftables applied');
+    return { reports, failed: false };
   }
 
-  /** Brings the model in line with what was just applied. */
-  private record(objects: ReadonlyMap<string, ServiceObjects>, changed?: ReadonlySet<string>): void {
-    const m = this.model;
+  private async syncAll(desired: ReadonlyMap<string, Service>): Promise<SyncOutcome> {
+    let observed: NftObserved;
+    if (this.executor) {
+      const snap = this.snapshot ?? { observed: await this.executor.observe(), during: undefined };
+      this.snapshot = undefined;
+      observed = snap.observed;
+      // Changes applied while the table was being read: the read may predate them, the model does not.
+      for (const id of snap.during?.services ?? []) {
+        const h = this.held(id);
+        if (h) observed.services.set(id, h);
+        else observed.services.delete(id);
+      }
+      for (const g of snap.during?.groups ?? []) {
+        const n = this.base.groups.get(g);
+        if (n !== undefined) observed.groups.set(g, n);
+      }
+    } else {
+      // Dry-run: what the last passes would have left is the only truth.
+      const services = new Map<string, ObservedService>();
+      for (const id of new Set([...this.applied.keys(), ...this.unknown.keys()])) services.set(id, this.held(id) as ObservedService);
+      observed = this.observedWith(services);
+    }
+    const objects = new Map<string, ServiceObjects>();
+    const reports = new Map<string, ServiceReport[]>();
+    for (const [id, s] of desired) {
+      const c = serviceObjects(s);
+      objects.set(id, c.objects);
+      reports.set(id, c.reports);
+    }
+    const ops = planNft({ desired: objects, observed });
+    this.logPlan(true, ops);
+    if (ops.length > 0 && this.executor) {
+      try {
+        await this.executor.apply(ops);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
+        return this.applyOneByOne(desired, objects, reports);
+      }
+    }
+    // The kernel now holds exactly the desired state (a full plan also deletes unused group chains).
+    this.base = emptyObserved();
+    this.applied.clear();
+    this.unknown.clear();
+    this.record(desired.keys(), desired, objects);
+    if (ops.length > 0) this.log.info({ full: true, ops: ops.length, services: objects.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
+    return { reports, failed: false };
+  }
+
+  private logPlan(full: boolean, ops: NftOp[]): void {
+    // The full script only at debug level (rendering 60,000 ops is not free).
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ full, ops: ops.length, script: renderNftScript(this.table, ops) }, 'nftables plan');
+  }
+
+  /** Brings the model in line with what was just applied for `ids` (absent from `services` = deleted). */
+  private record(ids: Iterable<string>, services: ReadonlyMap<string, Service>, objects: ReadonlyMap<string, ServiceObjects>): void {
+    const m = this.base;
     m.table = true;
     for (const c of NFT_BASE.chains) m.baseChains.set(c.name, c.rules.length);
     for (const map of NFT_BASE.maps) m.maps.add(map.name);
-    if (!changed) {
-      m.services.clear();
-      m.groups.clear();
-    }
-    for (const id of changed ?? objects.keys()) {
+    for (const id of ids) {
+      const s = services.get(id);
       const o = objects.get(id);
-      if (o) {
-        m.services.set(id, observedOf(o));
-        for (const g of o.groups) m.groups.set(g.name, g.rules.length);
-      } else m.services.delete(id);
+      this.unknown.delete(id);
+      this.reading?.services.add(id);
+      if (s && o) {
+        this.applied.set(id, s);
+        for (const g of o.groups) {
+          m.groups.set(g.name, g.rules.length);
+          this.reading?.groups.add(g.name);
+        }
+      } else this.applied.delete(id);
     }
   }
 
-  private async applyOneByOne(objects: Map<string, ServiceObjects>, reports: Map<string, ServiceReport[]>, changed?: ReadonlySet<string>): Promise<SyncOutcome> {
+  private async applyOneByOne(
+    services: ReadonlyMap<string, Service>,
+    objects: ReadonlyMap<string, ServiceObjects>,
+    reports: Map<string, ServiceReport[]>,
+    scope?: ReadonlySet<string>,
+  ): Promise<SyncOutcome> {
     const executor = this.executor as NftExecutor;
     // Start again from the kernel's truth: the failed transaction changed nothing.
-    this.model = await executor.observe();
-    const base = planNft({ desired: new Map(), observed: this.model, scope: new Set() });
-    await executor.apply(base);
-    this.record(new Map(), new Set());
+    const observed = await executor.observe();
+    this.applied.clear();
+    this.unknown.clear();
+    for (const [id, o] of observed.services) this.unknown.set(id, o);
+    this.base = { ...observed, services: new Map() };
+    await executor.apply(planNft({ desired: new Map(), observed: this.base, scope: new Set() }));
+    this.record([], services, objects);
     let failed = false;
-    const ids = changed ? [...changed] : [...new Set([...objects.keys(), ...this.model.services.keys()])];
-    for (const id of ids) {
+    for (const id of scope ?? new Set([...objects.keys(), ...observed.services.keys()])) {
       const one = new Set([id]);
-      const ops: NftOp[] = planNft({ desired: objects, observed: this.model, scope: one });
+      const have = new Map<string, ObservedService>();
+      const h = this.held(id);
+      if (h) have.set(id, h);
       try {
-        await executor.apply(ops);
-        this.record(objects, one);
+        await executor.apply(planNft({ desired: objects, observed: this.observedWith(have), scope: one }));
+        this.record(one, services, objects);
       } catch (err) {
         failed = true;
         const message = `nftables rejected the service: ${(err as Error).message}`;
@@ -124,6 +264,8 @@ export class NftDataplane implements L4Dataplane {
 
   async flush(): Promise<void> {
     if (this.executor) await this.executor.deleteTable();
-    this.model = emptyObserved();
+    this.base = emptyObserved();
+    this.applied.clear();
+    this.unknown.clear();
   }
 }

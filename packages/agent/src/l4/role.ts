@@ -5,12 +5,15 @@
  * their service ids dirty and trigger the sync loop, so a burst becomes one
  * pass; a relist or the periodic resync makes the pass full.
  *
+ * The desired map is kept up to date from the mirror's change events, so an
+ * incremental pass costs O(changed services), not O(all services).
+ *
  * While etcd is unreachable the mirror keeps the last state it saw and no
  * pass changes anything: the kernel stays exactly as it is.
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
-import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type ServiceReport } from '@switchyard/shared';
+import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type MirrorChange, type ServiceReport } from '@switchyard/shared';
 import type { AgentConfig } from '../config.js';
 import { SyncLoop } from '../loop.js';
 import type { StatusReporter } from '../status.js';
@@ -21,8 +24,12 @@ export class L4Role implements AgentRole {
   readonly name = 'l4';
   private readonly mirror: PrefixMirror<Service>;
   private readonly loop: SyncLoop;
+  /** The services this host applies, by id (follows the mirror). */
+  private readonly desired = new Map<string, Service>();
   private dirty = new Set<string>();
   private readonly reports = new Map<string, ServiceReport[]>();
+  /** `reports` flattened, rebuilt only when a service's reports change. */
+  private flatReports: ServiceReport[] = [];
   private lastFullSync?: string;
 
   constructor(
@@ -38,19 +45,30 @@ export class L4Role implements AgentRole {
       parse: (_key, value) => Service.parse(JSON.parse(value.toString())),
       onInvalid: (key, err) => log.warn({ key, err: (err as Error).message }, 'ignoring invalid service in etcd'),
     });
-    this.mirror.on('change', (c: { key: string }) => {
-      const id = keys.l4.parseService(c.key);
-      if (id) this.dirty.add(id);
-      this.loop.trigger();
-    });
+    this.mirror.on('change', (c: MirrorChange<Service>) => this.onChange(c));
     this.mirror.on('resync', () => this.loop.requestFull());
     this.mirror.on('revision', () => this.loop.trigger());
+    const prepareFull = dataplane.prepareFull?.bind(dataplane);
     this.loop = new SyncLoop({
       sync: (full) => this.sync(full),
+      ...(prepareFull ? { prepareFull } : {}),
       minIntervalMs: config.minSyncIntervalMs,
       resyncMs: config.resyncMs,
       log,
     });
+  }
+
+  private onChange(c: MirrorChange<Service>): void {
+    const before = c.previous?.value.id ?? this.keys.l4.parseService(c.key);
+    if (before) {
+      this.desired.delete(before);
+      this.dirty.add(before);
+    }
+    if (c.type === 'put' && serviceAppliesTo(c.entry.value, this.config.hostId)) {
+      this.desired.set(c.entry.value.id, c.entry.value);
+      this.dirty.add(c.entry.value.id);
+    }
+    this.loop.trigger();
   }
 
   async start(): Promise<void> {
@@ -62,12 +80,6 @@ export class L4Role implements AgentRole {
     });
   }
 
-  private desired(): Map<string, Service> {
-    const out = new Map<string, Service>();
-    for (const s of this.mirror.values()) if (serviceAppliesTo(s, this.config.hostId)) out.set(s.id, s);
-    return out;
-  }
-
   private async sync(full: boolean): Promise<{ recheckMs?: number }> {
     const revision = this.mirror.revision;
     const changed = this.dirty;
@@ -75,25 +87,31 @@ export class L4Role implements AgentRole {
     const started = performance.now();
     let outcome;
     try {
-      outcome = await this.dataplane.sync(this.desired(), full ? undefined : changed);
+      // A full pass gets a copy (it reads every service, possibly after an
+      // await); an incremental one reads only the changed ids, at once.
+      outcome = await this.dataplane.sync(full ? new Map(this.desired) : this.desired, full ? undefined : changed);
     } catch (err) {
       // Keep the ids for the retry (which is full anyway).
       for (const id of changed) this.dirty.add(id);
       throw err;
     }
+    let reportsChanged = full && this.reports.size > 0;
     if (full) this.reports.clear();
     for (const [id, list] of outcome.reports) {
-      if (list.length > 0) this.reports.set(id, list);
-      else this.reports.delete(id);
+      if (list.length > 0) {
+        this.reports.set(id, list);
+        reportsChanged = true;
+      } else if (this.reports.delete(id)) reportsChanged = true;
     }
+    if (reportsChanged) this.flatReports = [...this.reports.values()].flat();
     const now = new Date().toISOString();
     if (full) this.lastFullSync = now;
     this.status.update(this.name, {
       appliedRevision: revision,
       lastSync: now,
       ...(this.lastFullSync ? { lastFullSync: this.lastFullSync } : {}),
-      services: this.desired().size,
-      reports: [...this.reports.values()].flat(),
+      services: this.desired.size,
+      reports: this.flatReports,
     });
     this.log.debug({ full, revision, changed: changed.size, ms: Math.round(performance.now() - started) }, 'synced');
     if (outcome.failed) throw new Error('some services were not applied');

@@ -11,6 +11,7 @@
  * all succeed.
  */
 import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
+import { nftScript } from '../adapters/nft.js';
 import { CommandError, type Runner } from '../exec/runner.js';
 import type { TopologyOp } from './model.js';
 
@@ -29,12 +30,17 @@ export interface Command {
 /** The nft table that keeps CINs apart where the host forwards (root namespace hosts). */
 export const ISOLATION_TABLE = 'switchyard_lev';
 
+/** The two forms of a CEN bridge's name (levNames.bridge): `syb-<cen>` and `syb_<hash>`. */
+const BRIDGE_WILDCARDS = ['syb-*', 'syb_*'];
+
 /**
- * One rule per bridge: routed traffic from it to any OTHER CEN bridge is
+ * Rules per bridge: routed traffic from it to any OTHER CEN bridge is
  * dropped. Not `iifname "syb*" oifname "syb*"`: with br_netfilter loaded
  * (bridge-nf-call-iptables=1, the default once the module is in), bridged
  * traffic inside one bridge also passes this hook with the bridge as both
- * input and output device, and must not be dropped.
+ * input and output device, and must not be dropped. Not `oifname "syb*"`
+ * either: a host's own `sybase0` is no CEN bridge (one rule per name form,
+ * as older nft has no wildcards in anonymous sets).
  */
 export function isolationRules(bridges: string[]): string {
   // Declaring then deleting makes removal idempotent; flush + define makes creation so.
@@ -45,16 +51,27 @@ export function isolationRules(bridges: string[]): string {
     `table inet ${ISOLATION_TABLE} {`,
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    ...bridges.map((b) => `    iifname "${b}" oifname "syb*" oifname != "${b}" drop`),
+    ...bridges.flatMap((b) => BRIDGE_WILDCARDS.map((w) => `    iifname "${b}" oifname "${w}" oifname != "${b}" drop`)),
     '  }',
     '}',
     '',
   ].join('\n');
 }
 
-/** The bridges an isolation table's text (`nft list table`) names. */
+/**
+ * The bridges an isolation table's text (`nft list table`) isolates, sorted.
+ * A bridge counts only with the rule for each name form, so a table written
+ * in an older form reads as different and is rewritten.
+ */
 export function parseIsolation(text: string): string[] {
-  return [...text.matchAll(/iifname "([^"]+)"/g)].map((m) => m[1]).sort();
+  const forms = new Map<string, Set<string>>();
+  for (const m of text.matchAll(/iifname "([^"]+)" oifname "([^"]+)" oifname != "([^"]+)" drop/g)) {
+    if (m[1] !== m[3]) continue;
+    const seen = forms.get(m[1]) ?? new Set<string>();
+    seen.add(m[2]);
+    forms.set(m[1], seen);
+  }
+  return [...forms].filter(([, seen]) => BRIDGE_WILDCARDS.every((w) => seen.has(w))).map(([b]) => b).sort();
 }
 
 type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' };
@@ -131,7 +148,7 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
     for (const { op } of ordered) {
       const { where, line } = render(op, hostNs);
       const tolerant = isRemoval(op);
-      if (where.tool === 'nft') out.push({ cmd: 'nft', args: ['-f', '-'], input: line, tolerant, ...(hostNs ? { netns: hostNs } : {}) });
+      if (where.tool === 'nft') out.push({ ...nftScript(line, hostNs), tolerant });
       else out.push({ cmd: where.tool, args: [...(where.global ? [] : nsArgs(where.ns)), ...line.split(' ')], tolerant });
     }
     return out;
@@ -151,7 +168,7 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
     }
     for (const g of groups.values()) {
       if (g.where.tool === 'nft') {
-        out.push({ cmd: 'nft', args: ['-f', '-'], input: g.lines.join(''), tolerant: g.tolerant, ...(hostNs ? { netns: hostNs } : {}) });
+        out.push({ ...nftScript(g.lines.join(''), hostNs), tolerant: g.tolerant });
         continue;
       }
       const ns = g.where.global ? [] : nsArgs(g.where.ns);

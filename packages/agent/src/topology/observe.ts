@@ -6,6 +6,7 @@
  */
 import { levNames } from '@switchyard/shared';
 import { listNamespaces, observeFloodList, observeLinks, observeNamespace } from '../adapters/ip.js';
+import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
 import { ISOLATION_TABLE, parseIsolation } from './execute.js';
 import { emptyObserved, type ObservedTopology } from './model.js';
@@ -25,8 +26,8 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
     o.nsLinks.set(ns, new Map(seen.links.map((l) => [l.name, { kind: l.kind, up: l.up, addrs: l.addrs }])));
     if (seen.defaultRoute) o.defaultRoutes.set(ns, seen.defaultRoute);
   }
-  const nft = await runner.run('nft', ['list', 'table', 'inet', ISOLATION_TABLE], { allowFail: true, ...(hostNs ? { netns: hostNs } : {}) });
-  o.isolation = nft.exitCode === 0 ? parseIsolation(nft.stdout) : undefined;
+  const table = await listTable(runner, 'inet', ISOLATION_TABLE, hostNs);
+  o.isolation = table === undefined ? undefined : parseIsolation(table);
   return o;
 }
 

@@ -3,36 +3,35 @@
  * keeps this host's namespaces, bridges, veths, VXLAN devices and addresses
  * equal to them.
  *
- * Loop (kube-proxy's bounded-frequency runner, in small): etcd changes
- * trigger a sync; triggers inside `minSyncIntervalMs` are coalesced; a full
- * sync (read the kernel again) runs at start, every `resyncMs`, and after
- * any failure; other syncs plan against what the last sync left, updated by
- * the ops it ran. Each sync reports per-object ready/error and the applied
- * revision at `lev-hosts/<host>/status`.
+ * The loop is the agent's SyncLoop (loop.ts): etcd changes trigger a sync,
+ * triggers are coalesced and kept `minSyncIntervalMs` apart, a full sync
+ * (read the kernel again) runs at start, every `resyncMs`, and after any
+ * failure — after an exponential backoff, so a failing apply is retried a
+ * few times a minute, not hot-looped. Other syncs plan against what the last
+ * sync left, updated by the ops it ran. Each sync reports per-object
+ * ready/error and the applied revision (status.ts).
  *
- * Namespaces this agent creates are recorded in etcd BEFORE they are created
- * (`lev-hosts/<host>/created/<ns>`), so a crash in between never leaks one;
- * a namespace that existed already is adopted and never deleted.
+ * Parts: what etcd says (sources.ts), the underlay address on a lease
+ * (LeasedKey), the report (status.ts), the namespaces this agent created
+ * (namespaces.ts), and the pure planner (plan.ts) with its executor.
+ *
+ * Dry-run (`--dataplane dry-run`): the same plans, logged, and no command at
+ * all — not even a read, like the L4 dry-run: each plan is made against what
+ * the previous dry passes would have left, and reported as applied.
  */
-import type { Etcd3, Lease } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
-import {
-  LevCreatedNs,
-  LevUnderlay,
-  op,
-  atomically,
-  PrefixMirror,
-  StoredCen,
-  StoredCin,
-  StoredContainer,
-  type Keyspace,
-  type LevHostStatus,
-} from '@switchyard/shared';
+import type { Keyspace, LevUnderlay } from '@switchyard/shared';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
+import { LeasedKey } from '../leased-key.js';
+import { SyncLoop } from '../loop.js';
 import { commandsFor, execute, type ExecMode } from './execute.js';
-import { desiredFor, type ObservedTopology, type TopologyOp } from './model.js';
+import { desiredFor, emptyObserved, type ObservedTopology, type TopologyOp } from './model.js';
+import { CreatedNamespaces } from './namespaces.js';
 import { detectUnderlay, observeTopology } from './observe.js';
 import { applyOps, plan } from './plan.js';
+import { TopologySources } from './sources.js';
+import { TopologyStatus } from './status.js';
 
 export interface TopologyOptions {
   etcd: Etcd3;
@@ -46,13 +45,22 @@ export interface TopologyOptions {
    * `ip netns exec` creates a namespace nobody else can see. Default: a plain ExecaRunner.
    */
   runner?: Runner;
-  /** VXLAN local address; detected from the host context when absent. */
+  /** VXLAN local address; detected from the host context when absent (not in dry-run). */
   underlay?: string;
+  /** Full resync period (ms, default 60 s). */
   resyncMs?: number;
+  /** Minimum interval between two syncs (ms, default 20). */
   minSyncIntervalMs?: number;
+  /** First retry delay after a failed sync, doubled per failure (ms, default 500; SyncLoop). */
+  backoffInitialMs?: number;
+  /** Longest retry delay (ms, default 30 s; SyncLoop). */
+  backoffMaxMs?: number;
   /** "batched" (default) or "per-object" commands. */
   mode?: ExecMode;
+  /** TTL of the underlay key's lease (seconds, default 10). */
   leaseTtlSeconds?: number;
+  /** Plan and log only; run no command. */
+  dryRun?: boolean;
 }
 
 export interface RunningTopology {
@@ -64,193 +72,139 @@ export interface RunningTopology {
   stop(): Promise<void>;
 }
 
-type Desired = { kind: 'cen'; value: StoredCen } | { kind: 'cin'; value: StoredCin } | { kind: 'container'; value: StoredContainer };
-type HostRec = { kind: 'underlay'; hostId: string; address: string } | { kind: 'created'; hostId: string; ns: string } | { kind: 'other' };
+/** Resolves callers waiting for a revision to be applied. */
+class AppliedRevision {
+  value = 0;
+  private waiters: { rev: number; resolve: () => void }[] = [];
+
+  advance(rev: number): void {
+    this.value = Math.max(this.value, rev);
+    const done = this.waiters.filter((w) => w.rev <= this.value);
+    this.waiters = this.waiters.filter((w) => w.rev > this.value);
+    for (const w of done) w.resolve();
+  }
+
+  wait(rev: number, timeoutMs: number, what: string): Promise<void> {
+    if (this.value >= rev) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        rev,
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      };
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`${what} did not apply revision ${rev} within ${timeoutMs} ms (at ${this.value})`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+/** The underlay address, published on a lease that is renewed if lost. */
+async function publishUnderlay(opts: TopologyOptions, runner: Runner, log: Logger): Promise<{ address?: string; key?: LeasedKey }> {
+  const { etcd, keys, hostId } = opts;
+  const address = opts.underlay ?? (opts.dryRun ? undefined : await detectUnderlay(runner, opts.netns).catch(() => undefined));
+  if (!address) {
+    log.warn('no underlay address: CENs spanning hosts will not be joined by VXLAN');
+    return {};
+  }
+  const key = new LeasedKey(etcd, {
+    key: keys.lev.underlay(hostId),
+    value: JSON.stringify({ hostId, address } satisfies LevUnderlay),
+    ttlSeconds: opts.leaseTtlSeconds ?? 10,
+    what: 'underlay',
+    log,
+  });
+  await key.start();
+  return { address, key };
+}
 
 export async function startTopology(opts: TopologyOptions): Promise<RunningTopology> {
   const { etcd, keys, hostId } = opts;
   const log = opts.log.child({ component: 'topology' });
   const runner = opts.runner ?? new ExecaRunner();
   const mode = opts.mode ?? 'batched';
-  const resyncMs = opts.resyncMs ?? 60_000;
-  const minInterval = opts.minSyncIntervalMs ?? 20;
-  const k = keys.lev;
+  const dryRun = opts.dryRun ?? false;
+  const sources = new TopologySources(etcd, keys, hostId, log);
+  const status = new TopologyStatus(etcd, keys, hostId);
+  const namespaces = new CreatedNamespaces(etcd, keys, hostId);
+  const applied = new AppliedRevision();
+  const underlay = await publishUnderlay(opts, runner, log);
 
-  const desired = new PrefixMirror<Desired>(etcd, {
-    prefix: k.all,
-    parse: (key, raw) => {
-      const json = () => JSON.parse(raw.toString());
-      if (k.parseCen(key)) return { kind: 'cen', value: StoredCen.parse(json()) };
-      if (k.parseCin(key)) return { kind: 'cin', value: StoredCin.parse(json()) };
-      if (k.parseContainer(key)) return { kind: 'container', value: StoredContainer.parse(json()) };
-      return undefined;
-    },
-    onInvalid: (key, err) => log.warn({ key, err }, 'ignoring invalid Leviathan record'),
-  });
-  const hosts = new PrefixMirror<HostRec>(etcd, {
-    prefix: k.hosts,
-    parse: (key, raw) => {
-      const p = k.parseHostKey(key);
-      if (p?.kind === 'underlay') return { kind: 'underlay', hostId: p.hostId, address: LevUnderlay.parse(JSON.parse(raw.toString())).address };
-      if (p?.kind === 'created' && p.hostId === hostId) return { kind: 'created', hostId: p.hostId, ns: p.ns as string };
-      return { kind: 'other' };
-    },
-  });
-
-  const underlay = opts.underlay ?? (await detectUnderlay(runner, opts.netns).catch(() => undefined));
-  let lease: Lease | undefined;
-  if (underlay) {
-    lease = etcd.lease(opts.leaseTtlSeconds ?? 10);
-    lease.on('lost', () => log.warn('underlay lease lost'));
-    await lease.put(k.underlay(hostId)).value(JSON.stringify({ hostId, address: underlay } satisfies LevUnderlay));
-  } else {
-    log.warn('no underlay address: CENs spanning hosts will not be joined by VXLAN');
-  }
-
+  /** What the kernel holds: read by full syncs, advanced by the ops each sync ran. */
   let observed: ObservedTopology | undefined;
-  let needFull = true;
-  let lastFull = 0;
-  let applied = 0;
-  let lastStatus = '';
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> | undefined;
-  let again = false;
-  let stopped = false;
-  let failures = 0;
-  const waiters: { rev: number; resolve: () => void }[] = [];
+  /** Dry-run: the namespaces the dry passes would have created. */
+  const dryCreated = new Set<string>();
 
-  const collect = () => {
-    const cens: StoredCen[] = [];
-    const cins: StoredCin[] = [];
-    const containers: StoredContainer[] = [];
-    for (const { value } of desired.entries.values()) {
-      if (value.kind === 'cen') cens.push(value.value);
-      else if (value.kind === 'cin') cins.push(value.value);
-      else containers.push(value.value);
-    }
-    const underlays = new Map<string, string>();
-    const created = new Set<string>();
-    for (const { value } of hosts.entries.values()) {
-      if (value.kind === 'underlay') underlays.set(value.hostId, value.address);
-      else if (value.kind === 'created') created.add(value.ns);
-    }
-    return { cens, cins, containers, underlays, created };
-  };
-
-  async function writeStatus(rev: number, objects: { cens: string[]; cins: string[]; containers: string[] }, error?: string): Promise<void> {
-    const state = error ? ('error' as const) : ('ready' as const);
-    const status: LevHostStatus = {
-      hostId,
-      appliedRevision: error ? applied : rev,
-      lastSync: new Date().toISOString(),
-      cens: Object.fromEntries(objects.cens.map((id) => [id, state])),
-      cins: Object.fromEntries(objects.cins.map((id) => [id, state])),
-      containers: Object.fromEntries(objects.containers.map((id) => [id, state])),
-      errors: error ? [{ object: `host/${hostId}`, message: error }] : [],
-    };
-    const text = JSON.stringify({ ...status, lastSync: '' });
-    if (text === lastStatus) return;
-    await etcd.put(k.status(hostId)).value(JSON.stringify(status));
-    lastStatus = text;
-  }
-
-  async function syncOnce(): Promise<void> {
-    const rev = desired.revision;
-    const { cens, cins, containers, underlays, created } = collect();
-    const d = desiredFor({ hostId, underlay, underlays, cens, cins, containers });
-    const full = needFull || !observed || Date.now() - lastFull >= resyncMs;
-    try {
-      if (full) {
-        observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]));
-        lastFull = Date.now();
-        needFull = false;
-      }
-      const ops: TopologyOp[] = plan(d, observed as ObservedTopology, { created, knownCens: new Set(cens.map((c) => c.cenID)) });
-      if (ops.length > 0) {
-        log.info({ ops: ops.length, full, revision: rev }, 'applying topology');
-        log.debug({ ops }, 'topology plan');
-        const adds = ops.filter((o): o is Extract<TopologyOp, { op: 'netns-add' }> => o.op === 'netns-add');
-        if (adds.length > 0) {
-          const at = new Date().toISOString();
-          await atomically(etcd, adds.map((a) => op.put(k.created(hostId, a.ns), JSON.stringify({ containerID: a.ns, createdAt: at } satisfies LevCreatedNs))));
-        }
-        await execute(runner, commandsFor(ops, mode, opts.netns));
-        observed = applyOps(observed as ObservedTopology, ops);
-        const dels = ops.filter((o): o is Extract<TopologyOp, { op: 'netns-del' }> => o.op === 'netns-del');
-        if (dels.length > 0) await atomically(etcd, dels.map((x) => op.del(k.created(hostId, x.ns))));
-      }
-      applied = Math.max(applied, rev);
-      failures = 0;
-      await writeStatus(rev, d.objects);
-      for (const w of waiters.filter((x) => x.rev <= applied)) w.resolve();
-      waiters.splice(0, waiters.length, ...waiters.filter((x) => x.rev > applied));
-    } catch (err) {
-      needFull = true;
-      failures++;
-      log.error({ err, revision: rev }, 'topology sync failed');
-      await writeStatus(rev, d.objects, (err as Error).message).catch(() => undefined);
-      schedule(Math.min(30_000, 200 * 2 ** Math.min(failures, 8)));
-    }
-  }
-
-  function schedule(delay = minInterval): void {
-    if (stopped) return;
-    if (running) {
-      again = true;
+  async function apply(ops: TopologyOp[], revision: number, full: boolean): Promise<void> {
+    const commands = commandsFor(ops, mode, opts.netns);
+    if (dryRun) {
+      log.info({ ops: ops.length, commands: commands.length, full, revision }, 'dry-run: plan computed, nothing applied');
+      log.debug({ ops }, 'topology plan');
+      for (const o of ops) if (o.op === 'netns-add') dryCreated.add(o.ns);
+      for (const o of ops) if (o.op === 'netns-del') dryCreated.delete(o.ns);
       return;
     }
-    if (timer) return;
-    timer = setTimeout(() => {
-      timer = undefined;
-      running = syncOnce().finally(() => {
-        running = undefined;
-        if (again) {
-          again = false;
-          schedule();
-        }
-      });
-    }, delay);
+    log.info({ ops: ops.length, commands: commands.length, full, revision }, 'applying topology');
+    log.debug({ ops }, 'topology plan');
+    await namespaces.beforeApply(ops);
+    await execute(runner, commands);
+    await namespaces.afterApply(ops);
   }
 
-  const trigger = () => schedule();
-  desired.on('revision', trigger);
-  desired.on('resync', trigger);
-  hosts.on('change', (c: { key: string }) => {
-    if (k.parseHostKey(c.key)?.kind === 'underlay') trigger();
+  /** One pass (SyncLoop): plan against the kernel (full) or the last pass's result, apply, report. */
+  async function sync(full: boolean): Promise<void> {
+    const snap = sources.snapshot();
+    const created = dryRun ? new Set([...snap.created, ...dryCreated]) : snap.created;
+    const d = desiredFor({ hostId, underlay: underlay.address, underlays: snap.underlays, cens: snap.cens, cins: snap.cins, containers: snap.containers });
+    try {
+      if (dryRun) observed ??= emptyObserved();
+      else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]));
+      const ops = plan(d, observed, { created, knownCens: new Set(snap.cens.map((c) => c.cenID)) });
+      if (ops.length > 0) {
+        // Until the ops ran, the kernel is unknown: a failure leaves `observed` unset, so the retry reads it.
+        const before = observed;
+        observed = undefined;
+        await apply(ops, snap.revision, full);
+        observed = applyOps(before, ops);
+      }
+      applied.advance(snap.revision);
+      await status.report(applied.value, d.objects);
+    } catch (err) {
+      await status.report(applied.value, d.objects, (err as Error).message).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  const loop = new SyncLoop({
+    sync,
+    minIntervalMs: opts.minSyncIntervalMs ?? 20,
+    resyncMs: opts.resyncMs ?? 60_000,
+    ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
+    ...(opts.backoffMaxMs !== undefined ? { backoffMaxMs: opts.backoffMaxMs } : {}),
+    log,
   });
-  await Promise.all([desired.start(), hosts.start()]);
-  const periodic = setInterval(() => {
-    needFull = true;
-    trigger();
-  }, resyncMs);
-  schedule(0);
+  await sources.start(() => loop.trigger());
+  loop.start();
+  log.info({ netns: opts.netns, underlay: underlay.address, dryRun }, 'topology started');
 
   return {
     get appliedRevision() {
-      return applied;
+      return applied.value;
     },
-    underlay,
+    underlay: underlay.address,
     waitApplied(rev: number, timeoutMs = 30_000) {
-      if (applied >= rev) return Promise.resolve();
-      return new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`topology of ${hostId} did not apply revision ${rev} within ${timeoutMs} ms (at ${applied})`)), timeoutMs);
-        waiters.push({
-          rev,
-          resolve: () => {
-            clearTimeout(t);
-            resolve();
-          },
-        });
-        trigger();
-      });
+      const done = applied.wait(rev, timeoutMs, `topology of ${hostId}`);
+      loop.trigger();
+      return done;
     },
     async stop() {
-      stopped = true;
-      clearInterval(periodic);
-      if (timer) clearTimeout(timer);
-      await running;
-      await Promise.all([desired.stop(), hosts.stop()]);
-      if (lease) await lease.revoke().catch(() => undefined);
+      await loop.stop();
+      await sources.stop();
+      await underlay.key?.stop();
     },
   };
 }

@@ -6,8 +6,8 @@
 import { resolve } from 'node:path';
 import { buildCoordinator } from '@switchyard/coordinator';
 import { startEtcd } from '../embedded-etcd.js';
-import { helpText, parseFlags, type FlagSpec } from '../flags.js';
-import { onShutdown } from '../lifecycle.js';
+import { helpText, parseFlags, type FlagSpec, type FlagValues } from '../flags.js';
+import { onShutdown, runShutdown } from '../lifecycle.js';
 import { agentConfigFrom, agentFlags } from './agent.js';
 import { coordinatorConfigFrom, coordinatorFlags } from './coordinator.js';
 
@@ -29,6 +29,17 @@ export async function upCommand(argv: string[]): Promise<void> {
     process.stdout.write(helpText('switchyard up [flags]', 'Run etcd, a coordinator and an agent on this machine (Ctrl-C stops all).', upFlags));
     return;
   }
+  try {
+    await startAll(values);
+  } catch (e) {
+    // Whatever already started (etcd above all) must not outlive us.
+    await runShutdown();
+    throw e;
+  }
+  process.stderr.write('switchyard: up. Ctrl-C stops everything.\n');
+}
+
+async function startAll(values: FlagValues): Promise<void> {
   const dataDir = resolve(String(values['data-dir']), 'etcd');
   const port = values['etcd-port'] as number;
   const etcd = await startEtcd({ dataDir, clientPort: port, peerPort: port + 1 });
@@ -36,8 +47,8 @@ export async function upCommand(argv: string[]): Promise<void> {
   process.stderr.write(`switchyard: etcd at ${etcd.url} (data in ${dataDir})\n`);
 
   const coordinator = await buildCoordinator(coordinatorConfigFrom({ ...values, etcd: etcd.url }));
-  const address = await coordinator.listen();
   onShutdown(() => coordinator.close());
+  const address = await coordinator.listen();
   process.stderr.write(`switchyard: coordinator at ${address} (OpenAPI UI at ${address}/docs)\n`);
 
   if (!values['no-agent']) {
@@ -46,5 +57,4 @@ export async function upCommand(argv: string[]): Promise<void> {
     onShutdown(() => agent.stop());
     process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
   }
-  process.stderr.write('switchyard: up. Ctrl-C stops everything.\n');
 }

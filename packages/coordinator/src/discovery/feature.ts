@@ -22,8 +22,9 @@ import { type SwitchyardError } from '@switchyard/shared';
 import type { Feature } from '../app.js';
 import type { CoordinatorContext } from '../context.js';
 import type { L4Repository } from '../l4/repository.js';
+import { leaseSeconds } from '../store/lease-ttl.js';
 import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
-import { CoordinatorLease, leaseSeconds } from './lease.js';
+import { CoordinatorLease } from './lease.js';
 import { parseProvideRequest, recordKey, type ProvideRequest } from './provide-request.js';
 import { RecordWriter } from './record-writer.js';
 

@@ -6,28 +6,35 @@
  * read it from there); it cannot sit on a lease. So the ownership is kept
  * next to it, in two kinds of keys:
  *
- *   disco/lb/<svc>/<srv>/owned         plain key: "providers manage this server"
+ *   disco/lb/<svc>/<srv>/owned         plain key: "providers added this server; the last one out removes it"
  *   disco/lb/<svc>/<srv>/regs/<conn>   one per live provider, on its coordinator's lease
  *
- * A claim writes both in one transaction, then adds the server. A release
- * deletes the registration and, if it was the last one, cleans up. When a
- * coordinator dies its registrations expire with its lease; every surviving
- * coordinator watches disco/lb/ and cleans up any `owned` pair that has no
- * registration left, so the server goes within the provider TTL. A
- * coordinator that starts later does the same from its first list, so even
- * "every coordinator died" heals at the next start.
+ * A claim is one transaction, guarded by compares on the service key and
+ * the marker as they were read:
+ *  - the server is not in the service: add it, write `owned`, register;
+ *  - it is, with `owned`: another provider added it; register;
+ *  - it is, without `owned`: someone else (an admin, over REST) configured
+ *    it; register only. Nothing ever removes it on the providers' behalf.
+ * Deciding "was it there?" and writing the marker in one step is what keeps
+ * a provider from adopting (and later deleting) a server it did not add.
  *
- * Cleanup is safe against a concurrent claim: it removes the server, then
- * deletes the marker only if the registrations are still empty (one txn with
- * a compare over the whole range); if a claim slipped in, it adds the
- * server back. Two providers at the same host:port share the one real
- * server (reference counting by registrations), so neither removes it from
- * under the other. Every step is idempotent, so several coordinators
- * cleaning the same pair at once is harmless.
+ * A release deletes the registration and, if it was the last one, cleans
+ * up: one transaction removes the server and the marker, only if the marker
+ * is still there, nobody is registered (a compare over the whole range) and
+ * the service is unchanged since it was read. When a coordinator dies its
+ * registrations expire with its lease; every surviving coordinator watches
+ * disco/lb/ and cleans up any `owned` pair with no registration left, so the
+ * server goes within the provider TTL. A coordinator that starts later does
+ * the same from its first list, so even "every coordinator died" heals at
+ * the next start. Two providers at the same host:port share the one real
+ * server (reference counting by registrations). Every step is a
+ * compare-and-swap and idempotent, so several coordinators at once are
+ * harmless.
  */
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import {
+  atomically,
   fail,
   ipFamily,
   isSwitchyardError,
@@ -36,6 +43,7 @@ import {
   PrefixMirror,
   Server,
   ServerInput,
+  Service,
   SwitchyardError,
   toSwitchyardError,
 } from '@switchyard/shared';
@@ -51,6 +59,51 @@ export interface LbClaim {
 }
 
 type LbKind = 'owned' | 'reg';
+
+/** The service and the `owned` marker of one (service, server) pair, read at one revision. */
+export interface PairState {
+  service?: { value: Service; modRevision: number };
+  owned?: { modRevision: number };
+}
+
+/**
+ * How a provider joins a pair: `add` the server (and own it), or only
+ * register, because the server is there already, added by providers
+ * (`owned`) or configured by someone else (`foreign`: never removed).
+ */
+export type ClaimPlan = { kind: 'add'; next: Service } | { kind: 'owned' } | { kind: 'foreign' };
+
+export function planClaim(state: PairState & { service: { value: Service } }, server: Server): ClaimPlan {
+  const service = state.service.value;
+  if (!service.servers.some((s) => s.id === server.id)) return { kind: 'add', next: { ...service, servers: [...service.servers, server] } };
+  return state.owned ? { kind: 'owned' } : { kind: 'foreign' };
+}
+
+/**
+ * The last provider of a pair left: undefined if there is nothing of the
+ * providers' to remove (no marker: never theirs, or cleaned already); else
+ * the service without the server (`next` undefined if it is gone already).
+ */
+export function planClean(state: PairState, serverId: string): { next?: Service } | undefined {
+  if (!state.owned) return undefined;
+  const service = state.service?.value;
+  if (!service?.servers.some((s) => s.id === serverId)) return {};
+  return { next: { ...service, servers: service.servers.filter((s) => s.id !== serverId) } };
+}
+
+/** Compare-and-swap attempts against other coordinators (and REST writes) before giving up. */
+const MAX_CAS_ATTEMPTS = 8;
+
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
+}
+
+/** `key` is as it was read: same mod revision, or still absent. */
+function unchanged(key: string, modRevision: number | undefined): ICompare {
+  return modRevision === undefined
+    ? { key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: '0' }
+    : { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: String(modRevision) };
+}
 
 export class LbRegistry {
   readonly mirror: PrefixMirror<LbKind>;
@@ -118,28 +171,52 @@ export class LbRegistry {
     return claim;
   }
 
-  private async register(claim: LbClaim): Promise<void> {
-    const keys = this.ctx.keys.disco;
-    const leaseId = await this.ctx.call(() => this.lease.id(), 'granting the coordinator lease');
-    await this.ctx.call(() =>
-      this.etcd.kv.txn({
-        compare: [],
-        success: [
-          op.put(keys.lbOwned(claim.serviceId, claim.server.id), '{}'),
-          op.put(keys.lbReg(claim.serviceId, claim.server.id, claim.connId), JSON.stringify(claim.server), leaseId),
-        ],
-        failure: [],
-      }),
-    );
-    if (claim.released) return;
-    await this.l4.addServer(claim.serviceId, claim.server);
+  /** Reads the service and the marker of a pair at one revision. */
+  private async readPair(serviceId: string, serverId: string): Promise<PairState> {
+    const keys = this.ctx.keys;
+    const res = await this.ctx.call(() => atomically(this.etcd, [op.get(keys.l4.service(serviceId)), op.get(keys.disco.lbOwned(serviceId, serverId))]));
+    const [svc, owned] = res.responses.map((r) => r.response_range?.kvs[0]);
+    const state: PairState = {};
+    if (svc) state.service = { value: Service.parse(JSON.parse(svc.value.toString())), modRevision: Number(svc.mod_revision) };
+    if (owned) state.owned = { modRevision: Number(owned.mod_revision) };
+    return state;
   }
 
-  /** The provider is gone: drop its registration; the last one out removes the server. */
+  /** One transaction: the registration, and the server and its marker if the server was not there. */
+  private async register(claim: LbClaim): Promise<void> {
+    const keys = this.ctx.keys;
+    const { serviceId, server, connId } = claim;
+    const leaseId = await this.ctx.call(() => this.lease.id(), 'granting the coordinator lease');
+    for (let attempt = 0; ; attempt++) {
+      const state = await this.readPair(serviceId, server.id);
+      if (!state.service) throw fail('SERVICE_NOT_FOUND');
+      const plan = planClaim({ ...state, service: state.service }, server);
+      const reg = op.put(keys.disco.lbReg(serviceId, server.id, connId), JSON.stringify(server), leaseId);
+      const success: IRequestOp[] =
+        plan.kind === 'add' ? [op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)), op.put(keys.disco.lbOwned(serviceId, server.id), '{}'), reg] : [reg];
+      const compare = [unchanged(keys.l4.service(serviceId), state.service.modRevision), unchanged(keys.disco.lbOwned(serviceId, server.id), state.owned?.modRevision)];
+      const res = await this.ctx.call(() => this.etcd.kv.txn({ compare, success, failure: [] }));
+      if (res.succeeded) {
+        this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
+        break;
+      }
+      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently; try again`);
+      await backoff(attempt);
+    }
+    // Released while the transaction was in flight: its delete may have
+    // come first, so delete again.
+    if (claim.released) await this.unregister(claim);
+  }
+
+  /** The provider is gone: drop its registration; the last one out removes the server it added. */
   async release(claim: LbClaim): Promise<void> {
     if (claim.released) return;
     claim.released = true;
     this.claims.delete(claim);
+    await this.unregister(claim);
+  }
+
+  private async unregister(claim: LbClaim): Promise<void> {
     const keys = this.ctx.keys.disco;
     try {
       const res = await this.ctx.call(() => this.etcd.delete().key(keys.lbReg(claim.serviceId, claim.server.id, claim.connId)).exec());
@@ -196,32 +273,40 @@ export class LbRegistry {
     return run;
   }
 
+  /**
+   * Removes the server and its marker in one transaction, if the marker is
+   * still there, nobody registered meanwhile (an empty range compares as one
+   * key with create revision 0) and the service is as read.
+   */
   private async clean(serviceId: string, serverId: string): Promise<void> {
-    const keys = this.ctx.keys.disco;
-    const regs = keys.lbRegs(serviceId, serverId);
-    try {
-      await this.l4.removeServer(serviceId, serverId);
-    } catch (e) {
-      if (!(isSwitchyardError(e) && (e.code === 'SERVER_NOT_FOUND' || e.code === 'SERVICE_NOT_FOUND'))) throw e;
+    const keys = this.ctx.keys;
+    const regs = keys.disco.lbRegs(serviceId, serverId);
+    for (let attempt = 0; ; attempt++) {
+      const state = await this.readPair(serviceId, serverId);
+      const plan = planClean(state, serverId);
+      if (!plan) return;
+      const success: IRequestOp[] = [op.del(keys.disco.lbOwned(serviceId, serverId))];
+      if (plan.next) success.unshift(op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)));
+      const res = await this.ctx.call(() =>
+        this.etcd.kv.txn({
+          compare: [
+            { key: Buffer.from(regs), range_end: prefixEnd(regs), target: 'Create', result: 'Equal', create_revision: '0' },
+            unchanged(keys.disco.lbOwned(serviceId, serverId), state.owned?.modRevision),
+            unchanged(keys.l4.service(serviceId), state.service?.modRevision),
+          ],
+          success,
+          failure: [{ request_range: { key: Buffer.from(regs), range_end: prefixEnd(regs), limit: '1', keys_only: true } }],
+        }),
+      );
+      if (res.succeeded) {
+        this.log.info({ service: serviceId, server: serverId }, 'provider-managed real server removed');
+        return;
+      }
+      // A provider registered meanwhile: the server stays, it is theirs now.
+      if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0) return;
+      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently`);
+      await backoff(attempt);
     }
-    // Delete the marker only if still nobody is registered (an empty range
-    // compares as one key with create revision 0).
-    const res = await this.ctx.call(() =>
-      this.etcd.kv.txn({
-        compare: [{ key: Buffer.from(regs), range_end: prefixEnd(regs), target: 'Create', result: 'Equal', create_revision: '0' }],
-        success: [op.del(keys.lbOwned(serviceId, serverId))],
-        failure: [{ request_range: { key: Buffer.from(regs), range_end: prefixEnd(regs), limit: '1' } }],
-      }),
-    );
-    if (res.succeeded) {
-      this.log.info({ service: serviceId, server: serverId }, 'provider-managed real server removed');
-      return;
-    }
-    // A provider claimed it while we removed it: put the server back, as
-    // that provider's registration describes it.
-    const kv = res.responses[0]?.response_range?.kvs[0];
-    const server = kv ? Server.safeParse(JSON.parse(kv.value.toString())) : undefined;
-    if (server?.success) await this.l4.addServer(serviceId, server.data);
   }
 }
 

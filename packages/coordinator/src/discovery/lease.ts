@@ -19,11 +19,6 @@ import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import { withTimeout } from '@switchyard/shared';
 
-/** etcd's lease TTL is whole seconds; a provider TTL below 1 s is rounded up. */
-export function leaseSeconds(ttlMs: number): number {
-  return Math.max(1, Math.ceil(ttlMs / 1000));
-}
-
 /** Events: `lost` (the lease is gone; records on it are gone or going). */
 export class CoordinatorLease extends EventEmitter {
   private lease?: Lease;

@@ -7,7 +7,7 @@
 import { parseSkyDnsRecord, PrefixMirror, skydns, type MirrorChange, type SkyDnsRecord } from '@switchyard/shared';
 import type { Feature } from '../app.js';
 import type { CoordinatorContext } from '../context.js';
-import { leaseSeconds } from '../discovery/lease.js';
+import { leaseSeconds } from '../store/lease-ttl.js';
 import { Responder } from './responder.js';
 import { DnsServer } from './server.js';
 import { Zone } from './zone.js';

@@ -3,14 +3,26 @@
  * server that truncates over UDP must answer over TCP). TCP messages carry a
  * two-byte length prefix; several queries may arrive on one connection, in
  * any fragmentation.
+ *
+ * TCP flow control: a client may pipeline queries and never read the
+ * answers (RFC 7766 §6.2.1 allows pipelining; nothing obliges it to read).
+ * Answers are written only while the socket accepts them: once write()
+ * reports a full buffer, reading stops until 'drain', so the kernel's window
+ * pushes back on the client and a connection holds at most the socket's
+ * high-water mark plus one answer in memory. A connection with no traffic
+ * either way (idle, or a client that stopped reading) is closed after
+ * `tcpIdleMs` (RFC 7766 §6.2.3: servers may close idle connections).
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIP, type Server as TcpServer, type Socket } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Responder } from './responder.js';
 
+/** A partial message (2 + 65,535 bytes) plus one read (64 KiB). */
+const MAX_TCP_BUFFERED = 2 + 65_535 + 65_536;
+
 export interface DnsServerOptions {
-  /** Idle TCP connections are closed after this long (ms). */
+  /** TCP connections with no traffic either way are closed after this long (ms). Default 10,000. */
   tcpIdleMs?: number;
   /** Kernel receive buffer for the UDP socket: bursts beyond it are dropped. */
   udpRecvBuffer?: number;
@@ -20,6 +32,8 @@ export class DnsServer {
   private udp?: UdpSocket;
   private tcp?: TcpServer;
   private readonly conns = new Set<Socket>();
+  /** Counters for tests and benchmarks. `tcpMaxPendingBytes`: most answer bytes ever queued on one connection. */
+  readonly stats = { tcpAnswers: 0, tcpPauses: 0, tcpMaxPendingBytes: 0 };
 
   constructor(
     private readonly responder: Responder,
@@ -75,9 +89,15 @@ export class DnsServer {
     sock.setNoDelay(true);
     sock.setTimeout(this.opts.tcpIdleMs ?? 10_000, () => sock.destroy());
     let buf: Buffer = Buffer.alloc(0);
-    sock.on('data', (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      while (buf.length >= 2) {
+    let blocked = false;
+    const onDrain = () => {
+      blocked = false;
+      sock.resume();
+      answer();
+    };
+    // Answers the complete queries in `buf` until it runs out or the socket is full.
+    const answer = () => {
+      while (!blocked && buf.length >= 2) {
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
@@ -92,10 +112,29 @@ export class DnsServer {
           sock.destroy();
           return;
         }
-        const prefix = Buffer.allocUnsafe(2);
-        prefix.writeUInt16BE(out.length, 0);
-        sock.write(Buffer.concat([prefix, out]));
+        const frame = Buffer.allocUnsafe(2 + out.length);
+        frame.writeUInt16BE(out.length, 0);
+        out.copy(frame, 2);
+        const ok = sock.write(frame);
+        this.stats.tcpAnswers++;
+        if (sock.writableLength > this.stats.tcpMaxPendingBytes) this.stats.tcpMaxPendingBytes = sock.writableLength;
+        if (!ok) {
+          blocked = true;
+          this.stats.tcpPauses++;
+          sock.pause();
+          sock.once('drain', onDrain);
+        }
       }
+    };
+    sock.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      // Reading stops while blocked, so at most one read's worth arrives on
+      // top of a partial message; anything more is not a DNS client.
+      if (buf.length > MAX_TCP_BUFFERED) {
+        sock.destroy();
+        return;
+      }
+      answer();
     });
     sock.on('error', () => sock.destroy());
     sock.on('close', () => this.conns.delete(sock));

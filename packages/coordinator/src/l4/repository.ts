@@ -114,7 +114,10 @@ export class L4Repository {
     if (res.succeeded) return { value: service, revision: this.reads.noteWrite(revision) };
     const kv = res.responses[0].response_range?.kvs[0];
     if (!kv) throw new SwitchyardError('INTERNAL', 'service vanished while being read');
-    return { value: Service.parse(JSON.parse(kv.value.toString())), revision };
+    // Nothing was written: the revision that matters is the one that made the
+    // service what it is (an agent's appliedRevision reaches it; the cluster's
+    // current revision may belong to another prefix and never would).
+    return { value: Service.parse(JSON.parse(kv.value.toString())), revision: Number(kv.mod_revision) };
   }
 
   /**
@@ -124,17 +127,21 @@ export class L4Repository {
    * prefix changed since I listed it" (retried if something did).
    */
   async replaceAll(inputs: ServiceInput[]): Promise<Written<Service[]>> {
-    const services = inputs.map((s) => toService(s));
     const keys = this.ctx.keys.l4;
-    const wanted = new Map<string, string>();
-    for (const s of services) {
-      if (wanted.has(keys.service(s.id))) throw fail('INVALID', `duplicate service ${s.id} in the list`);
-      wanted.set(keys.service(s.id), JSON.stringify(s));
+    const ids = new Set<string>();
+    for (const s of inputs) {
+      if (ids.has(s.id)) throw fail('INVALID', `duplicate service ${s.id} in the list`);
+      ids.add(s.id);
     }
-    const puts = [...wanted].map(([k, v]) => op.put(k, v));
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const current = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
+      // Pinning (`hosts`) is Switchyard's own field: Portal clients never send
+      // it, so a service they list again keeps the pinning it had.
+      await this.reads.caughtUp(current.revision);
+      const services = inputs.map((s) => toService(s, { servers: [], hosts: this.mirror.get(keys.service(s.id))?.value.service.hosts }));
+      const wanted = new Set(services.map((s) => keys.service(s.id)));
       const dels = current.keys.filter((k) => !wanted.has(k)).map((k) => op.del(k));
+      const puts = services.map((s) => op.put(keys.service(s.id), JSON.stringify(s)));
       const res = await this.ctx.call(
         () => transact(this.etcd, [unchangedSince(keys.services, current.revision)], [...dels, ...puts]),
         'replacing all services',
@@ -153,7 +160,7 @@ export class L4Repository {
     const oldKey = this.ctx.keys.l4.service(id);
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const current = await this.current(id, attempt > 0);
-      const next = toService(input, input.servers === undefined ? current.service.servers : input.servers);
+      const next = toService(input, current.service);
       const newKey = this.ctx.keys.l4.service(next.id);
       const json = JSON.stringify(next);
       let txn = this.etcd.if(oldKey, 'Mod', '==', current.modRevision);

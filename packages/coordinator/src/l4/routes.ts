@@ -10,9 +10,8 @@ import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { fail, Server, ServerInput, ServerListInput, Service, ServiceInput, ServiceListInput } from '@switchyard/shared';
+import { written } from '../http/revision.js';
 import type { L4Repository } from './repository.js';
-
-export const REVISION_HEADER = 'X-Switchyard-Revision';
 
 const Success = z.object({ msg: z.literal('Success') });
 const IdParams = z.object({ id: z.string() });
@@ -21,10 +20,6 @@ const tags = ['l4 (Portal)'];
 
 function sendJson(reply: FastifyReply, json: string) {
   return reply.type('application/json; charset=utf-8').send(json);
-}
-
-function written(reply: FastifyReply, revision: number) {
-  return reply.header(REVISION_HEADER, String(revision));
 }
 
 export function l4Routes(repo: L4Repository): FastifyPluginAsyncZod {

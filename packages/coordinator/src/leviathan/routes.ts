@@ -11,11 +11,10 @@
  * revision it was written at, which `GET /hosts` compares with what agents
  * applied.
  */
-import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { CenFile, CenInput, CenView, CinFile, CinView, ContainerInput, ContainerView, CpoolFile, IdList, LevPool } from '@switchyard/shared';
-import { REVISION_HEADER } from '../l4/routes.js';
+import { written } from '../http/revision.js';
 import * as model from './model.js';
 import type { LeviathanRepository } from './repository.js';
 
@@ -25,10 +24,6 @@ const CinParams = z.object({ cin: z.string() });
 const HostContainerParams = z.object({ host: z.string(), container: z.string() });
 const HostContainerCenParams = z.object({ host: z.string(), container: z.string(), cen: z.string() });
 const Deleted = z.object({ msg: z.literal('Success') });
-
-function written(reply: FastifyReply, revision: number) {
-  reply.header(REVISION_HEADER, String(revision));
-}
 
 export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string): FastifyPluginAsyncZod {
   // Answers are read back after the write: fresh() waits for the mirror to see it.

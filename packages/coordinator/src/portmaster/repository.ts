@@ -298,18 +298,35 @@ export class PortmasterRepository {
     // The hot path does not wait for the watch: the compare in etcd is the
     // authority, and a stale view only costs a retry. Only an unknown service
     // is worth a wait, in case this coordinator just created it.
-    if (!this.views.get(serviceName)?.service) await this.reads.fresh();
+    let fresh = false;
+    if (!this.views.get(serviceName)?.service) {
+      await this.reads.fresh();
+      fresh = true;
+    }
+    // A refusal must not rest on a view older than this coordinator's own
+    // acknowledged writes (a release or reject it just answered): catch up once.
+    const refuse = async (code: 'PM_EXHAUSTED' | 'PM_NAME_EXISTS'): Promise<void> => {
+      if (fresh) throw fail(code);
+      await this.reads.fresh();
+      fresh = true;
+    };
     for (let attempt = 0; ; ) {
       const view = this.serviceView(serviceName);
       const port = view.lowestFree();
       // Portmaster's order: a full range is reported before a taken name.
       if (port === undefined) {
         // Every port is held or being tried by one of our own offers; those may still lose.
-        if (view.reserved.size === 0) throw fail('PM_EXHAUSTED');
+        if (view.reserved.size === 0) {
+          await refuse('PM_EXHAUSTED');
+          continue;
+        }
         if (!(await view.changed(deadline - Date.now()))) throw fail('PM_BUSY');
         continue;
       }
-      if (view.byName.has(instance)) throw fail('PM_NAME_EXISTS');
+      if (view.byName.has(instance)) {
+        await refuse('PM_NAME_EXISTS');
+        continue;
+      }
       if (++attempt > MAX_OFFER_ATTEMPTS) throw fail('PM_BUSY', `no port could be taken in ${MAX_OFFER_ATTEMPTS} tries: other coordinators keep winning; try again`);
       view.reserve(port);
       let revision = 0;

@@ -16,7 +16,7 @@ import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { fail, PmInstance, PmOffer, PmOfferInput, PmService, PmServiceInput, PmServiceUpdate } from '@switchyard/shared';
-import { REVISION_HEADER } from '../l4/routes.js';
+import { written } from '../http/revision.js';
 import type { PortmasterRepository } from './repository.js';
 
 const tags = ['ports (Portmaster)'];
@@ -24,10 +24,6 @@ const ServiceParams = z.object({ name: z.string() });
 const OfferParams = z.object({ name: z.string(), secret: z.string() });
 const PortParams = z.object({ name: z.string(), portOrName: z.string() });
 const NoContent = z.null().describe('No Content');
-
-function written(reply: FastifyReply, revision: number) {
-  return reply.header(REVISION_HEADER, String(revision));
-}
 
 function notAllowed(method: string): never {
   throw fail('PM_METHOD_NOT_ALLOWED', `Method '${method}' not allowed.`);

@@ -42,7 +42,7 @@ export class ConsistentReads {
   /** The primary mirror has reached `revision`. */
   caughtUp(revision: number): Promise<void> {
     if (this.primary.revision >= revision) return Promise.resolve();
-    return this.ctx.call(() => this.primary.waitFor(revision), 'waiting for the watch to catch up');
+    return this.primary.waitFor(revision, this.ctx.config.etcdTimeoutMs);
   }
 
   /** Records an acknowledged write; returns its revision. */

@@ -13,6 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { SwitchyardError } from '../errors.js';
 import { prefixEnd } from './txn.js';
 
 export interface MirrorEntry<T> {
@@ -90,10 +91,26 @@ export class PrefixMirror<T> extends EventEmitter {
     return [...this.entries.values()].map((e) => e.value);
   }
 
-  /** Resolves once the mirror reflects revision `rev` (or later). */
-  waitFor(rev: number): Promise<void> {
+  /**
+   * Resolves once the mirror reflects revision `rev` (or later). With a
+   * timeout, rejects after it and forgets the waiter (so waiters do not pile
+   * up while etcd is away).
+   */
+  waitFor(rev: number, timeoutMs?: number): Promise<void> {
     if (this.revision >= rev) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ rev, resolve }));
+    return new Promise((resolve, reject) => {
+      const waiter = { rev, resolve };
+      this.waiters.push(waiter);
+      if (timeoutMs === undefined) return;
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new SwitchyardError('ETCD_UNAVAILABLE', `the watch did not reach revision ${rev} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiter.resolve = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   private advance(rev: number): void {
@@ -219,15 +236,19 @@ export class PrefixMirror<T> extends EventEmitter {
       }
       this.advance(Number(res.header.revision));
     });
+    let lost = false;
     w.on('disconnected', () => {
+      lost = true;
       this.healthy = false;
       this.emit('disconnected');
     });
     w.on('connected', () => {
-      // etcd3 resumes the stream from the last revision it saw; the mirror is
-      // current again once the first response after reconnecting arrives.
-      this.healthy = true;
+      if (!lost) return;
+      // etcd3 resumes the stream by itself, but until its first response the
+      // mirror cannot tell how far behind it is. Level-triggered and simple:
+      // list again, then watch from the new revision; healthy after that.
       this.emit('connected');
+      if (!this.stopped && this.watcher === w) void this.relist();
     });
     w.on('error', () => {
       // Cancelled by the server or compacted: the events in between are lost,

@@ -44,12 +44,12 @@ const port = z.int().min(1).max(65535);
 const count = z.int().min(0).max(2 ** 31 - 1);
 
 /**
- * `ipvsadm -M`: a dotted IPv4 netmask, or a prefix length for IPv6 services.
- * Empty means "not set" (a /32 or /128 per client).
+ * `ipvsadm -M`: a dotted netmask for IPv4 services, a prefix length for IPv6
+ * services. Empty means "not set" (one client address per persistence entry).
  */
-function validNetmask(mask: string): boolean {
+function validNetmask(mask: string, family: 4 | 6): boolean {
   if (mask === '') return true;
-  if (/^\d{1,3}$/.test(mask)) return Number(mask) >= 1 && Number(mask) <= 128;
+  if (family === 6) return /^\d{1,3}$/.test(mask) && Number(mask) >= 1 && Number(mask) <= 128;
   if (isIP(mask) !== 4) return false;
   const bits = mask
     .split('.')
@@ -118,15 +118,23 @@ export const ServerInput = z
     lower_threshold: lower_threshold ?? LowerThreshold ?? 0,
   }));
 
+/**
+ * Stored values are parsed as strictly as input: the agent renders them into
+ * nft scripts and ipvsadm batches, so whatever wrote them (another coordinator
+ * version, a hand-edit with etcdctl) must not be able to smuggle text in.
+ */
+const storedIp = z.string().refine((h) => canonicalIp(h) === h, { message: 'must be a canonical IP literal' });
+const hostId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/);
+
 export const Server = z.object({
   id: z.string(),
-  host: z.string(),
+  host: storedIp,
   port,
   forwarder: z.enum(FORWARDERS),
   weight: count,
   upper_threshold: count,
   lower_threshold: count,
-});
+}).refine((s) => s.id === serverId(s), { message: 'id does not match host and port' });
 export type Server = z.infer<typeof Server>;
 
 // ---------- services ----------
@@ -137,16 +145,23 @@ const serviceFields = {
   type: z.enum(PROTOCOLS).default('tcp'),
   scheduler: z.enum(SCHEDULERS).default('wlc'),
   persistence: count.default(0),
-  netmask: z.string().refine(validNetmask, { message: 'must be empty, a dotted IPv4 netmask or an IPv6 prefix length' }).default(''),
+  netmask: z.string().default(''),
   /** Switchyard only: pin the service to these agents (all agents when absent). */
-  hosts: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/)).optional(),
+  hosts: z.array(hostId).optional(),
 };
 
-function finishService<T extends { host: string; port: number; type: Protocol; servers?: Server[] }>(
+function finishService<T extends { host: string; port: number; type: Protocol; netmask: string; servers?: Server[] }>(
   s: T,
   ctx: z.RefinementCtx,
 ) {
   const family = ipFamily(s.host);
+  if (!validNetmask(s.netmask, family)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['netmask'],
+      message: family === 4 ? 'must be empty or a dotted IPv4 netmask (e.g. 255.255.255.0)' : 'must be empty or an IPv6 prefix length (1-128)',
+    });
+  }
   const seen = new Set<string>();
   for (const [i, srv] of (s.servers ?? []).entries()) {
     if (ipFamily(srv.host) !== family) {
@@ -177,25 +192,34 @@ export const ServiceInput = z
 export type ServiceInput = z.output<typeof ServiceInput>;
 
 /** A service as stored in etcd and returned by the API. */
-export const Service = z.object({
-  id: z.string(),
-  host: z.string(),
-  port,
-  type: z.enum(PROTOCOLS),
-  scheduler: z.enum(SCHEDULERS),
-  persistence: count,
-  netmask: z.string(),
-  servers: z.array(Server),
-  hosts: z.array(z.string()).optional(),
-});
+export const Service = z
+  .object({
+    id: z.string(),
+    host: storedIp,
+    port,
+    type: z.enum(PROTOCOLS),
+    scheduler: z.enum(SCHEDULERS),
+    persistence: count,
+    netmask: z.string(),
+    servers: z.array(Server),
+    hosts: z.array(hostId).optional(),
+  })
+  .refine((s) => s.id === serviceId(s), { message: 'id does not match type, host and port', path: ['id'] })
+  .refine((s) => validNetmask(s.netmask, ipFamily(s.host)), { message: 'invalid netmask', path: ['netmask'] });
 export type Service = z.infer<typeof Service>;
 
 export const ServiceListInput = z.array(ServiceInput);
 export const ServerListInput = z.array(ServerInput);
 
-/** Completes an input service into the stored shape (servers default to none). */
-export function toService(input: ServiceInput, servers: Server[] = []): Service {
-  return { ...input, servers: input.servers ?? servers };
+/**
+ * Completes an input service into the stored shape. Fields the client left
+ * out that only Switchyard knows (`servers` on a reset, `hosts` pinning, which
+ * Portal clients never send) are kept from `current`.
+ */
+export function toService(input: ServiceInput, current?: Pick<Service, 'servers' | 'hosts'>): Service {
+  const { hosts, ...rest } = input;
+  const pinned = hosts ?? current?.hosts;
+  return { ...rest, servers: input.servers ?? current?.servers ?? [], ...(pinned ? { hosts: pinned } : {}) };
 }
 
 /** Does this host apply this service? (`hosts` absent = every host.) */

@@ -57,8 +57,15 @@ export type LevState = (typeof LEV_STATES)[number];
 // `<prefix>-<cen>` when it fits in 15 characters, otherwise `<prefix>_<hash>`;
 // an id never starts with "_", so the two forms cannot collide. A veth joins
 // two ids and is always `syv` + 12 hex digits of a hash of both.
+//
+// Ownership is decided by these exact forms, not by the three letters: the
+// planner deletes every owned link it does not want, and a host may well
+// have a `sybase0` or a `syvpn` of its own.
 
 export const LEV_LINK_PREFIXES = ['syb', 'syv', 'syx'] as const;
+
+/** Exactly the names `levNames` generates for host-side links. */
+const OWNED_LINK = /^(?:sy[bx]-[A-Za-z0-9][A-Za-z0-9_.-]*|sy[bx]_[0-9a-f]{11}|syv[0-9a-f]{12})$/;
 
 function shortHash(text: string, length: number): string {
   return createHash('sha256').update(text).digest('hex').slice(0, length);
@@ -75,7 +82,8 @@ export const levNames = {
   vethHost: (containerId: string, cenId: string) => `syv${shortHash(`${containerId}/${cenId}`, 12)}`,
   /** Inside the container the interface is named after the CEN (Leviathan). */
   containerIf: (cenId: string) => cenId,
-  isOwnedLink: (name: string) => LEV_LINK_PREFIXES.some((p) => name.startsWith(p) && name.length > p.length),
+  /** A host-side link name this role generates (and so may delete). */
+  isOwnedLink: (name: string) => name.length <= 15 && OWNED_LINK.test(name),
 };
 
 // ---------- address pool ----------

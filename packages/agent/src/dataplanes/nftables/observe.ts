@@ -44,12 +44,28 @@ function text(v: unknown): string {
 
 const PROTOS: Record<string, Protocol> = { tcp: 'tcp', udp: 'udp', '6': 'tcp', '17': 'udp' };
 
-/** Service id of an element key: `VIP . proto . port` in services4/6, `VIP . port . slot` in the per-protocol maps. */
-function serviceOfKey(map: string, key: string): string | undefined {
-  const parts = key.split(' . ');
-  const perProto = /_(tcp|udp)$/.exec(map);
-  const [host, type, port] = perProto ? [parts[0], perProto[1] as Protocol, parts[1]] : [parts[0], PROTOS[parts[1]], parts[2]];
-  return host && type && port ? serviceId({ type, host, port: Number(port) }) : undefined;
+/** The parts of an element key: `concat` members, unwrapped from `{elem: {val}}` when the element has options. */
+function keyParts(k: unknown): unknown[] {
+  let o = k;
+  if (o && typeof o === 'object' && (o as Json).elem) o = ((o as Json).elem as Json).val;
+  return o && typeof o === 'object' && Array.isArray((o as Json).concat) ? ((o as Json).concat as unknown[]) : [o];
+}
+
+/**
+ * Service id of an element key: `VIP . proto . port` in services4/6, `VIP . port . slot` in the per-protocol maps
+ * (`proto` is then the map's). Memoised per protocol, VIP and port in `cache`: a table of 10,000 services has
+ * 60,000 elements but 10,000 ids.
+ */
+function serviceOfKey(parts: unknown[], proto: Protocol | undefined, cache: Map<string, string | undefined>): string | undefined {
+  const [host, type, port] = proto ? [parts[0], proto, parts[1]] : [parts[0], PROTOS[String(parts[1])], parts[2]];
+  if (host === undefined || !type || port === undefined) return undefined;
+  const memo = `${type} ${String(host)} ${String(port)}`;
+  let id = cache.get(memo);
+  if (id === undefined && !cache.has(memo)) {
+    id = Number.isInteger(Number(port)) ? serviceId({ type, host: String(host), port: Number(port) }) : undefined;
+    cache.set(memo, id);
+  }
+  return id;
 }
 
 function timeoutSeconds(v: unknown): number {
@@ -59,6 +75,7 @@ function timeoutSeconds(v: unknown): number {
 export function parseNftJson(json: string, baseChainNames: readonly string[], globalMaps: readonly string[]): NftObserved {
   const doc = JSON.parse(json) as { nftables?: Json[] };
   const out = emptyObserved();
+  const ids = new Map<string, string | undefined>();
   const svc = (id: string) => {
     let s = out.services.get(id);
     if (!s) {
@@ -95,11 +112,11 @@ export function parseNftJson(json: string, baseChainNames: readonly string[], gl
       const name = String(set.name);
       if (globalMaps.includes(name)) {
         out.maps.add(name);
+        const proto = /_(tcp|udp)$/.exec(name)?.[1] as Protocol | undefined;
         for (const e of (set.elem as unknown[]) ?? []) {
           const [k, v] = Array.isArray(e) ? e : [e, undefined];
-          const key = text(k);
-          const sid = serviceOfKey(name, key);
-          if (sid) svc(sid).elements.push({ map: name, key, value: text(v) });
+          const sid = serviceOfKey(keyParts(k), proto, ids);
+          if (sid) svc(sid).elements.push({ map: name, key: text(k), value: text(v) });
         }
       } else {
         const sid = serviceOfObject(name);
