@@ -49,6 +49,12 @@ mount -t tmpfs run /mnt/run
 mount -t tmpfs vartmp /mnt/var/tmp
 mkdir -p /mnt/run/sy-vm
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 job /mnt/run/sy-vm || die "cannot mount the job share over 9p"
+# The repository at its own path, even where the fresh tmpfs above hides it.
+repo=$(cat /mnt/run/sy-vm/repo-path 2>/dev/null)
+if [ -n "$repo" ]; then
+  mkdir -p "/mnt$repo" 2>/dev/null
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose repo "/mnt$repo" || die "cannot mount the repository over 9p"
+fi
 
 # The kernel's module auto-loader runs its helper in PID 1's root — this
 # initramfs, which has no modules. Point it at a modprobe that runs in the

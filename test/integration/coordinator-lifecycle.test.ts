@@ -10,6 +10,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { buildCoordinator, type Coordinator } from '../../packages/coordinator/src/index.js';
 import { startEtcd } from '../../packages/cli/src/embedded-etcd.js';
 import { startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
@@ -102,6 +103,39 @@ describe('token', () => {
       expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.prefix).count()).toBe(before);
       expect((await c.app.inject({ method: 'GET', url: '/services', headers: { 'x-auth-token': 's3cret' } })).statusCode).toBe(200);
       expect((await c.app.inject({ method: 'GET', url: '/services?X-AUTH-TOKEN=s3cret' })).statusCode).toBe(200);
+      for (const [method, url] of [
+        ['GET', '/hosts'],
+        ['GET', '/v1/services'],
+        ['POST', '/v1/services'],
+        ['GET', '/cen/cen1'],
+        ['POST', '/cen/import'],
+        ['POST', '/cpool'],
+      ] as const) {
+        expect((await c.app.inject({ method, url, payload: method === 'POST' ? {} : undefined })).statusCode, `${method} ${url}`).toBe(401);
+      }
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('refuses websocket upgrades without the token, and accepts them with it', async () => {
+    const c = await testCoordinator('token-ws', { token: 's3cret' });
+    try {
+      const base = (await c.listen()).replace(/^http/, 'ws');
+      const status = (url: string, headers: Record<string, string> = {}) =>
+        new Promise<number>((resolve, reject) => {
+          const ws = new WebSocket(url, { headers });
+          ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+          ws.on('open', () => {
+            ws.close();
+            resolve(101);
+          });
+          ws.on('error', reject);
+        });
+      expect(await status(`${base}/provide?service=foo&port=1`)).toBe(401);
+      expect(await status(`${base}/leviathan/monitor`)).toBe(401);
+      expect(await status(`${base}/leviathan/monitor`, { 'X-AUTH-TOKEN': 's3cret' })).toBe(101);
+      expect(await status(`${base}/leviathan/monitor?X-AUTH-TOKEN=s3cret`)).toBe(101);
     } finally {
       await c.close();
     }

@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildInitramfs, findKernel, findStaticBusybox, type Kernel } from '../../scripts/vm/initramfs.js';
 
 /** Modules the guest loads before the script runs: IPVS with every scheduler, and what test networks need. */
@@ -133,6 +133,9 @@ function guestScript(modules: string[]): string {
   ].join('\n');
 }
 
+/** This checkout, as the guest must see it (at the same path). */
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+
 function qemuArgs(kernel: Kernel, initrd: string, jobDir: string, o: Required<Pick<VmOptions, 'accel' | 'memoryMb' | 'cpus'>>): string[] {
   return [
     '-accel', o.accel,
@@ -147,6 +150,9 @@ function qemuArgs(kernel: Kernel, initrd: string, jobDir: string, o: Required<Pi
     '-device', 'virtio-rng-pci',
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     '-virtfs', `local,path=${jobDir},mount_tag=job,security_model=none,multidevs=remap`,
+    // The repository once more, mounted at its own path: a checkout under /tmp
+    // (CI's clone may be one) would otherwise be hidden by the guest's fresh /tmp.
+    '-virtfs', `local,path=${REPO_ROOT},mount_tag=repo,security_model=none,readonly=on,multidevs=remap`,
   ];
 }
 
@@ -236,6 +242,7 @@ export async function runInVm(script: string, opts: VmOptions = {}): Promise<VmR
     writeFileSync(join(jobDir, 'guest.sh'), guestScript(o.modules));
     writeFileSync(join(jobDir, 'script.sh'), script);
     writeFileSync(join(jobDir, 'phase'), 'setup\n');
+    writeFileSync(join(jobDir, 'repo-path'), `${REPO_ROOT}\n`);
     for (const [name, text] of Object.entries(o.files ?? {})) writeFileSync(join(jobDir, name), text);
 
     const started = performance.now();

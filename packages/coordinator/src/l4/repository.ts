@@ -23,17 +23,12 @@ import {
   type ServiceInput,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
-import { ConsistentReads } from '../store/consistent-reads.js';
+import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 
 interface Stored {
   service: Service;
   /** The exact JSON body GET answers with. */
   json: string;
-}
-
-export interface Written<T> {
-  value: T;
-  revision: number;
 }
 
 const MAX_CAS_ATTEMPTS = 8;

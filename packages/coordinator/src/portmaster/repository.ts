@@ -47,7 +47,7 @@ import {
   type PmServiceUpdate,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
-import { ConsistentReads } from '../store/consistent-reads.js';
+import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 import { OfferLeases } from './offer-leases.js';
 import { ServiceView, type Holder } from './service-view.js';
 
@@ -55,11 +55,6 @@ export type PmRecord =
   | { kind: 'ranges'; ranges: PmRangesRecord }
   | { kind: 'service'; service: PmService }
   | { kind: 'port'; service: string; port: number; holder: PmPortRecord };
-
-export interface Written<T> {
-  value: T;
-  revision: number;
-}
 
 /** Compare-and-swap attempts of a service write before giving up with 409. */
 const MAX_SERVICE_ATTEMPTS = 8;

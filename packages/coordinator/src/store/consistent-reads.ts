@@ -11,6 +11,12 @@
 import { SwitchyardError, type PrefixMirror } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
 
+/** What a write answers: the value and the etcd revision that holds it. */
+export interface Written<T> {
+  value: T;
+  revision: number;
+}
+
 export class ConsistentReads {
   private lastWrite = 0;
   private readonly primary: PrefixMirror<unknown>;
