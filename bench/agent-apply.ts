@@ -5,7 +5,9 @@
  *     for the dry-run and nftables dataplanes (nftables in a namespace);
  *     baseline in the same run: the REST write alone;
  *  2. the first full sync of N × 5 from an empty kernel (nftables);
- *  3. agent RSS idle with N services, next to a bare `node` process.
+ *  3. agent RSS idle with N services, next to a bare `node` process;
+ *  4. at the largest N (nftables): the same changes, back to back for 8 s,
+ *     with a full resync (table read back) every 2 s instead of every 60 s.
  *
  *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60]
  *
@@ -61,6 +63,29 @@ async function idleRss(etcdUrl: string, prefix: string): Promise<{ agent: number
   return out;
 }
 
+/** Phase 4: changes back to back for 8 s while the agent reads its table back every 2 s. */
+async function changesDuringResync(coord: Awaited<ReturnType<typeof buildCoordinator>>, etcdUrl: string, prefix: string, n: number, preloadRev: number): Promise<number[]> {
+  const agent = await startAgent({ hostId: 'bench-resync', etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel: 'silent', flushOnExit: true });
+  const latencies: number[] = [];
+  try {
+    await waitApplied(agent, preloadRev);
+    const end = performance.now() + 8000;
+    for (let c = 0; performance.now() < end; c++) {
+      const svc = service((c * 7919 + 13) % n);
+      const id = `tcp-${svc.host.replace(/\./g, '_')}-80`;
+      const start = performance.now();
+      const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers });
+      if (res.statusCode !== 200) throw new Error(`PUT ${id}: ${res.statusCode} ${res.body}`);
+      await waitApplied(agent, Number(res.headers['x-switchyard-revision']));
+      latencies.push(performance.now() - start);
+    }
+  } finally {
+    await agent.stop();
+  }
+  if (process.env.BENCH_DEBUG) process.stderr.write(`during resync ${latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
+  return latencies;
+}
+
 async function main(): Promise<void> {
   execFileSync('ip', ['netns', 'add', NS]);
   const etcd = await benchEtcd();
@@ -91,6 +116,7 @@ async function main(): Promise<void> {
           const servers = c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers;
           const start = performance.now();
           const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: servers });
+          if (res.statusCode !== 200) throw new Error(`PUT ${id}: ${res.statusCode} ${res.body}`);
           writes.push(performance.now() - start);
           await waitApplied(agent, Number(res.headers['x-switchyard-revision']));
           latencies.push(performance.now() - start);
@@ -104,6 +130,11 @@ async function main(): Promise<void> {
         process.stderr.write(`${rows.at(-1)}\n`);
       }
       if (n === Math.max(...SIZES)) {
+        const during = await changesDuringResync(coord, etcd.url, prefix, n, preloadRev);
+        extra.push(
+          `\nChanges during frequent full resyncs (${n.toLocaleString('en')} × 5, nftables, resync every 2 s, ${during.length} changes back to back over 8 s): p50 ${ms(median(during))}, p99 ${ms(percentile(during, 99))}, max ${ms(Math.max(...during))}.`,
+        );
+        process.stderr.write(`${extra.at(-1)}\n`);
         const rss = await idleRss(etcd.url, prefix);
         extra.push(`\nAgent RSS idle with ${n.toLocaleString('en')} services (dry-run, from sources via tsx): **${(rss.agent / 1024).toFixed(0)} MiB**; a bare \`node --import tsx\` process: ${(rss.bare / 1024).toFixed(0)} MiB (${(rss.agent / rss.bare).toFixed(1)}×).`);
       }
