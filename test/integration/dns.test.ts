@@ -4,11 +4,17 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
+import * as dnsPacket from 'dns-packet';
 import { Etcd3 } from 'etcd3';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
+import { Responder } from '../../packages/coordinator/src/dns/responder.js';
+import { DnsServer } from '../../packages/coordinator/src/dns/server.js';
+import { Zone } from '../../packages/coordinator/src/dns/zone.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
 
@@ -184,4 +190,104 @@ describe('dns responder', () => {
     }, 2000);
     expect(r.answer).toHaveLength(0);
   });
+});
+
+/**
+ * The TCP side of the DNS sockets on its own (real sockets, a zone filled
+ * in memory): a client that pipelines queries and does not read must not
+ * make the server queue answers without bound, and idle connections go.
+ */
+describe('dns over tcp: flow control and idle connections', () => {
+  const root = 'flow.test.local';
+  const zone = new Zone({ root, leasedTtl: 10 });
+  // 200 providers: a ~10 KB SRV answer to a ~40 byte query.
+  for (let i = 0; i < 200; i++) {
+    const key = `/skydns/local/test/flow/services/big/r${i}`;
+    zone.set(key, key.split('/').filter(Boolean).slice(1), { host: `10.1.${i >> 8}.${i & 255}`, port: 1000 + i }, true);
+  }
+  const servers: DnsServer[] = [];
+  const clients: Socket[] = [];
+  afterAll(async () => {
+    clients.forEach((s) => s.destroy());
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  async function serve(tcpIdleMs: number): Promise<{ server: DnsServer; port: number }> {
+    const server = new DnsServer(new Responder(zone), pino({ level: 'silent' }), { tcpIdleMs });
+    servers.push(server);
+    return { server, port: await server.listen('127.0.0.1', 0) };
+  }
+
+  function dial(port: number): Promise<Socket> {
+    const sock = connect(port, '127.0.0.1');
+    clients.push(sock);
+    return new Promise((resolve, reject) => {
+      sock.once('connect', () => resolve(sock));
+      sock.once('error', reject);
+    });
+  }
+
+  function frames(n: number): Buffer {
+    const q = dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'SRV', name: `big.services.${root}`, class: 'IN' }] });
+    const one = Buffer.allocUnsafe(2 + q.length);
+    one.writeUInt16BE(q.length, 0);
+    q.copy(one, 2);
+    return Buffer.concat(Array.from({ length: n }, () => one));
+  }
+
+  function closedWithin(sock: Socket, ms: number): Promise<boolean> {
+    if (sock.destroyed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      sock.once('close', () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+  }
+
+  it('stops reading while a client does not read its answers, and answers every query once it does', async () => {
+    const { server, port } = await serve(60_000);
+    const sock = await dial(port);
+    sock.pause();
+    const n = 2000;
+    // ~20 MB of answers if the server queued them all.
+    sock.write(frames(n));
+    await eventually(() => (server.stats.tcpPauses >= 1 ? true : undefined), 10_000);
+    // Blocked on a full socket: what it holds is the high-water mark plus one answer.
+    expect(server.stats.tcpMaxPendingBytes).toBeLessThan(128 * 1024);
+    expect(server.stats.tcpAnswers).toBeLessThan(n);
+    // The client reads: every query gets its answer, in order, none dropped.
+    let got = 0;
+    let buf = Buffer.alloc(0);
+    sock.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        expect(msg.answers).toHaveLength(200);
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+        got++;
+      }
+    });
+    sock.resume();
+    await eventually(() => (got === n ? true : undefined), 30_000);
+    expect(server.stats.tcpMaxPendingBytes).toBeLessThan(128 * 1024);
+    sock.destroy();
+  }, 60_000);
+
+  it('closes a connection that stays silent, and one whose client stopped reading', async () => {
+    const { server, port } = await serve(300);
+    const silent = await dial(port);
+    // Never closed without the idle timeout; 300 ms plus a loaded machine's slack.
+    expect(await closedWithin(silent, 10_000)).toBe(true);
+
+    const stuck = await dial(port);
+    stuck.pause();
+    const before = server.stats.tcpPauses;
+    stuck.write(frames(2000));
+    await eventually(() => (server.stats.tcpPauses > before ? true : undefined), 10_000);
+    expect(server.tcpConnections).toBe(1);
+    // The paused client would not notice the close until it reads: ask the server.
+    await eventually(() => (server.tcpConnections === 0 ? true : undefined), 10_000);
+  }, 30_000);
 });

@@ -2,7 +2,9 @@
  * The /leviathan/monitor websocket with a real `ws` client over a real
  * socket: Leviathan's start/response/error/event protocol, several monitors
  * per connection, delete and update events, and events caused by writes
- * through ANOTHER coordinator (the feed is the etcd watch).
+ * through ANOTHER coordinator (the feed is the etcd watch); a monitorID
+ * only ever replaces, so the per-connection limit holds; a peer that stops
+ * answering pings is dropped.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -17,7 +19,7 @@ const sockets: WebSocket[] = [];
 
 beforeAll(async () => {
   const prefix = uniquePrefix('leviathan-monitor');
-  const cfg = { etcd: [sharedEtcdUrl()], prefix, listen: { host: '127.0.0.1', port: 0 }, logLevel: 'silent' as const };
+  const cfg = { etcd: [sharedEtcdUrl()], prefix, listen: { host: '127.0.0.1', port: 0 }, logLevel: 'silent' as const, pingIntervalMs: 100 };
   a = await buildCoordinator(cfg);
   b = await buildCoordinator(cfg);
   url = (await a.listen()).replace(/^http/, 'ws') + '/leviathan/monitor';
@@ -30,8 +32,8 @@ afterAll(async () => {
 });
 
 /** A client that queues every message so a test can await the next one. */
-async function client() {
-  const ws = new WebSocket(url);
+async function client(opts: WebSocket.ClientOptions = {}) {
+  const ws = new WebSocket(url, opts);
   sockets.push(ws);
   const inbox: unknown[] = [];
   const waiters: ((m: unknown) => void)[] = [];
@@ -68,9 +70,10 @@ async function write(c: Coordinator, method: 'POST' | 'PUT' | 'DELETE', path: st
 }
 
 it('speaks Leviathan: start → response with state, create events, errors for bad requests', async () => {
-  await write(b, 'POST', '/cen/import', { cenList: [{ cenID: 'm1', containerIDs: ['k1', 'k2'] }, { cenID: 'm2', containerIDs: ['k3'] }] });
-  await write(b, 'POST', '/cin/import', { mcin: ['m1'], other: ['m2'] });
-  await write(b, 'POST', '/cin/make', ['mcin']);
+  // Set up through the coordinator the client talks to: its start then reads its own writes.
+  await write(a, 'POST', '/cen/import', { cenList: [{ cenID: 'm1', containerIDs: ['k1', 'k2'] }, { cenID: 'm2', containerIDs: ['k3'] }] });
+  await write(a, 'POST', '/cin/import', { mcin: ['m1'], other: ['m2'] });
+  await write(a, 'POST', '/cin/make', ['mcin']);
 
   const c = await client();
   c.send({ type: 'start', sequence: 'S1', monitor: 'CIN', parameters: { cinID: 'mcin' } });
@@ -130,4 +133,42 @@ it('holds several monitors per connection, filters by tag, replaces by monitorID
   c.send({ type: 'stop', sequence: 4, monitorID: all.response.monitorID });
   expect(await c.next()).toMatchObject({ type: 'response', sequence: 4 });
   expect(c.pending()).toBe(0);
+});
+
+it('a monitorID only replaces: an unknown one is an error, so the per-connection limit holds', async () => {
+  const c = await client();
+  const start = (sequence: number, monitorID?: string) => c.send({ type: 'start', sequence, monitor: 'CIN', ...(monitorID ? { monitorID } : {}), parameters: { cinID: 'mcin' } });
+  c.send({ type: 'start', sequence: 0, monitor: 'CIN', monitorID: 'mine', parameters: { cinID: 'mcin' } });
+  expect(await c.next()).toEqual({ type: 'error', sequence: 0, response: { message: 'No monitor mine to replace' } });
+
+  const ids: string[] = [];
+  for (let i = 1; i <= 64; i++) {
+    start(i);
+    const r = (await c.next()) as { type: string; response: { monitorID: string } };
+    expect(r.type).toBe('response');
+    ids.push(r.response.monitorID);
+  }
+  start(65);
+  expect(await c.next()).toEqual({ type: 'error', sequence: 65, response: { message: 'At most 64 monitors per connection' } });
+  // Fresh ids do not get around the limit…
+  start(66, 'fresh-id-1');
+  expect(await c.next()).toMatchObject({ type: 'error', sequence: 66 });
+  // …while replacing one the connection holds still works at the limit.
+  start(67, ids[10]);
+  expect(await c.next()).toMatchObject({ type: 'response', sequence: 67, response: { monitorID: ids[10] } });
+});
+
+it('drops a peer that stops answering pings, keeps one that answers', async () => {
+  const silent = await client({ autoPong: false });
+  const live = await client();
+  const closed = new Promise<number>((resolve) => silent.ws.once('close', (code) => resolve(code)));
+  let pings = 0;
+  silent.ws.on('ping', () => pings++);
+  // pingIntervalMs is 100: the second sweep finds no pong and terminates the socket.
+  expect(await Promise.race([closed, new Promise((r) => setTimeout(() => r('still open'), 2000))])).toBe(1006);
+  expect(pings).toBeGreaterThanOrEqual(1);
+  await new Promise((r) => setTimeout(r, 400));
+  expect(live.ws.readyState).toBe(WebSocket.OPEN);
+  live.send({ type: 'start', sequence: 'L', monitor: 'CIN', parameters: { cinID: 'mcin' } });
+  expect(await live.next()).toMatchObject({ type: 'response', sequence: 'L' });
 });

@@ -1,10 +1,10 @@
 /** `/provide?lb=`: what a claim and a cleanup write, decided from what etcd holds. */
 import { describe, expect, it } from 'vitest';
 import { planClaim, planClean } from '../../packages/coordinator/src/discovery/lb.js';
-import { ServiceInput, toService, type Server } from '../../packages/shared/src/index.js';
+import { ServerInput, ServiceInput, toService } from '../../packages/shared/src/index.js';
 
-const admin: Server = { id: '10_0_0_1-80', host: '10.0.0.1', port: 80, weight: 7 };
-const provider: Server = { id: '10_0_0_2-80', host: '10.0.0.2', port: 80, weight: 1 };
+const admin = ServerInput.parse({ host: '10.0.0.1', port: 80, weight: 7 });
+const provider = ServerInput.parse({ host: '10.0.0.2', port: 80 });
 const service = toService(ServiceInput.parse({ host: '10.50.0.1', port: 80 }), { servers: [admin] });
 
 describe('planClaim', () => {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, isolationRules, observeTopology, parseIsolation, plan } from '../../packages/agent/src/topology/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
@@ -50,7 +50,7 @@ describe('topology plan', () => {
       'bridge -n hostns -batch -\nfdb append 00:00:00:00:00:00 dev syx-cen1 dst 192.0.2.2\n',
       'ip -n a -batch -\nlink set dev cen1 up\naddr replace 10.10.0.10/16 dev cen1\nroute replace default via 10.10.0.1 dev cen1\n',
       'ip -n b -batch -\nlink set dev cen1 up\naddr replace 10.10.0.11/16 dev cen1\n',
-      expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\n.*iifname "syb-cen1" oifname "syb\*" oifname != "syb-cen1" drop/s),
+      expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\n.*iifname "syb-cen1" oifname "syb-\*" oifname != "syb-cen1" drop\n.*iifname "syb-cen1" oifname "syb_\*" oifname != "syb-cen1" drop/s),
     ]);
     // Per-object mode: the same ops, one command each.
     expect(commandsFor(ops, 'per-object', 'hostns')).toHaveLength(ops.length);
@@ -88,5 +88,36 @@ describe('topology plan', () => {
     await execute(runner, commandsFor([{ op: 'link-del', name: 'syb-x' }], 'batched', 'hostns'));
     const bad = new FakeRunner().on('ip', ['-n', 'hostns'], { exitCode: 2, stderr: 'RTNETLINK answers: File exists\n' });
     await expect(execute(bad, commandsFor([{ op: 'bridge-add', name: 'syb-x' }], 'batched', 'hostns'))).rejects.toThrow(/File exists/);
+  });
+});
+
+describe('ownership of host links', () => {
+  it('owns exactly the generated names, not every link starting with syb/syv/syx', () => {
+    for (const id of ['cen1', 'a-very-long-cen', 'x']) {
+      expect(levNames.isOwnedLink(levNames.bridge(id))).toBe(true);
+      expect(levNames.isOwnedLink(levNames.vxlan(id))).toBe(true);
+      expect(levNames.isOwnedLink(levNames.vethHost('c1', id))).toBe(true);
+    }
+    for (const foreign of ['sybase0', 'syvpn', 'syxfer', 'syv', 'syb', 'syb-', 'syb_short', 'syv0123456789abc', 'syv0123456789AB', 'sy-ipvs0', 'eth0', 'syb--x']) {
+      expect(levNames.isOwnedLink(foreign), foreign).toBe(false);
+    }
+  });
+
+  it('observes and prunes only its own links in the root namespace (no --netns)', async () => {
+    const link = (ifname: string, kind: string) => ({ ifname, flags: ['UP'], linkinfo: { info_kind: kind }, addr_info: [] });
+    const runner = new FakeRunner()
+      .on('ip', ['-j', '-d', 'addr', 'show'], { stdout: JSON.stringify([link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syxfer', 'dummy'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')]) })
+      .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
+    const o = await observeTopology(runner, undefined, []);
+    expect([...o.hostLinks.keys()].sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
+    const ops = plan(desiredFor({ ...input, cens: [], cins: [], containers: [] }), o, ctx);
+    expect(ops.map((x) => (x.op === 'link-del' ? x.name : x.op)).sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
+  });
+
+  it('isolation drops only towards CEN bridge names, and rewrites a table in the older "syb*" form', () => {
+    const text = isolationRules(['syb-a', 'syb_0123456789a']);
+    expect(text).not.toContain('"syb*"');
+    expect(parseIsolation(text)).toEqual(['syb-a', 'syb_0123456789a']);
+    expect(parseIsolation('iifname "syb-a" oifname "syb*" oifname != "syb-a" drop')).toEqual([]);
   });
 });

@@ -23,7 +23,7 @@ export const CoordinatorConfig = z.object({
   dnsRoot: z.string().default('skydns.local'),
   /** skyapi: coordinator lease TTL; its records vanish this long after it dies (ms). */
   providerTtlMs: z.int().positive().default(10_000),
-  /** skyapi: websocket ping interval (ms). */
+  /** Websocket ping interval (ms): skyapi providers and Leviathan monitors that miss a pong are dropped. */
   pingIntervalMs: z.int().positive().default(10_000),
   /** Built-in DNS responder, e.g. { host: '127.0.0.1', port: 5353 }; off when absent. */
   dnsListen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).optional(),

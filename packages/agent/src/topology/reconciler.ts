@@ -171,8 +171,10 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
         await apply(ops, snap.revision, full);
         observed = applyOps(before, ops);
       }
-      applied.advance(snap.revision);
-      await status.report(applied.value, d.objects);
+      // Reported before waiters hear of it: whoever waited for a revision may GET its status at once.
+      const revision = Math.max(applied.value, snap.revision);
+      await status.report(revision, d.objects);
+      applied.advance(revision);
     } catch (err) {
       await status.report(applied.value, d.objects, (err as Error).message).catch(() => undefined);
       throw err;

@@ -16,7 +16,7 @@ export const coordinatorFlags: FlagSpec[] = [
   { name: 'default-host', kind: 'string', default: 'host1', help: 'host of containers a CEN file names but places nowhere' },
   { name: 'dns-root', kind: 'string', default: 'skydns.local', help: 'SkyDNS root domain of provider records' },
   { name: 'provider-ttl', kind: 'duration', default: '10s', help: "lease TTL: a dead coordinator's provider records vanish within it" },
-  { name: 'ping-interval', kind: 'duration', default: '10s', help: 'websocket ping interval for providers' },
+  { name: 'ping-interval', kind: 'duration', default: '10s', help: 'websocket ping interval (skyapi providers, Leviathan monitors); a peer that misses a pong is dropped' },
   { name: 'dns-listen', kind: 'string', help: 'HOST:PORT for the built-in DNS responder (UDP and TCP); off when unset' },
   { name: 'log-level', kind: 'string', default: 'info', help: 'fatal|error|warn|info|debug|trace|silent' },
 ];

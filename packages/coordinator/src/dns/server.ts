@@ -35,6 +35,11 @@ export class DnsServer {
   /** Counters for tests and benchmarks. `tcpMaxPendingBytes`: most answer bytes ever queued on one connection. */
   readonly stats = { tcpAnswers: 0, tcpPauses: 0, tcpMaxPendingBytes: 0 };
 
+  /** Open TCP connections. */
+  get tcpConnections(): number {
+    return this.conns.size;
+  }
+
   constructor(
     private readonly responder: Responder,
     private readonly log: FastifyBaseLogger,

@@ -9,6 +9,13 @@
  * Beyond Leviathan: several monitors per connection, `delete` and `update`
  * events, and `{"type":"stop","sequence":S,"monitorID":M}`.
  *
+ * A `monitorID` in a start REPLACES that monitor (Leviathan's words); one
+ * this connection does not hold is an error, not a new monitor, so the
+ * per-connection limit cannot be sidestepped by naming new ids. Every
+ * `pingIntervalMs` the server pings each connection and terminates one that
+ * did not answer the previous ping (the ws README's heartbeat), so a
+ * half-open peer does not keep its monitors forever.
+ *
  * Events come from the repository's etcd watch, not from this coordinator's
  * own writes, so a client sees changes made through any coordinator. Each
  * monitor remembers what it last told its client; after every batch of etcd
@@ -25,6 +32,8 @@ import type { LeviathanRepository } from './repository.js';
 export interface MonitorOptions {
   /** Most monitors one connection may hold (default 64). */
   maxMonitorsPerConnection?: number;
+  /** Ping period; a peer that missed the previous pong is dropped (ms, default 10 s: --ping-interval). */
+  pingIntervalMs?: number;
 }
 
 interface Monitor {
@@ -38,6 +47,8 @@ interface Monitor {
 interface Connection {
   socket: WebSocket;
   monitors: Map<string, Monitor>;
+  /** Answered the last ping (or connected since it was sent). */
+  alive: boolean;
 }
 
 /** The monitored CIN's items, keyed by (container, CEN): one per address. */
@@ -68,6 +79,8 @@ export class MonitorHub {
   private readonly connections = new Set<Connection>();
   private scheduled = false;
   private readonly max: number;
+  private readonly pingIntervalMs: number;
+  private sweeper?: NodeJS.Timeout;
   private readonly onChange = () => this.schedule();
 
   constructor(
@@ -76,14 +89,18 @@ export class MonitorHub {
     opts: MonitorOptions = {},
   ) {
     this.max = opts.maxMonitorsPerConnection ?? 64;
+    this.pingIntervalMs = opts.pingIntervalMs ?? 10_000;
   }
 
   start(): void {
     this.repo.mirror.on('change', this.onChange);
     this.repo.mirror.on('resync', this.onChange);
+    this.sweeper = setInterval(() => this.sweep(), this.pingIntervalMs);
+    this.sweeper.unref();
   }
 
   stop(): void {
+    clearInterval(this.sweeper);
     this.repo.mirror.off('change', this.onChange);
     this.repo.mirror.off('resync', this.onChange);
     for (const c of this.connections) c.socket.terminate();
@@ -92,8 +109,11 @@ export class MonitorHub {
 
   /** The websocket handler. */
   readonly handle = (socket: WebSocket): void => {
-    const conn: Connection = { socket, monitors: new Map() };
+    const conn: Connection = { socket, monitors: new Map(), alive: true };
     this.connections.add(conn);
+    socket.on('pong', () => {
+      conn.alive = true;
+    });
     // Requests of one connection are handled in order.
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
@@ -102,6 +122,20 @@ export class MonitorHub {
     socket.on('close', () => this.connections.delete(conn));
     socket.on('error', () => this.connections.delete(conn));
   };
+
+  /** One sweep for all connections (not a timer each): drop the silent, ping the rest. */
+  private sweep(): void {
+    for (const conn of this.connections) {
+      if (!conn.alive) {
+        this.log.debug({ monitors: conn.monitors.size }, 'monitor peer missed a pong; dropping it');
+        this.connections.delete(conn);
+        conn.socket.terminate();
+        continue;
+      }
+      conn.alive = false;
+      conn.socket.ping();
+    }
+  }
 
   private send(conn: Connection, msg: unknown): void {
     if (conn.socket.readyState === conn.socket.OPEN) conn.socket.send(JSON.stringify(msg));
@@ -138,7 +172,9 @@ export class MonitorHub {
     }
     const m = this.repo.model();
     if (!m.cins.has(req.parameters.cinID)) return this.error(conn, sequence, `CIN ${req.parameters.cinID} not found`);
-    if (!req.monitorID && conn.monitors.size >= this.max) return this.error(conn, sequence, `At most ${this.max} monitors per connection`);
+    // A monitorID names the monitor to replace; only a start without one makes a new monitor.
+    if (req.monitorID !== undefined && !conn.monitors.has(req.monitorID)) return this.error(conn, sequence, `No monitor ${req.monitorID} to replace`);
+    if (req.monitorID === undefined && conn.monitors.size >= this.max) return this.error(conn, sequence, `At most ${this.max} monitors per connection`);
     const id = req.monitorID ?? randomUUID();
     const items = cinItems(m, req.parameters.cinID, req.parameters.container_tag);
     conn.monitors.set(id, { id, cinId: req.parameters.cinID, tag: req.parameters.container_tag, sent: items });

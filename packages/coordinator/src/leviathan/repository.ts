@@ -1,6 +1,9 @@
 /**
- * The Leviathan model in etcd. Two watch-fed mirrors: the desired state the
- * API writes (`lev/`) and what agents report (`lev-hosts/`).
+ * The Leviathan model in etcd: a watch-fed mirror of the desired state the
+ * API writes (`lev/`). What agents report (`lev-status/`) is read from etcd
+ * by each GET (current()), not mirrored: the coordinator never needs the
+ * agents' other records (`lev-hosts/`: underlays, one key per namespace
+ * created).
  *
  * A write reads the model from the mirror, applies a pure change from
  * model.ts to a copy, and writes every changed key in ONE transaction guarded
@@ -16,7 +19,6 @@ import {
   DEFAULT_LEV_POOL,
   LevHostStatus,
   LevPool,
-  LevUnderlay,
   op,
   PrefixMirror,
   StoredCen,
@@ -43,16 +45,21 @@ export type LevRecord =
   | { kind: 'subnet'; index: number; value: string }
   | { kind: 'epoch'; value: string };
 
-export type LevHostRecord = { kind: 'status'; value: LevHostStatus } | { kind: 'underlay'; value: LevUnderlay } | { kind: 'created'; value: unknown };
+/**
+ * What a GET answers from: the model as the mirror holds it and the agents'
+ * reports read at that moment. Each request has its own; nothing is shared.
+ */
+export interface LevSnapshot {
+  model: LevModel;
+  /** Host id → its agent's report. */
+  statuses: ReadonlyMap<string, LevHostStatus>;
+}
 
 const MAX_ATTEMPTS = 8;
 
 export class LeviathanRepository {
   readonly mirror: PrefixMirror<LevRecord>;
-  readonly hostMirror: PrefixMirror<LevHostRecord>;
   private readonly reads: ConsistentReads;
-  /** Agents' reports as last read by current(); the mirror's otherwise. */
-  private readStatuses?: Map<string, LevHostStatus>;
   private readonly etcd: Etcd3;
 
   constructor(private readonly ctx: CoordinatorContext) {
@@ -74,27 +81,15 @@ export class LeviathanRepository {
       },
       onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan record in etcd'),
     });
-    this.hostMirror = new PrefixMirror<LevHostRecord>(ctx.etcd, {
-      prefix: k.hosts,
-      parse: (key, raw) => {
-        const p = k.parseHostKey(key);
-        if (!p) return undefined;
-        const json = JSON.parse(raw.toString());
-        if (p.kind === 'status') return { kind: 'status', value: LevHostStatus.parse(json) };
-        if (p.kind === 'underlay') return { kind: 'underlay', value: LevUnderlay.parse(json) };
-        return { kind: 'created', value: json };
-      },
-      onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan host record in etcd'),
-    });
-    this.reads = new ConsistentReads(ctx, 'container networks', [this.mirror, this.hostMirror] as PrefixMirror<unknown>[]);
+    this.reads = new ConsistentReads(ctx, 'container networks', [this.mirror] as PrefixMirror<unknown>[]);
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.mirror.start(), this.hostMirror.start()]);
+    await this.mirror.start();
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.mirror.stop(), this.hostMirror.stop()]);
+    await this.mirror.stop();
   }
 
   /** Waits until the mirrors reflect every write this coordinator acknowledged. */
@@ -106,18 +101,26 @@ export class LeviathanRepository {
    * fresh(), and the agents' reports read from etcd itself: agents write
    * their status straight to etcd, and a client that waited for an agent must
    * see what it reported (a watch only advances on its own prefix, so waiting
-   * for it cannot prove it is current). One small range read; GET routes only.
+   * for it cannot prove it is current). One range read of the status prefix,
+   * which holds nothing else; GET routes only.
    */
-  async current(): Promise<void> {
+  async current(): Promise<LevSnapshot> {
     await this.fresh();
-    const res = await this.ctx.call(() => this.etcd.getAll().prefix(this.ctx.keys.lev.hosts).exec(), 'reading agent reports');
-    const read = new Map<string, LevHostStatus>();
+    const k = this.ctx.keys.lev;
+    const res = await this.ctx.call(() => this.etcd.getAll().prefix(k.statuses).exec(), 'reading agent reports');
+    const statuses = new Map<string, LevHostStatus>();
     for (const kv of res.kvs) {
-      if (this.ctx.keys.lev.parseHostKey(kv.key.toString())?.kind !== 'status') continue;
-      const parsed = LevHostStatus.safeParse(JSON.parse(kv.value.toString()));
-      if (parsed.success) read.set(parsed.data.hostId, parsed.data);
+      const hostId = k.parseStatus(kv.key.toString());
+      if (hostId === undefined) continue;
+      try {
+        const parsed = LevHostStatus.safeParse(JSON.parse(kv.value.toString()));
+        if (parsed.success && parsed.data.hostId === hostId) statuses.set(hostId, parsed.data);
+        else this.ctx.log.warn({ key: kv.key.toString() }, 'ignoring invalid agent report');
+      } catch {
+        this.ctx.log.warn({ key: kv.key.toString() }, 'ignoring agent report that is not JSON');
+      }
     }
-    this.readStatuses = read;
+    return { model: this.model(), statuses };
   }
 
   /** The model as the mirror holds it now. */
@@ -205,20 +208,18 @@ export class LeviathanRepository {
 
   // ---------- status ----------
 
-  private statuses(): Map<string, LevHostStatus> {
-    if (this.readStatuses) return this.readStatuses;
-    const out = new Map<string, LevHostStatus>();
-    for (const { value } of this.hostMirror.entries.values()) if (value.kind === 'status') out.set(value.value.hostId, value.value);
-    return out;
-  }
-
   /**
    * Leviathan's words for one object over the hosts it touches: made and
    * applied everywhere → ready; any error → error; made, not yet applied →
    * preparing; not made but still present somewhere → destroy; else pending.
    */
-  private state(made: boolean, hosts: string[], rev: number, pick: (s: LevHostStatus) => 'ready' | 'error' | undefined): { status: LevState; hosts: Record<string, LevState> } {
-    const statuses = this.statuses();
+  private state(
+    statuses: ReadonlyMap<string, LevHostStatus>,
+    made: boolean,
+    hosts: string[],
+    rev: number,
+    pick: (s: LevHostStatus) => 'ready' | 'error' | undefined,
+  ): { status: LevState; hosts: Record<string, LevState> } {
     const per: Record<string, LevState> = {};
     for (const h of hosts) {
       const s = statuses.get(h);
@@ -234,17 +235,17 @@ export class LeviathanRepository {
     return { status, hosts: per };
   }
 
-  cenView(m: LevModel, id: string): CenView {
+  cenView({ model: m, statuses }: LevSnapshot, id: string): CenView {
     const c = m.cens.get(id) as StoredCen;
     const hosts = [...new Set(c.contIDs.map((x) => m.containers.get(x)?.host).filter((h): h is string => !!h))].sort();
-    const { status, hosts: per } = this.state(c.made, hosts, this.revisionOf(this.ctx.keys.lev.cen(id)), (s) => s.cens[id]);
+    const { status, hosts: per } = this.state(statuses, c.made, hosts, this.revisionOf(this.ctx.keys.lev.cen(id)), (s) => s.cens[id]);
     return { cenID: c.cenID, contIDs: c.contIDs, wiring_type: c.contIDs.length === 0 ? null : c.wiring, status, hosts: per };
   }
 
-  cinView(m: LevModel, id: string): CinView {
+  cinView({ model: m, statuses }: LevSnapshot, id: string): CinView {
     const c = m.cins.get(id) as StoredCin;
     const hosts = [...new Set(c.addresses.map((a) => m.containers.get(a.containerID)?.host).filter((h): h is string => !!h))].sort();
-    const { status, hosts: per } = this.state(c.made, hosts, this.revisionOf(this.ctx.keys.lev.cin(id)), (s) => s.cins[id]);
+    const { status, hosts: per } = this.state(statuses, c.made, hosts, this.revisionOf(this.ctx.keys.lev.cin(id)), (s) => s.cins[id]);
     return {
       cinID: c.cinID,
       cenIDs: c.cenIDs,
@@ -256,11 +257,11 @@ export class LeviathanRepository {
     };
   }
 
-  containerView(m: LevModel, id: string): ContainerView {
+  containerView({ model: m, statuses }: LevSnapshot, id: string): ContainerView {
     const c = m.containers.get(id) as StoredContainer;
     const cenIDs = [...m.cens.values()].filter((x) => x.contIDs.includes(id)).map((x) => x.cenID);
     const addresses = [...m.cins.values()].flatMap((cin) => cin.addresses.filter((a) => a.containerID === id).map((a) => ({ cinID: cin.cinID, cenID: a.cenID, ipaddress: a.ip })));
-    const { status } = this.state(true, [c.host], this.revisionOf(this.ctx.keys.lev.container(id)), (s) => s.containers[id]);
+    const { status } = this.state(statuses, true, [c.host], this.revisionOf(this.ctx.keys.lev.container(id)), (s) => s.containers[id]);
     return { contID: c.containerID, hostID: c.host, cenIDs, tag: c.tag, cpoolID: c.cpoolID, addresses, status };
   }
 }

@@ -28,14 +28,12 @@ const Deleted = z.object({ msg: z.literal('Success') });
 export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string): FastifyPluginAsyncZod {
   // Answers are read back after the write: fresh() waits for the mirror to see it.
   const cenViews = async (ids: string[]) => {
-    await repo.current();
-    const m = repo.model();
-    return ids.filter((id) => m.cens.has(id)).map((id) => repo.cenView(m, id));
+    const s = await repo.current();
+    return ids.filter((id) => s.model.cens.has(id)).map((id) => repo.cenView(s, id));
   };
   const cinViews = async (ids: string[]) => {
-    await repo.current();
-    const m = repo.model();
-    return ids.filter((id) => m.cins.has(id)).map((id) => repo.cinView(m, id));
+    const s = await repo.current();
+    return ids.filter((id) => s.model.cins.has(id)).map((id) => repo.cinView(s, id));
   };
 
   return async (app) => {
@@ -63,9 +61,8 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
     });
 
     app.get('/cen', { schema: { tags, summary: 'All CENs', response: { 200: z.array(CenView) } } }, async () => {
-      await repo.current();
-      const m = repo.model();
-      return [...m.cens.keys()].sort().map((id) => repo.cenView(m, id));
+      const s = await repo.current();
+      return [...s.model.cens.keys()].sort().map((id) => repo.cenView(s, id));
     });
 
     app.put('/cen/:cen', { schema: { tags, summary: 'Create a CEN (optionally {"wiring_type": "wire"})', params: CenParams, body: CenInput, response: { 200: CenView } } }, async (req, reply) => {
@@ -75,10 +72,9 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
     });
 
     app.get('/cen/:cen', { schema: { tags, summary: 'A CEN: {cenID, contIDs, wiring_type} and its status', params: CenParams, response: { 200: CenView } } }, async (req) => {
-      await repo.current();
-      const m = repo.model();
-      if (!m.cens.has(req.params.cen)) throw model.notFound('CEN', req.params.cen);
-      return repo.cenView(m, req.params.cen);
+      const s = await repo.current();
+      if (!s.model.cens.has(req.params.cen)) throw model.notFound('CEN', req.params.cen);
+      return repo.cenView(s, req.params.cen);
     });
 
     app.delete('/cen/:cen', { schema: { tags, summary: 'Remove a CEN (and its place in CINs)', params: CenParams, response: { 200: Deleted } } }, async (req, reply) => {
@@ -107,19 +103,17 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
     });
 
     app.get('/cin/:cin', { schema: { tags, summary: 'A CIN, its addresses and status', params: CinParams, response: { 200: CinView } } }, async (req) => {
-      await repo.current();
-      const m = repo.model();
-      if (!m.cins.has(req.params.cin)) throw model.notFound('CIN', req.params.cin);
-      return repo.cinView(m, req.params.cin);
+      const s = await repo.current();
+      if (!s.model.cins.has(req.params.cin)) throw model.notFound('CIN', req.params.cin);
+      return repo.cinView(s, req.params.cin);
     });
 
     // ---------- containers ----------
     const containerView = async (host: string, id: string) => {
-      await repo.current();
-      const m = repo.model();
-      const c = m.containers.get(id);
+      const s = await repo.current();
+      const c = s.model.containers.get(id);
       if (!c || c.host !== host) throw model.notFound('container', id, host);
-      return repo.containerView(m, id);
+      return repo.containerView(s, id);
     };
 
     app.put(
