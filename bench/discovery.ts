@@ -20,6 +20,10 @@
  *
  *   node --conditions=source --import tsx bench/discovery.ts [N] [idleSeconds]
  *
+ * BENCH_CLI=dist runs the built CLI (`npx tsc -b packages/cli` first) instead of the
+ * sources through tsx; BENCH_COORDINATOR_NODE_ARGS adds node flags to the
+ * coordinator (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
+ *
  * Needs `ulimit -n` above N + 1000 (each of the two processes holds N sockets;
  * this machine allows 20000).
  *
@@ -38,6 +42,7 @@ import { CLI_MAIN, NODE_ARGS } from '../test/helpers/cli.js';
 const N = Number(process.argv[2] ?? 10_000);
 const IDLE_S = Number(process.argv[3] ?? 30);
 const CONCURRENCY = 200;
+const DIST_MAIN = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 const RESULTS = fileURLToPath(new URL('./results/discovery.md', import.meta.url));
 
 function rssKiB(pid: number): number {
@@ -127,6 +132,8 @@ interface DeleteWatch {
   last: number;
   revisions: number;
   deletes: number;
+  /** Per etcd revision (transaction): when it was seen (epoch ms) and how many deletes it held. */
+  txns: [number, number][];
 }
 
 // A separate process: its event loop does nothing but receive watch events.
@@ -137,16 +144,19 @@ const client = new Etcd3({ hosts: process.env.ETCD });
 const n = Number(process.env.N);
 const start = Number((await client.get('/').exec()).header.revision) + 1;
 let first = 0, last = 0, deletes = 0;
-const revisions = new Set();
+const revisions = new Map();
 const watcher = await client.watch().prefix(process.env.PREFIX).startRevision(String(start)).create();
 watcher.on('delete', (kv) => {
   const t = now();
   if (deletes === 0) first = t;
   last = t;
   deletes++;
-  revisions.add(String(kv.mod_revision));
+  const r = String(kv.mod_revision);
+  const seen = revisions.get(r);
+  if (seen) seen[1]++;
+  else revisions.set(r, [t, 1]);
   if (deletes === n) {
-    process.stdout.write(JSON.stringify({ first, last, revisions: revisions.size, deletes }) + '\\n');
+    process.stdout.write(JSON.stringify({ first, last, revisions: revisions.size, deletes, txns: [...revisions.values()] }) + '\\n');
     process.exit(0);
   }
 });
@@ -154,7 +164,7 @@ process.stdout.write('ready\\n');
 `;
 
 /** Starts the watcher; resolves once its watch is established, with a promise of its figures. */
-async function watchDeletes(etcdUrl: string, prefix: string, n: number): Promise<Promise<DeleteWatch>> {
+async function watchDeletes(etcdUrl: string, prefix: string, n: number): Promise<{ done: Promise<DeleteWatch> }> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', DELETE_WATCHER], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ETCD: etcdUrl, PREFIX: prefix, N: String(n) },
@@ -168,13 +178,15 @@ async function watchDeletes(etcdUrl: string, prefix: string, n: number): Promise
     });
     child.once('exit', (code) => reject(new Error(`delete watcher exited ${code}`)));
   });
-  return new Promise((resolve, reject) => {
+  // Wrapped: an async function returning a bare promise would wait for it.
+  const done = new Promise<DeleteWatch>((resolve, reject) => {
     child.once('exit', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('{'));
       if (code === 0 && line) resolve(JSON.parse(line) as DeleteWatch);
       else reject(new Error(`delete watcher exited ${code}: ${out}`));
     });
   });
+  return { done };
 }
 
 const epochMs = () => performance.timeOrigin + performance.now();
@@ -205,12 +217,15 @@ async function main() {
     bare.kill('SIGKILL');
 
     // ---- the coordinator ----
+    // The shipped CLI (dist, after `npx tsc -b packages/cli`) with BENCH_CLI=dist; else the sources through tsx.
+    const cliArgs = process.env.BENCH_CLI === 'dist' ? [DIST_MAIN] : [...NODE_ARGS, CLI_MAIN];
     const port = await freePort();
     const root = 'bench.local';
     const dir = '/skydns/local/bench/';
     const coord = startChild([
-      ...NODE_ARGS,
-      CLI_MAIN,
+      // e.g. BENCH_COORDINATOR_NODE_ARGS=--cpu-prof to profile the coordinator.
+      ...(process.env.BENCH_COORDINATOR_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      ...cliArgs,
       'coordinator',
       '--etcd', etcd.url,
       '--listen', `127.0.0.1:${port}`,
@@ -269,11 +284,13 @@ async function main() {
     for (const ws of conn.sockets) ws.terminate();
     const tTerminated = epochMs();
     await closing;
-    const gone = await deleted;
+    const gone = await deleted.done;
     const left = Number(await client.getAll().prefix(dir).count());
     if (left !== 0) throw new Error(`${left} records left after the watcher saw ${gone.deletes} deletes`);
     const goneMs = gone.last - tLastClientClose;
+    process.stderr.write(`delete transactions (ms after the first terminate(), deletes): ${gone.txns.map(([t, n]) => `${(t - tTerminate).toFixed(0)}:${n}`).join(' ')}\n`);
     coord.kill('SIGTERM');
+    await new Promise((r) => coord.once('exit', r));
 
     // Baseline for removal: the same number of records, deleted one RPC each (100 in flight).
     const keys = Array.from({ length: N }, (_, i) => `/bench-baseline/rec/${i}`);

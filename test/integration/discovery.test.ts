@@ -3,9 +3,15 @@
  * lives exactly as long as the connection, on the coordinator's one lease.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { CoordinatorLease } from '../../packages/coordinator/src/discovery/lease.js';
+import { RecordWriter } from '../../packages/coordinator/src/discovery/record-writer.js';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { buildCoordinator } from '../../packages/coordinator/src/index.js';
 import { startEtcd } from '../../packages/cli/src/embedded-etcd.js';
@@ -361,4 +367,57 @@ describe('an etcd outage longer than the provider TTL', () => {
       await etcdServer.cleanup();
     }
   }, 40_000);
+});
+
+describe('the record writer', () => {
+  const log = pino({ level: 'silent' });
+  const value = '{"host":"10.0.0.1","port":1,"priority":1,"weight":100}';
+
+  it('writes a burst of records, and of deletes, in one transaction where etcd allows it', async () => {
+    const etcd = etcdClient();
+    const { dir } = uniqueRoot();
+    const lease = new CoordinatorLease(etcd, 5, log);
+    const writer = new RecordWriter(etcd, lease, log);
+    try {
+      // The shared etcd takes 100,000 ops per txn (the embedded etcd's flags).
+      for (let i = 0; i < 2000; i++) writer.put(`${dir}services/burst/r${i}`, value);
+      await writer.settled();
+      expect((await records(etcd, dir)).length).toBe(2000);
+      expect(writer.stats).toMatchObject({ txns: 1, puts: 2000, failures: 0 });
+      for (let i = 0; i < 2000; i++) writer.delete(`${dir}services/burst/r${i}`);
+      await writer.settled();
+      expect(await records(etcd, dir)).toEqual([]);
+      expect(writer.stats).toMatchObject({ txns: 2, deletes: 2000, failures: 0 });
+    } finally {
+      writer.stop();
+      await lease.stop();
+    }
+  });
+
+  it('falls back to smaller transactions when etcd refuses a big one, and loses nothing', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sy-etcd-'));
+    // etcd's default --max-txn-ops (the last flag wins).
+    const server = await startEtcd({ dataDir, extraArgs: ['--max-txn-ops', '128'] });
+    const etcd = new Etcd3({ hosts: server.url });
+    const lease = new CoordinatorLease(etcd, 5, log);
+    const writer = new RecordWriter(etcd, lease, log, { retryMs: 60_000 });
+    try {
+      for (let i = 0; i < 1000; i++) writer.put(`/skydns/local/fallback/r${i}`, value);
+      await writer.settled();
+      expect((await records(etcd, '/skydns/local/fallback/')).length).toBe(1000);
+      // One refusal, resent at once (not after retryMs) in chunks of 128.
+      expect(writer.stats).toMatchObject({ failures: 1, txns: 8, puts: 1000 });
+      for (let i = 0; i < 1000; i++) writer.delete(`/skydns/local/fallback/r${i}`);
+      await writer.settled();
+      expect(await records(etcd, '/skydns/local/fallback/')).toEqual([]);
+      // It remembered: no second refusal.
+      expect(writer.stats).toMatchObject({ failures: 1, txns: 16, deletes: 1000 });
+    } finally {
+      writer.stop();
+      await lease.stop();
+      etcd.close();
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

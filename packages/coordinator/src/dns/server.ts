@@ -46,10 +46,30 @@ export class DnsServer {
     private readonly opts: DnsServerOptions = {},
   ) {}
 
-  /** Binds UDP first (port 0 picks one), then TCP on the same port. Resolves to the port. */
+  /**
+   * Binds UDP first (port 0 picks one), then TCP on the same port. Resolves
+   * to the port. With port 0 the port UDP got may be taken for TCP (by an
+   * outgoing connection's ephemeral port, say): then both are tried again.
+   */
   async listen(host: string, port: number): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      const udp = await this.bindUdp(host, port);
+      const bound = udp.address().port;
+      try {
+        await this.listenTcp(host, bound);
+      } catch (err) {
+        await new Promise<void>((resolve) => udp.close(() => resolve()));
+        if (port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 10) continue;
+        throw err;
+      }
+      this.udp = udp;
+      this.log.info({ host, port: bound }, 'dns responder listening (udp, tcp)');
+      return bound;
+    }
+  }
+
+  private async bindUdp(host: string, port: number): Promise<UdpSocket> {
     const udp = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', reuseAddr: false });
-    this.udp = udp;
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(port, host, () => {
@@ -73,20 +93,20 @@ export class DnsServer {
       }
       if (out) udp.send(out, rinfo.port, rinfo.address);
     });
-    const bound = udp.address().port;
+    return udp;
+  }
 
+  private async listenTcp(host: string, port: number): Promise<void> {
     const tcp = createServer((sock) => this.serveTcp(sock));
-    this.tcp = tcp;
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', reject);
-      tcp.listen(bound, host, () => {
+      tcp.listen(port, host, () => {
         tcp.off('error', reject);
         resolve();
       });
     });
     tcp.on('error', (err) => this.log.warn({ err: err.message }, 'dns tcp server error'));
-    this.log.info({ host, port: bound }, 'dns responder listening (udp, tcp)');
-    return bound;
+    this.tcp = tcp;
   }
 
   private serveTcp(sock: Socket): void {
