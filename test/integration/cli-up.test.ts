@@ -14,6 +14,19 @@ import { freePort } from '../helpers/etcd.js';
 const dir = mkdtempSync(join(tmpdir(), 'sy-up-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** A free port whose successor (etcd's peer port under `up`) is free too. */
+async function freePortPair(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(p + 1, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (ok) return p;
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -24,7 +37,7 @@ function alive(pid: number): boolean {
 }
 
 it('runs etcd + coordinator + agent, and Ctrl-C stops them all', async () => {
-  const etcdPort = await freePort();
+  const etcdPort = await freePortPair();
   const apiPort = await freePort();
   const up = startCli(
     ['up', '--data-dir', dir, '--etcd-port', String(etcdPort), '--listen', `127.0.0.1:${apiPort}`, '--dataplane', 'dry-run', '--host-id', 'uptest', '--log-level', 'warn'],
@@ -54,7 +67,7 @@ it('runs etcd + coordinator + agent, and Ctrl-C stops them all', async () => {
 }, 90_000);
 
 it('stops the etcd it started when the coordinator cannot start', async () => {
-  const etcdPort = await freePort();
+  const etcdPort = await freePortPair();
   const taken = createServer();
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
   const apiPort = (taken.address() as { port: number }).port;

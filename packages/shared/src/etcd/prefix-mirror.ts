@@ -217,6 +217,8 @@ export class PrefixMirror<T> extends EventEmitter {
     }
     this.watcher = w;
     w.on('data', (res) => {
+      // A cancelled watcher's late responses predate the list that replaced it.
+      if (this.watcher !== w) return;
       for (const ev of res.events) {
         const key = ev.kv.key.toString();
         const previous = this.entries.get(key);
