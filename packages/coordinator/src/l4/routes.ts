@@ -35,7 +35,8 @@ export function l4Routes(repo: L4Repository): FastifyPluginAsyncZod {
       async (req, reply) => {
         const { value, revision } = await repo.create(req.body);
         written(reply, revision);
-        return value;
+        // The value was built from validated input: no second pass through the schema.
+        return sendJson(reply, JSON.stringify(value));
       },
     );
 
