@@ -38,6 +38,7 @@ import { Etcd3 } from 'etcd3';
 import { WebSocket } from 'ws';
 import { freePort, startEtcd } from '../packages/cli/src/embedded-etcd.js';
 import { CLI_MAIN, NODE_ARGS } from '../test/helpers/cli.js';
+import { startChild } from './lib.js';
 
 const N = Number(process.argv[2] ?? 10_000);
 const IDLE_S = Number(process.argv[3] ?? 30);
@@ -118,12 +119,6 @@ async function metrics(url: string): Promise<Record<string, number>> {
 
 function delta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(a).map((k) => [k, b[k] - a[k]]));
-}
-
-function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  child.stderr?.on('data', (d) => process.stderr.write(`[child] ${d}`));
-  return child;
 }
 
 /** When the watcher saw the deletes of all N records: epoch ms, and in how many revisions. */

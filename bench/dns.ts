@@ -10,7 +10,7 @@
  * Needs `dnsperf` (apt-get install -y dnsperf). Appends markdown to
  * bench/results/discovery.md.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
 import { freePort, startEtcd } from '../packages/cli/src/embedded-etcd.js';
+import { startChild } from './lib.js';
 import { CLI_MAIN, NODE_ARGS } from '../test/helpers/cli.js';
 
 const SECONDS = Number(process.argv[2] ?? 15);
@@ -39,12 +40,6 @@ sock.on('message', (msg, rinfo) => {
 });
 sock.bind(Number(process.env.PORT), '127.0.0.1');
 `;
-
-function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  child.stderr?.on('data', (d) => process.stderr.write(`[child] ${d}`));
-  return child;
-}
 
 interface Perf {
   qps: number;

@@ -83,6 +83,13 @@ export function wrk(url: string, opts: { connections: number; seconds: number; t
   }
 }
 
+/** A node child process whose stderr is forwarded, prefixed. */
+export function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  child.stderr?.on('data', (d) => process.stderr.write(`[child] ${d}`));
+  return child;
+}
+
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }

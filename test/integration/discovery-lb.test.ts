@@ -11,16 +11,7 @@ import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { startCli } from '../helpers/cli.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
-
-async function eventually<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 3000, stepMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}
+import { eventually } from '../helpers/eventually.js';
 
 const sockets: WebSocket[] = [];
 function provide(base: string, query: string): Promise<WebSocket> {

@@ -18,6 +18,7 @@ import { startEtcd } from '../../packages/cli/src/embedded-etcd.js';
 import { startCli } from '../helpers/cli.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
+import { eventually } from '../helpers/eventually.js';
 
 const etcdClients: Etcd3[] = [];
 function etcdClient(): Etcd3 {
@@ -31,16 +32,6 @@ afterAll(() => etcdClients.forEach((c) => c.close()));
 function uniqueRoot(): { root: string; dir: string } {
   const label = `t${randomBytes(5).toString('hex')}`;
   return { root: `${label}.test.local`, dir: `/skydns/local/test/${label}/` };
-}
-
-async function eventually<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 3000, stepMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
 }
 
 interface Kv {

@@ -17,18 +17,9 @@ import { DnsServer } from '../../packages/coordinator/src/dns/server.js';
 import { Zone } from '../../packages/coordinator/src/dns/zone.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
+import { eventually } from '../helpers/eventually.js';
 
 const run = promisify(execFile);
-
-async function eventually<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 3000, stepMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}
 
 interface Dig {
   status: string;
