@@ -2,6 +2,7 @@
  * A coordinator under test: built against the shared real etcd under a
  * prefix of its own, driven with inject() (no socket) unless listen() is called.
  */
+import { expect } from 'vitest';
 import { buildCoordinator, type BuildDeps, type Coordinator, type CoordinatorConfigInput } from '../../packages/coordinator/src/index.js';
 import { sharedEtcdUrl, uniquePrefix } from './etcd.js';
 
@@ -20,4 +21,14 @@ export async function testCoordinator(
     },
     deps,
   );
+}
+
+/**
+ * One request through inject() that must answer 200: the parsed body and the
+ * etcd revision the write produced (0 for reads).
+ */
+export async function callOk(c: Coordinator, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) {
+  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
+  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
+  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
 }

@@ -6,33 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { startCli } from '../helpers/cli.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
+import { provide, refused, terminateProviders } from '../helpers/providers.js';
 
-const sockets: WebSocket[] = [];
-function provide(base: string, query: string): Promise<WebSocket> {
-  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/provide?${query}`);
-  sockets.push(ws);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-
-function refused(base: string, query: string): Promise<{ frame: { error: string; code: string }; code: number }> {
-  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/provide?${query}`);
-  sockets.push(ws);
-  return new Promise((resolve, reject) => {
-    let frame: { error: string; code: string } | undefined;
-    ws.on('message', (data) => (frame = JSON.parse(data.toString())));
-    ws.on('close', (code) => (frame ? resolve({ frame, code }) : reject(new Error(`closed ${code} without an error frame`))));
-    ws.on('error', reject);
-  });
-}
 
 describe('/provide?lb=', () => {
   let c: Coordinator;
@@ -57,7 +37,7 @@ describe('/provide?lb=', () => {
     expect(r.statusCode).toBe(200);
   });
   afterAll(async () => {
-    sockets.forEach((s) => s.terminate());
+    terminateProviders();
     await c.close();
     etcd.close();
   });

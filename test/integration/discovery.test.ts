@@ -19,6 +19,7 @@ import { startCli } from '../helpers/cli.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
+import { provide, refused, terminateProviders } from '../helpers/providers.js';
 
 const etcdClients: Etcd3[] = [];
 function etcdClient(): Etcd3 {
@@ -45,32 +46,8 @@ async function records(etcd: Etcd3, dir: string): Promise<Kv[]> {
   return res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: String(kv.lease), modRevision: Number(kv.mod_revision) }));
 }
 
-function wsUrl(base: string, query: string): string {
-  return `${base.replace(/^http/, 'ws')}/provide?${query}`;
-}
+afterAll(() => terminateProviders());
 
-const sockets: WebSocket[] = [];
-function open(base: string, query: string, opts: { autoPong?: boolean } = {}): Promise<WebSocket> {
-  const ws = new WebSocket(wsUrl(base, query), opts);
-  sockets.push(ws);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-afterAll(() => sockets.forEach((s) => s.terminate()));
-
-/** Connects and expects the server to refuse: the error frame and the close code. */
-function refused(base: string, query: string): Promise<{ frame: { error: string; code: string }; code: number }> {
-  const ws = new WebSocket(wsUrl(base, query));
-  sockets.push(ws);
-  return new Promise((resolve, reject) => {
-    let frame: { error: string; code: string } | undefined;
-    ws.on('message', (data) => (frame = JSON.parse(data.toString())));
-    ws.on('close', (code) => (frame ? resolve({ frame, code }) : reject(new Error(`closed ${code} without an error frame`))));
-    ws.on('error', reject);
-  });
-}
 
 function closed(ws: WebSocket): Promise<number> {
   return new Promise((resolve) => {
@@ -93,7 +70,7 @@ describe('/provide records', () => {
   afterAll(() => c.close());
 
   it('writes skyapi\'s record with the defaults: services category, peer host, priority 1, weight 100', async () => {
-    const ws = await open(base, 'service=foo&port=9999');
+    const ws = await provide(base, 'service=foo&port=9999');
     const [kv] = await eventually(async () => {
       const r = await records(etcd, `${dir}services/foo/`);
       return r.length === 1 ? r : undefined;
@@ -107,7 +84,7 @@ describe('/provide records', () => {
   });
 
   it('files multi-level categories left to right as sub-domains (key reversed)', async () => {
-    const ws = await open(base, 'service=bar&port=80&category=services,production&host=10.1.2.3&priority=5&weight=7');
+    const ws = await provide(base, 'service=bar&port=80&category=services,production&host=10.1.2.3&priority=5&weight=7');
     const [kv] = await eventually(async () => {
       const r = await records(etcd, `${dir}production/services/bar/`);
       return r.length === 1 ? r : undefined;
@@ -118,9 +95,9 @@ describe('/provide records', () => {
   });
 
   it('takes the peer address when host is 0.0.0.0 or ::, and keeps a host name', async () => {
-    const a = await open(base, 'service=any0&port=1&host=0.0.0.0');
-    const b = await open(base, 'service=any6&port=1&host=::');
-    const d = await open(base, 'service=named&port=1&host=Web1.Example.COM');
+    const a = await provide(base, 'service=any0&port=1&host=0.0.0.0');
+    const b = await provide(base, 'service=any6&port=1&host=::');
+    const d = await provide(base, 'service=named&port=1&host=Web1.Example.COM');
     const got = await eventually(async () => {
       const r = await records(etcd, `${dir}services/`);
       return r.length === 3 ? r : undefined;
@@ -160,8 +137,8 @@ describe('/provide records', () => {
   });
 
   it('removes the record at once on close: deleted, not left to the lease', async () => {
-    const sibling = await open(base, 'service=quick&port=1001');
-    const ws = await open(base, 'service=quick&port=1000');
+    const sibling = await provide(base, 'service=quick&port=1001');
+    const ws = await provide(base, 'service=quick&port=1000');
     const both = await eventually(async () => {
       const r = await records(etcd, `${dir}services/quick/`);
       return r.length === 2 ? r : undefined;
@@ -182,8 +159,8 @@ describe('/provide records', () => {
   });
 
   it('two providers of the same service, host and port have their own records', async () => {
-    const a = await open(base, 'service=dup&port=7000&host=10.0.0.9');
-    const b = await open(base, 'service=dup&port=7000&host=10.0.0.9');
+    const a = await provide(base, 'service=dup&port=7000&host=10.0.0.9');
+    const b = await provide(base, 'service=dup&port=7000&host=10.0.0.9');
     const both = await eventually(async () => {
       const r = await records(etcd, `${dir}services/dup/`);
       return r.length === 2 ? r : undefined;
@@ -198,7 +175,7 @@ describe('/provide records', () => {
     // b's record stays, and stays put. Barrier instead of a sleep: the
     // writer applies changes in order, so once a later provider's record has
     // come and gone, anything a's close set off has reached etcd.
-    const later = await open(base, 'service=dupbarrier&port=1');
+    const later = await provide(base, 'service=dupbarrier&port=1');
     await eventually(async () => ((await records(etcd, `${dir}services/dupbarrier/`)).length === 1 ? true : undefined));
     later.close();
     await eventually(async () => ((await records(etcd, `${dir}services/dupbarrier/`)).length === 0 ? true : undefined));
@@ -208,7 +185,7 @@ describe('/provide records', () => {
   });
 
   it('puts every record on one lease and writes nothing more while providers idle', async () => {
-    const conns = await Promise.all(Array.from({ length: 20 }, (_, i) => open(base, `service=idle${i % 3}&port=${2000 + i}`)));
+    const conns = await Promise.all(Array.from({ length: 20 }, (_, i) => provide(base, `service=idle${i % 3}&port=${2000 + i}`)));
     const first = await eventually(async () => {
       const r = await records(etcd, dir);
       return r.length === 20 ? r : undefined;
@@ -232,7 +209,7 @@ describe('/provide records', () => {
   }, 20_000);
 
   it('grants a new lease and re-puts the live records when the lease is lost', async () => {
-    const ws = await open(base, 'service=phoenix&port=4242');
+    const ws = await provide(base, 'service=phoenix&port=4242');
     const [kv] = await eventually(async () => {
       const r = await records(etcd, `${dir}services/phoenix/`);
       return r.length === 1 ? r : undefined;
@@ -264,8 +241,8 @@ describe('heartbeat', () => {
   afterAll(() => c.close());
 
   it('drops a peer that does not answer pings, and its record; a peer that does stays', async () => {
-    const deaf = await open(base, 'service=deaf&port=1', { autoPong: false });
-    const alive = await open(base, 'service=alive&port=1');
+    const deaf = await provide(base, 'service=deaf&port=1', { autoPong: false });
+    const alive = await provide(base, 'service=alive&port=1');
     await eventually(async () => ((await records(etcd, dir)).length === 2 ? true : undefined));
     let pings = 0;
     alive.on('ping', () => pings++);
@@ -299,7 +276,7 @@ describe('a coordinator killed with SIGKILL', () => {
     const etcd = etcdClient();
     try {
       await cli.ready;
-      const conns = await Promise.all([1, 2, 3].map((i) => open(`http://127.0.0.1:${port}`, `service=doomed&port=${i}`)));
+      const conns = await Promise.all([1, 2, 3].map((i) => provide(`http://127.0.0.1:${port}`, `service=doomed&port=${i}`)));
       const before = await eventually(async () => {
         const r = await records(etcd, dir);
         return r.length === 3 ? r : undefined;
@@ -330,7 +307,7 @@ describe('an etcd outage longer than the provider TTL', () => {
     const etcd = new Etcd3({ hosts: etcdServer.url });
     try {
       const base = await c.listen();
-      const ws = await open(base, 'service=survivor&port=1');
+      const ws = await provide(base, 'service=survivor&port=1');
       const [before] = await eventually(async () => {
         const r = await records(etcd, dir);
         return r.length === 1 ? r : undefined;

@@ -10,7 +10,6 @@ import * as dnsPacket from 'dns-packet';
 import { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { Responder } from '../../packages/coordinator/src/dns/responder.js';
 import { DnsServer } from '../../packages/coordinator/src/dns/server.js';
@@ -18,6 +17,7 @@ import { Zone } from '../../packages/coordinator/src/dns/zone.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
+import { provide, terminateProviders } from '../helpers/providers.js';
 
 const run = promisify(execFile);
 
@@ -52,15 +52,6 @@ function isAnswerName(owner: string, args: string[]): boolean {
   return owner.toLowerCase() === q;
 }
 
-const sockets: WebSocket[] = [];
-function provide(base: string, query: string): Promise<WebSocket> {
-  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/provide?${query}`);
-  sockets.push(ws);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
 
 describe('dns responder', () => {
   let c: Coordinator;
@@ -89,7 +80,7 @@ describe('dns responder', () => {
     await eventually(async () => ((await dig(dnsPort, ['SRV', `web.services.${root}`])).answer.length === 3 ? true : undefined));
   });
   afterAll(async () => {
-    sockets.forEach((s) => s.terminate());
+    terminateProviders();
     await c.close();
     etcd.close();
   });

@@ -10,7 +10,7 @@ import { LevHostStatus } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { FakeRunner, startAgent, type RunningAgent } from '../../packages/agent/src/index.js';
 import { startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
-import { testCoordinator } from '../helpers/coordinator.js';
+import { callOk, testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
 
 const log = pino({ level: 'silent' });
@@ -27,11 +27,7 @@ afterAll(async () => {
   await c.close();
 });
 
-async function call(method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) {
-  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
-  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
-  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
-}
+const call = (method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) => callOk(c, method, url, payload);
 
 async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

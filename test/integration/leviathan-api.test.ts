@@ -6,17 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
+import { SEED_CEN_FILE } from '../fixtures/leviathan/seed.js';
 
-/** The example CEN file of leviathan_rest_lib's README. */
-export const SEED_CEN_FILE = {
-  cenList: [
-    { cenID: 'cen1', containerIDs: ['c1', 'c2', 'c13', 'c14'] },
-    { cenID: 'cen2', containerIDs: ['c4', 'c5', 'c6', 'c7'] },
-    { cenID: 'cen3', containerIDs: ['c15', 'c16', 'c9', 'c10', 'c11'] },
-    { cenID: 'cen4', containerIDs: ['c11', 'c12'] },
-    { cenID: 'cen5', containerIDs: ['c2', 'c3'] },
-  ],
-};
 
 let c: Coordinator;
 beforeAll(async () => {

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { LevHostStatus } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
-import { testCoordinator } from '../helpers/coordinator.js';
+import { callOk, testCoordinator } from '../helpers/coordinator.js';
 
 let c: Coordinator;
 beforeAll(async () => {
@@ -18,11 +18,7 @@ afterAll(async () => {
   await c.close();
 });
 
-async function call(method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) {
-  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
-  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
-  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
-}
+const call = (method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) => callOk(c, method, url, payload);
 
 async function report(state: 'ready' | 'error', revision: number): Promise<void> {
   const s: LevHostStatus = { hostId: 'sh1', appliedRevision: revision, lastSync: new Date().toISOString(), cens: { scen: state }, cins: {}, containers: { sc1: state }, errors: [] };

@@ -9,7 +9,6 @@
  * Every name carries a random prefix; teardown removes every namespace with
  * it even when a test fails.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -17,24 +16,19 @@ import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { desiredFor, observeTopology, plan, startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
 import { StoredCen, StoredCin, StoredContainer } from '../../packages/shared/src/index.js';
-import { testCoordinator } from '../helpers/coordinator.js';
+import { callOk, testCoordinator } from '../helpers/coordinator.js';
+import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
+import { SEED_CEN_FILE } from '../fixtures/leviathan/seed.js';
 
 const P = `t${randomBytes(2).toString('hex')}`; // 5 characters: CEN ids stay ≤ 15
 const HOST_NS = `${P}-host1`;
 const id = (x: string) => `${P}${x}`;
 const SEED = {
-  cenList: [
-    { cenID: 'cen1', containerIDs: ['c1', 'c2', 'c13', 'c14'] },
-    { cenID: 'cen2', containerIDs: ['c4', 'c5', 'c6', 'c7'] },
-    { cenID: 'cen3', containerIDs: ['c15', 'c16', 'c9', 'c10', 'c11'] },
-    { cenID: 'cen4', containerIDs: ['c11', 'c12'] },
-    { cenID: 'cen5', containerIDs: ['c2', 'c3'] },
-  ].map((c) => ({ cenID: id(c.cenID), containerIDs: c.containerIDs.map(id) })),
+  cenList: SEED_CEN_FILE.cenList.map((c) => ({ cenID: id(c.cenID), containerIDs: c.containerIDs.map(id) })),
 };
 const ALL_CONTAINERS = [...new Set(SEED.cenList.flatMap((c) => c.containerIDs))];
 
-const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const namespaces = () => sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(P));
+const namespaces = () => namespacesWithPrefix(P);
 const hostLinks = () => (JSON.parse(sh('ip', ['-n', HOST_NS, '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n !== 'lo');
 const ping = (from: string, to: string) => {
   try {
@@ -50,11 +44,7 @@ let agent: RunningTopology | undefined;
 const log = pino({ level: 'silent' });
 const runner = new ExecaRunner();
 
-async function call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) {
-  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
-  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
-  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
-}
+const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) => callOk(c, method, url, payload);
 
 const start = () => startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId: 'host1', netns: HOST_NS, log, resyncMs: 600_000 });
 
@@ -76,13 +66,7 @@ async function residualPlan() {
 }
 
 function cleanup() {
-  for (const ns of namespaces()) {
-    try {
-      sh('ip', ['netns', 'del', ns]);
-    } catch {
-      /* already gone */
-    }
-  }
+  deleteNamespaces(P);
 }
 
 beforeAll(async () => {

@@ -6,13 +6,13 @@
  * devices and bridges on both. Every name has a random prefix; teardown
  * removes every namespace with it.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
-import { testCoordinator } from '../helpers/coordinator.js';
+import { callOk, testCoordinator } from '../helpers/coordinator.js';
+import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
 
 const P = `v${randomBytes(2).toString('hex')}`;
 const H1 = `${P}-h1`;
@@ -20,8 +20,7 @@ const H2 = `${P}-h2`;
 const CEN = `${P}cen`;
 const [XA, XB, XC] = [`${P}xa`, `${P}xb`, `${P}xc`];
 
-const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const namespaces = () => sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(P));
+const namespaces = () => namespacesWithPrefix(P);
 const owned = (ns: string) => (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).filter((n) => n.startsWith('sy'));
 const ping = (from: string, to: string) => {
   try {
@@ -36,20 +35,10 @@ let c: Coordinator;
 const agents: RunningTopology[] = [];
 const log = pino({ level: 'silent' });
 
-async function call(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) {
-  const r = await c.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
-  expect(r.statusCode, `${method} ${url}: ${r.body}`).toBe(200);
-  return { body: JSON.parse(r.body), revision: Number(r.headers['x-switchyard-revision'] ?? 0) };
-}
+const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) => callOk(c, method, url, payload);
 
 function cleanup() {
-  for (const ns of namespaces()) {
-    try {
-      sh('ip', ['netns', 'del', ns]);
-    } catch {
-      /* already gone */
-    }
-  }
+  deleteNamespaces(P);
 }
 
 beforeAll(async () => {
