@@ -29,9 +29,9 @@ export function uniquePrefix(name: string): string {
   return `/sy-test/${name}-${process.pid}-${Date.now().toString(36)}-${counter++}`;
 }
 
-export async function startPrivateEtcd(dataDir?: string): Promise<EmbeddedEtcd & { cleanup(): Promise<void> }> {
+export async function startPrivateEtcd(dataDir?: string, extraArgs: string[] = []): Promise<EmbeddedEtcd & { cleanup(): Promise<void> }> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'sy-etcd-'));
-  const etcd = await startEtcd({ dataDir: dir });
+  const etcd = await startEtcd({ dataDir: dir, extraArgs });
   return {
     ...etcd,
     async cleanup() {

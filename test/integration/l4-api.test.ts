@@ -81,6 +81,9 @@ describe('services', () => {
     await c.l4.mirror.waitFor(Number(put.header.revision));
     expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual([webId]);
     expect((await req('GET', `/services/${forged.id}`)).status).toBe(404);
+    // PUT /services replaces everything under the prefix, invalid values included.
+    expect((await req('PUT', '/services', [web])).status).toBe(200);
+    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual([c.ctx.keys.l4.service(webId)]);
   });
 
   it('a read sees every write this coordinator acknowledged', async () => {
@@ -141,6 +144,18 @@ describe('services', () => {
     const revs = new Set(kvs.kvs.map((kv) => kv.mod_revision));
     expect(revs.size).toBe(1);
     expect(Number([...revs][0])).toBe(Number(r.headers['x-switchyard-revision']));
+  });
+
+  it('PUT /services deletes old services before, between and after the new ones, and ones written a moment ago elsewhere', async () => {
+    await req('PUT', '/services', Array.from({ length: 9 }, (_, i) => ({ host: '10.5.0.1', port: i + 1 })));
+    // Written straight to etcd by someone else, not yet seen by this coordinator's mirror.
+    const other = { id: 'tcp-10_5_0_1-99', host: '10.5.0.1', port: 99, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
+    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
+    const r = await req('PUT', '/services', [2, 5, 8].map((port) => ({ host: '10.5.0.1', port })));
+    expect(r.status).toBe(200);
+    const ids = ['tcp-10_5_0_1-2', 'tcp-10_5_0_1-5', 'tcp-10_5_0_1-8'];
+    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual(ids.map((id) => c.ctx.keys.l4.service(id)));
+    expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual(ids);
   });
 
   it('PUT /services takes 10,000 services in one request', async () => {
@@ -241,6 +256,22 @@ describe('servers', () => {
     const adds = await Promise.all(Array.from({ length: 20 }, (_, i) => req('POST', `/services/${webId}/servers`, { host: '10.3.0.1', port: 2000 + i })));
     expect(adds.every((a) => a.status === 200)).toBe(true);
     expect((await req('GET', `/services/${webId}/servers`)).body).toHaveLength(20);
+  });
+
+  it('concurrent POSTs (group-committed) each get their own answer and revision, and a later GET sees them all', async () => {
+    const hosts = Array.from({ length: 60 }, (_, i) => `10.4.0.${i + 1}`);
+    // The same id three times among them, with different schedulers: the first to arrive creates it.
+    const twice = { host: '192.168.7.7', port: 80 };
+    const bodies = [...hosts.map((host) => ({ host, port: 80 })), { ...twice, scheduler: 'rr' }, { ...twice, scheduler: 'sh' }, { ...twice, scheduler: 'dh' }];
+    const answers = await Promise.all(bodies.map((b) => req('POST', '/services', b)));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    expect(answers.slice(0, 60).map((a) => a.body.host)).toEqual(hosts);
+    expect(answers.slice(60).map((a) => a.body.scheduler)).toEqual(['rr', 'rr', 'rr']);
+    for (const a of answers.slice(0, 60)) {
+      const kv = (await c.ctx.etcd.get(c.ctx.keys.l4.service(a.body.id)).exec()).kvs[0];
+      expect(Number(kv.mod_revision)).toBe(Number(a.headers['x-switchyard-revision']));
+    }
+    expect((await req('GET', '/services')).body).toHaveLength(62); // and the servers block's own service
   });
 });
 

@@ -9,13 +9,16 @@
  */
 import type { Etcd3 } from 'etcd3';
 import {
+  cmp,
   fail,
+  GroupCommit,
   ipFamily,
   op,
   PrefixMirror,
   Service,
   SwitchyardError,
-  keysAt,
+  replacePrefix,
+  revisionOf,
   toService,
   transact,
   unchangedSince,
@@ -58,6 +61,8 @@ export class L4Repository {
   private readonly reads: ConsistentReads;
   private readonly queue = new KeyedQueue();
   private readonly etcd: Etcd3;
+  /** Single-key writes from concurrent requests share etcd transactions. */
+  private readonly writes: GroupCommit;
   /**
    * Values this coordinator is writing, already validated: when the watch
    * brings one back byte for byte, it is not parsed and checked a second time
@@ -67,6 +72,7 @@ export class L4Repository {
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
+    this.writes = new GroupCommit(ctx.etcd);
     this.mirror = new PrefixMirror<Stored>(ctx.etcd, {
       prefix: ctx.keys.l4.services,
       parse: (key, value) => {
@@ -115,9 +121,8 @@ export class L4Repository {
     const service = toService(input);
     const key = this.ctx.keys.l4.service(service.id);
     const json = this.expect(key, service);
-    const res = await this.ctx.call(() => this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(json)).else(this.etcd.get(key)).commit());
-    const revision = Number(res.header.revision);
-    if (res.succeeded) return { value: service, revision: this.reads.noteWrite(revision) };
+    const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(key)] }));
+    if (res.succeeded) return { value: service, revision: this.reads.noteWrite(res.revision) };
     this.ownWrites.delete(key);
     const kv = res.responses[0].response_range?.kvs[0];
     if (!kv) throw new SwitchyardError('INTERNAL', 'service vanished while being read');
@@ -128,10 +133,10 @@ export class L4Repository {
   }
 
   /**
-   * PUT /services: the whole set replaced in one transaction. etcd refuses a
-   * transaction that both range-deletes and puts the same key, so the old keys
-   * not in the new set are deleted one by one, guarded by "nothing under the
-   * prefix changed since I listed it" (retried if something did).
+   * PUT /services: the whole set replaced in one transaction — puts of the new
+   * set and range deletes of everything between them, so its size depends on
+   * the new set only — guarded by "nothing under the prefix was written since
+   * the revision the pinning below was read at" (retried if something was).
    */
   async replaceAll(inputs: ServiceInput[]): Promise<Written<Service[]>> {
     const keys = this.ctx.keys.l4;
@@ -141,18 +146,19 @@ export class L4Repository {
       ids.add(s.id);
     }
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-      const current = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
+      const revision = await this.ctx.call(() => revisionOf(this.etcd, keys.services), 'reading the revision');
       // Pinning (`hosts`) is Switchyard's own field: Portal clients never send
       // it, so a service they list again keeps the pinning it had.
-      await this.reads.caughtUp(current.revision);
+      await this.reads.caughtUp(revision);
       const services = inputs.map((s) => toService(s, { servers: [], hosts: this.mirror.get(keys.service(s.id))?.value.service.hosts }));
-      const wanted = new Set(services.map((s) => keys.service(s.id)));
-      const dels = current.keys.filter((k) => !wanted.has(k)).map((k) => op.del(k));
-      const puts = services.map((s) => op.put(keys.service(s.id), JSON.stringify(s)));
-      const res = await this.ctx.call(
-        () => transact(this.etcd, [unchangedSince(keys.services, current.revision)], [...dels, ...puts]),
-        'replacing all services',
+      // The mirror has caught up with `revision` and the transaction is void
+      // if anything was written since: its keys are exactly what to delete.
+      const ops = replacePrefix(
+        keys.services,
+        services.map((s) => [keys.service(s.id), JSON.stringify(s)]),
+        this.mirror.storedKeys(),
       );
+      const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, revision)], ops), 'replacing all services');
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
     }
     throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
@@ -238,10 +244,8 @@ export class L4Repository {
           throw fail('INVALID', `server ${s.id}: must be of the same address family as the service host`);
         }
       }
-      const res = await this.ctx.call(() =>
-        this.etcd.if(key, 'Mod', '==', current.modRevision).then(this.etcd.put(key).value(JSON.stringify(next))).commit(),
-      );
-      if (res.succeeded) return { value: result, revision: this.reads.noteWrite(Number(res.header.revision)) };
+      const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.modIs(key, current.modRevision)], success: [op.put(key, JSON.stringify(next))] }));
+      if (res.succeeded) return { value: result, revision: this.reads.noteWrite(res.revision) };
       await backoff(attempt);
     }
     throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);

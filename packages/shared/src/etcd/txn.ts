@@ -33,6 +33,17 @@ export const op = {
   },
 };
 
+export const cmp = {
+  /** The key does not exist. */
+  absent(key: string): ICompare {
+    return { key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 };
+  },
+  /** The key was last changed at `revision` (compare-and-swap). */
+  modIs(key: string, revision: number): ICompare {
+    return { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision };
+  },
+};
+
 /**
  * Compare: no key under `prefix` was created or changed after `revision`
  * (etcd compares every key in the range). Deletions are not seen, which is
@@ -47,10 +58,44 @@ export function transact(etcd: Etcd3, compare: ICompare[], ops: IRequestOp[], fa
   return etcd.kv.txn({ compare, success: ops, failure });
 }
 
-/** Keys (no values) under a prefix, with the revision they were read at. */
-export async function keysAt(etcd: Etcd3, prefix: string): Promise<{ keys: string[]; revision: number }> {
-  const res = await etcd.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix), keys_only: true });
-  return { keys: res.kvs.map((kv) => kv.key.toString()), revision: Number(res.header.revision) };
+/** The cluster's current revision, read under `prefix` (a count, no keys or values travel). */
+export async function revisionOf(etcd: Etcd3, prefix: string): Promise<number> {
+  const res = await etcd.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix), count_only: true });
+  return Number(res.header.revision);
+}
+
+/**
+ * Operations that make everything under `prefix` exactly `entries`: a put per
+ * entry and a range delete for each gap between consecutive wanted keys (etcd
+ * refuses a delete that overlaps a put of the same transaction, so one range
+ * delete of the prefix cannot be used). At most 2n + 1 operations whatever is
+ * stored now — replacing 10 keys costs the same next to 10 or 100,000 old ones.
+ *
+ * `existing`, the keys stored under the prefix as of a revision the
+ * transaction is guarded on (nothing created since), lets gaps that hold no
+ * key be skipped. Without it every gap is deleted, which is always correct.
+ */
+export function replacePrefix(prefix: string, entries: [key: string, value: string][], existing?: Iterable<string>): IRequestOp[] {
+  const byBytes = (a: Buffer, b: Buffer) => Buffer.compare(a, b);
+  const sorted = entries.map(([k, v]) => [Buffer.from(k), v] as const).sort((a, b) => byBytes(a[0], b[0]));
+  const present = existing ? [...existing].map((k) => Buffer.from(k)).sort(byBytes) : undefined;
+  let j = 0;
+  /** Whether [from, to) may hold a stored key (to undefined: the end of the prefix). */
+  const occupied = (from: Buffer, to: Buffer | undefined): boolean => {
+    if (!present) return true;
+    while (j < present.length && Buffer.compare(present[j], from) < 0) j++;
+    return j < present.length && (to === undefined || Buffer.compare(present[j], to) < 0);
+  };
+  const ops: IRequestOp[] = [];
+  let from = Buffer.from(prefix);
+  for (const [key, value] of sorted) {
+    if (!key.toString().startsWith(prefix)) throw new Error(`replacePrefix: ${key.toString()} is not under ${prefix}`);
+    if (Buffer.compare(from, key) < 0 && occupied(from, key)) ops.push({ request_delete_range: { key: from, range_end: key } });
+    ops.push({ request_put: { key, value: Buffer.from(value) } });
+    from = Buffer.concat([key, Buffer.from([0])]); // the key right after `key`
+  }
+  if (occupied(from, undefined)) ops.push({ request_delete_range: { key: from, range_end: prefixEnd(prefix) } });
+  return ops;
 }
 
 /** An unconditional transaction: all of `ops` or none, at one revision. */
