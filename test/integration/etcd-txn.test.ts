@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { cmp, createEtcdClient, GroupCommit, op, replacePrefix } from '@switchyard/shared';
 import { freePort, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 let etcd: Awaited<ReturnType<typeof startPrivateEtcd>>;
 let client: Etcd3;
@@ -84,8 +85,45 @@ describe('GroupCommit', () => {
     const counts = new Map<number, number>();
     for (const r of results) counts.set(r.revision, (counts.get(r.revision) ?? 0) + 1);
     expect(Math.max(...counts.values())).toBeLessThanOrEqual(100);
-    expect(counts.size).toBeGreaterThanOrEqual(5); // ≥ 450/100 batches of small ones, plus the big ones
     expect(await client.getAll().prefix(`${p}/`).keys()).toHaveLength(458);
+  });
+
+  it('sends a batch etcd refuses again one submission at a time: only the one at fault fails', async () => {
+    const p = uniquePrefix('gc-refused');
+    // Batches of 150 exceed this etcd's 128 operations: every batch is refused whole.
+    const gc = new GroupCommit(client, { maxOps: 150 });
+    const subs = Array.from({ length: 150 }, (_, i) => create(`${p}/k${i}`, 'x'));
+    // One of them names a lease that does not exist: etcd refuses it on its own too.
+    subs[70] = { compare: [cmp.absent(`${p}/k70`)], success: [op.put(`${p}/k70`, 'x', '123456789')], failure: [] };
+    const outcomes = await Promise.allSettled(subs.map((s) => gc.submit(s)));
+    expect(outcomes.filter((o) => o.status === 'rejected')).toHaveLength(1);
+    expect(outcomes[70].status).toBe('rejected');
+    expect(await client.getAll().prefix(`${p}/`).keys()).toHaveLength(149);
+  });
+
+  it('drops a submission that waited longer than its caller would, unsent', async () => {
+    const p = uniquePrefix('gc-stale');
+    const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(etcd.url).port) });
+    const slow = createEtcdClient({ hosts: [proxy.url], callTimeoutMs: 800 });
+    try {
+      await slow.get('/warm-up').string(); // connected before the proxy holds etcd's answers
+      const gc = new GroupCommit(slow, { maxInFlight: 1, queueTimeoutMs: 200 });
+      proxy.hold();
+      const first = gc.submit(create(`${p}/first`, 'x')); // on the wire; its answer is held back
+      await new Promise((r) => setTimeout(r, 50));
+      const second = gc.submit(create(`${p}/second`, 'x')); // queued behind it
+      const [a, b] = await Promise.allSettled([first, second]);
+      expect(a.status).toBe('rejected'); // its deadline passed while held
+      expect(b.status).toBe('rejected');
+      expect(String((b as PromiseRejectedResult).reason)).toMatch(/waited \d+ ms to be sent/);
+      proxy.release();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await client.get(`${p}/second`).string()).toBeNull();
+    } finally {
+      proxy.release();
+      slow.close();
+      await proxy.close();
+    }
   });
 
   it('fails every submission of a batch when etcd cannot be reached, and does not hang', async () => {
@@ -130,9 +168,5 @@ describe('replacePrefix', () => {
     await client.kv.txn({ compare: [], success: replacePrefix(dir, []), failure: [] });
     expect(await client.getAll().prefix(dir).keys()).toEqual([]);
     expect(await client.getAll().prefix(p).keys()).toHaveLength(3);
-  });
-
-  it('refuses a key outside the prefix', () => {
-    expect(() => replacePrefix('/a/', [['/b/x', '1']])).toThrow(/not under/);
   });
 });

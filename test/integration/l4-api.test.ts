@@ -146,16 +146,27 @@ describe('services', () => {
     expect(Number([...revs][0])).toBe(Number(r.headers['x-switchyard-revision']));
   });
 
-  it('PUT /services deletes old services before, between and after the new ones, and ones written a moment ago elsewhere', async () => {
+  it('PUT /services deletes old services before, between and after the new ones, and ones written straight to etcd', async () => {
     await req('PUT', '/services', Array.from({ length: 9 }, (_, i) => ({ host: '10.5.0.1', port: i + 1 })));
-    // Written straight to etcd by someone else, not yet seen by this coordinator's mirror.
-    const other = { id: 'tcp-10_5_0_1-99', host: '10.5.0.1', port: 99, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
-    const r = await req('PUT', '/services', [2, 5, 8].map((port) => ({ host: '10.5.0.1', port })));
-    expect(r.status).toBe(200);
+    const keep = [2, 5, 8].map((port) => ({ host: '10.5.0.1', port }));
+    expect((await req('PUT', '/services', keep)).status).toBe(200);
     const ids = ['tcp-10_5_0_1-2', 'tcp-10_5_0_1-5', 'tcp-10_5_0_1-8'];
     expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual(ids.map((id) => c.ctx.keys.l4.service(id)));
+    // Alone in the gap between -5 and -8, written by someone else: the listing
+    // of what is stored must find it, or that gap is skipped.
+    const other = { id: 'tcp-10_5_0_1-6', host: '10.5.0.1', port: 6, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
+    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
+    expect((await req('PUT', '/services', keep)).status).toBe(200);
+    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual(ids.map((id) => c.ctx.keys.l4.service(id)));
     expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual(ids);
+  });
+
+  it('finds a service another writer made a moment ago, before its mirror has (a 404 is checked against etcd)', async () => {
+    const other = { id: 'tcp-10_6_0_1-80', host: '10.6.0.1', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
+    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
+    // No wait for the watch: both answers must see it at once.
+    expect((await req('GET', `/services/${other.id}`)).body).toEqual(other);
+    expect((await req('POST', `/services/${other.id}/servers`, { host: '10.6.0.2', port: 8080 })).status).toBe(200);
   });
 
   it('PUT /services takes 10,000 services in one request', async () => {

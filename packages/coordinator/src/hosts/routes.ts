@@ -67,11 +67,14 @@ export class HostDirectory {
     return [...ids].sort().map((id) => this.build(id) as Host);
   }
 
-  async get(id: string): Promise<Host> {
-    await this.reads.ready();
-    const h = this.build(id);
-    if (!h) throw fail('HOST_NOT_FOUND');
-    return h;
+  /** One host; a miss is checked against etcd's latest state (an agent may have registered a moment ago). */
+  get(id: string): Promise<Host> {
+    return this.reads.confirm(async () => {
+      await this.reads.ready();
+      const h = this.build(id);
+      if (!h) throw fail('HOST_NOT_FOUND');
+      return h;
+    });
   }
 }
 

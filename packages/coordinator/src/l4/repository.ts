@@ -17,8 +17,8 @@ import {
   PrefixMirror,
   Service,
   SwitchyardError,
+  keysAt,
   replacePrefix,
-  revisionOf,
   toService,
   transact,
   unchangedSince,
@@ -35,6 +35,16 @@ interface Stored {
 }
 
 const MAX_CAS_ATTEMPTS = 8;
+
+/** A stored value as a service, or undefined when it is not valid JSON or not a valid service. */
+function parseStored(text: string): Service | undefined {
+  try {
+    const parsed = Service.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Jittered pause between compare-and-swap attempts against other coordinators. */
 function backoff(attempt: number): Promise<void> {
@@ -72,7 +82,7 @@ export class L4Repository {
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
-    this.writes = new GroupCommit(ctx.etcd);
+    this.writes = new GroupCommit(ctx.etcd, { queueTimeoutMs: ctx.config.etcdTimeoutMs });
     this.mirror = new PrefixMirror<Stored>(ctx.etcd, {
       prefix: ctx.keys.l4.services,
       parse: (key, value) => {
@@ -107,11 +117,18 @@ export class L4Repository {
       .sort((a, b) => (a.service.id < b.service.id ? -1 : a.service.id > b.service.id ? 1 : 0));
   }
 
+  /**
+   * One service. A miss is confirmed against etcd before it becomes a 404, so
+   * a service created through another coordinator a moment ago is found even
+   * while this one's mirror has not seen it yet.
+   */
   async get(id: string): Promise<Stored> {
     await this.reads.fresh();
-    const e = this.mirror.get(this.ctx.keys.l4.service(id));
-    if (!e) throw fail('SERVICE_NOT_FOUND');
-    return e.value;
+    const key = this.ctx.keys.l4.service(id);
+    const e = this.mirror.get(key);
+    if (e) return e.value;
+    const service = (await this.fromEtcd(id)).service;
+    return { service, json: JSON.stringify(service) };
   }
 
   // ---------- writes ----------
@@ -129,14 +146,17 @@ export class L4Repository {
     // Nothing was written: the revision that matters is the one that made the
     // service what it is (an agent's appliedRevision reaches it; the cluster's
     // current revision may belong to another prefix and never would).
-    return { value: Service.parse(JSON.parse(kv.value.toString())), revision: Number(kv.mod_revision) };
+    const existing = parseStored(kv.value.toString());
+    if (!existing) throw fail('SERVICE_EXISTS', `an invalid value is stored under service id ${service.id}; DELETE it first`);
+    return { value: existing, revision: Number(kv.mod_revision) };
   }
 
   /**
    * PUT /services: the whole set replaced in one transaction — puts of the new
-   * set and range deletes of everything between them, so its size depends on
-   * the new set only — guarded by "nothing under the prefix was written since
-   * the revision the pinning below was read at" (retried if something was).
+   * set and range deletes of the gaps between them that hold an old key, so
+   * its size depends on the new set, not on how much is stored — guarded by
+   * "nothing under the prefix was written since the listing" (retried if
+   * something was).
    */
   async replaceAll(inputs: ServiceInput[]): Promise<Written<Service[]>> {
     const keys = this.ctx.keys.l4;
@@ -146,19 +166,24 @@ export class L4Repository {
       ids.add(s.id);
     }
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-      const revision = await this.ctx.call(() => revisionOf(this.etcd, keys.services), 'reading the revision');
+      const listed = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
       // Pinning (`hosts`) is Switchyard's own field: Portal clients never send
-      // it, so a service they list again keeps the pinning it had.
-      await this.reads.caughtUp(revision);
-      const services = inputs.map((s) => toService(s, { servers: [], hosts: this.mirror.get(keys.service(s.id))?.value.service.hosts }));
-      // The mirror has caught up with `revision` and the transaction is void
-      // if anything was written since: its keys are exactly what to delete.
+      // it, so a service they list again keeps the pinning it had. The mirror
+      // holds every listed key's value once it has seen the newest of them.
+      await this.reads.caughtUp(listed.newest);
+      const existing = new Set(listed.keys);
+      const services = inputs.map((s) => {
+        const key = keys.service(s.id);
+        return toService(s, { servers: [], hosts: existing.has(key) ? this.mirror.get(key)?.value.service.hosts : undefined });
+      });
       const ops = replacePrefix(
         keys.services,
         services.map((s) => [keys.service(s.id), JSON.stringify(s)]),
-        this.mirror.storedKeys(),
+        listed.keys,
       );
-      const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, revision)], ops), 'replacing all services');
+      // Nothing stored and nothing wanted: no write, and no revision of ours.
+      if (ops.length === 0) return { value: services, revision: listed.revision };
+      const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, listed.revision)], ops), 'replacing all services');
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
     }
     throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
@@ -260,18 +285,26 @@ export class L4Repository {
     return json;
   }
 
-  /** The current service and its mod revision: from the mirror, or from etcd itself. */
+  /**
+   * The current service and its mod revision: from the mirror, or from etcd
+   * itself on a retry and on a miss (another coordinator may just have made it).
+   */
   private async current(id: string, fromEtcd: boolean): Promise<{ service: Service; modRevision: number }> {
-    const key = this.ctx.keys.l4.service(id);
     if (!fromEtcd) {
       await this.reads.fresh();
-      const e = this.mirror.get(key);
-      if (!e) throw fail('SERVICE_NOT_FOUND');
-      return { service: e.value.service, modRevision: e.modRevision };
+      const e = this.mirror.get(this.ctx.keys.l4.service(id));
+      if (e) return { service: e.value.service, modRevision: e.modRevision };
     }
-    const res = await this.ctx.call(() => this.etcd.get(key).exec());
+    return this.fromEtcd(id);
+  }
+
+  private async fromEtcd(id: string): Promise<{ service: Service; modRevision: number }> {
+    const res = await this.ctx.call(() => this.etcd.get(this.ctx.keys.l4.service(id)).exec());
     const kv = res.kvs[0];
     if (!kv) throw fail('SERVICE_NOT_FOUND');
-    return { service: Service.parse(JSON.parse(kv.value.toString())), modRevision: Number(kv.mod_revision) };
+    // A value the mirror refuses (written by hand, invalid) is not a service.
+    const service = parseStored(kv.value.toString());
+    if (!service) throw fail('SERVICE_NOT_FOUND');
+    return { service, modRevision: Number(kv.mod_revision) };
   }
 }

@@ -142,11 +142,22 @@ export class LeviathanRepository {
     return this.mirror.get(key)?.modRevision ?? 0;
   }
 
+  /** Runs `fn`; a "not found" is confirmed against etcd's latest state first (ConsistentReads.confirm). */
+  confirm<T>(fn: () => Promise<T>): Promise<T> {
+    return this.reads.confirm(fn);
+  }
+
   /**
    * Applies `change` to the current model and writes the difference in one
-   * transaction. Nothing is written when `change` throws or changes nothing.
+   * transaction. Nothing is written when `change` throws or changes nothing;
+   * a "not found" from it is checked against etcd's latest state first, so an
+   * object another coordinator made a moment ago is found.
    */
-  async change<R>(change: (m: LevModel) => R): Promise<{ value: R; revision: number }> {
+  change<R>(change: (m: LevModel) => R): Promise<{ value: R; revision: number }> {
+    return this.reads.confirm(() => this.changeOnce(change));
+  }
+
+  private async changeOnce<R>(change: (m: LevModel) => R): Promise<{ value: R; revision: number }> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       await this.fresh();
       const before = this.model();

@@ -72,9 +72,11 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
     });
 
     app.get('/cen/:cen', { schema: { tags, summary: 'A CEN: {cenID, contIDs, wiring_type} and its status', params: CenParams, response: { 200: CenView } } }, async (req) => {
-      const s = await repo.current();
-      if (!s.model.cens.has(req.params.cen)) throw model.notFound('CEN', req.params.cen);
-      return repo.cenView(s, req.params.cen);
+      return repo.confirm(async () => {
+        const s = await repo.current();
+        if (!s.model.cens.has(req.params.cen)) throw model.notFound('CEN', req.params.cen);
+        return repo.cenView(s, req.params.cen);
+      });
     });
 
     app.delete('/cen/:cen', { schema: { tags, summary: 'Remove a CEN (and its place in CINs)', params: CenParams, response: { 200: Deleted } } }, async (req, reply) => {
@@ -103,18 +105,21 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
     });
 
     app.get('/cin/:cin', { schema: { tags, summary: 'A CIN, its addresses and status', params: CinParams, response: { 200: CinView } } }, async (req) => {
-      const s = await repo.current();
-      if (!s.model.cins.has(req.params.cin)) throw model.notFound('CIN', req.params.cin);
-      return repo.cinView(s, req.params.cin);
+      return repo.confirm(async () => {
+        const s = await repo.current();
+        if (!s.model.cins.has(req.params.cin)) throw model.notFound('CIN', req.params.cin);
+        return repo.cinView(s, req.params.cin);
+      });
     });
 
     // ---------- containers ----------
-    const containerView = async (host: string, id: string) => {
-      const s = await repo.current();
-      const c = s.model.containers.get(id);
-      if (!c || c.host !== host) throw model.notFound('container', id, host);
-      return repo.containerView(s, id);
-    };
+    const containerView = (host: string, id: string) =>
+      repo.confirm(async () => {
+        const s = await repo.current();
+        const c = s.model.containers.get(id);
+        if (!c || c.host !== host) throw model.notFound('container', id, host);
+        return repo.containerView(s, id);
+      });
 
     app.put(
       '/host/:host/:container/:cen',

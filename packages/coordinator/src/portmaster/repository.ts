@@ -108,6 +108,11 @@ export class PortmasterRepository {
     return this.mirror.start();
   }
 
+  /** Runs `fn`; a "not found" is confirmed against etcd's latest state first (ConsistentReads.confirm). */
+  confirm<T>(fn: () => Promise<T>): Promise<T> {
+    return this.reads.confirm(fn);
+  }
+
   async stop(): Promise<void> {
     await this.mirror.stop();
   }

@@ -29,6 +29,11 @@ function notAllowed(method: string): never {
   throw fail('PM_METHOD_NOT_ALLOWED', `Method '${method}' not allowed.`);
 }
 
+/**
+ * Every call that can answer "not found" goes through repo.confirm: a 404 is
+ * checked against etcd's latest state first, so what another coordinator made
+ * a moment ago is found.
+ */
 export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsyncZod {
   return async (app) => {
     // ---------- services ----------
@@ -45,7 +50,7 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
     );
 
     app.get('/v1/services/:name', { schema: { tags, summary: 'Get a port service', params: ServiceParams, response: { 200: PmService } } }, (req) =>
-      repo.getService(req.params.name),
+      repo.confirm(() => repo.getService(req.params.name)),
     );
 
     app.put(
@@ -60,7 +65,7 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
         },
       },
       async (req, reply) => {
-        const { value, revision } = await repo.updateService(req.params.name, req.body);
+        const { value, revision } = await repo.confirm(() => repo.updateService(req.params.name, req.body));
         written(reply, revision);
         return value;
       },
@@ -70,7 +75,7 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
       '/v1/services/:name',
       { schema: { tags, summary: 'Delete a port service with all its offers and ports', params: ServiceParams, response: { 204: NoContent } } },
       async (req, reply) => {
-        const { revision } = await repo.deleteService(req.params.name);
+        const { revision } = await repo.confirm(() => repo.deleteService(req.params.name));
         return written(reply, revision).code(204).send();
       },
     );
@@ -79,7 +84,7 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
     app.get(
       '/v1/services/:name/offers',
       { schema: { tags, summary: 'List the open offers of a service, by port', params: ServiceParams, response: { 200: z.array(PmOffer) } } },
-      (req) => repo.listOffers(req.params.name),
+      (req) => repo.confirm(() => repo.listOffers(req.params.name)),
     );
 
     app.post(
@@ -94,23 +99,23 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
         },
       },
       async (req, reply) => {
-        const { value, revision } = await repo.offer(req.params.name, req.body.name);
+        const { value, revision } = await repo.confirm(() => repo.offer(req.params.name, req.body.name));
         written(reply, revision).code(201);
         return value;
       },
     );
 
     app.get('/v1/services/:name/offers/:secret', { schema: { tags, summary: 'Get an open offer', params: OfferParams, response: { 200: PmOffer } } }, (req) =>
-      repo.getOffer(req.params.name, req.params.secret),
+      repo.confirm(() => repo.getOffer(req.params.name, req.params.secret)),
     );
 
     const accept = async (req: { params: { name: string; secret: string } }, reply: FastifyReply) => {
-      const { value, revision } = await repo.accept(req.params.name, req.params.secret);
+      const { value, revision } = await repo.confirm(() => repo.accept(req.params.name, req.params.secret));
       written(reply, revision).code(201);
       return value;
     };
     const reject = async (req: { params: { name: string; secret: string } }, reply: FastifyReply) => {
-      const { revision } = await repo.reject(req.params.name, req.params.secret);
+      const { revision } = await repo.confirm(() => repo.reject(req.params.name, req.params.secret));
       return written(reply, revision).code(204).send();
     };
     const acceptSchema = { tags, summary: 'Accept an offer: the port becomes the instance\'s', params: OfferParams, response: { 201: PmInstance } };
@@ -125,20 +130,20 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
     app.get(
       '/v1/services/:name/ports',
       { schema: { tags, summary: 'List the allocated ports (instances) of a service, by port', params: ServiceParams, response: { 200: z.array(PmInstance) } } },
-      (req) => repo.listInstances(req.params.name),
+      (req) => repo.confirm(() => repo.listInstances(req.params.name)),
     );
 
     app.get(
       '/v1/services/:name/ports/:portOrName',
       { schema: { tags, summary: 'Find an instance by port (all digits) or by instance name', params: PortParams, response: { 200: PmInstance } } },
-      (req) => repo.getInstance(req.params.name, req.params.portOrName),
+      (req) => repo.confirm(() => repo.getInstance(req.params.name, req.params.portOrName)),
     );
 
     app.delete(
       '/v1/services/:name/ports/:portOrName',
       { schema: { tags, summary: 'Release an instance\'s port (by port or instance name)', params: PortParams, response: { 204: NoContent } } },
       async (req, reply) => {
-        const { revision } = await repo.release(req.params.name, req.params.portOrName);
+        const { revision } = await repo.confirm(() => repo.release(req.params.name, req.params.portOrName));
         return written(reply, revision).code(204).send();
       },
     );

@@ -8,7 +8,7 @@
  *    coordinator acknowledged, so a client never reads older state than a
  *    write it was told succeeded.
  */
-import { SwitchyardError, type PrefixMirror } from '@switchyard/shared';
+import { newestUnder, SwitchyardError, type PrefixMirror } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
 
 /** What a write answers: the value and the etcd revision that holds it. */
@@ -42,13 +42,48 @@ export class ConsistentReads {
   /** ready(), and the primary mirror reflects every write this coordinator acknowledged. */
   async fresh(): Promise<void> {
     await this.ready();
-    await this.caughtUp(this.lastWrite);
+    // Own writes are under the primary prefix, so the watch is sure to bring them.
+    if (this.primary.revision < this.lastWrite) await this.primary.waitFor(this.lastWrite, this.ctx.config.etcdTimeoutMs);
   }
 
-  /** The primary mirror has reached `revision`. */
-  caughtUp(revision: number): Promise<void> {
-    if (this.primary.revision >= revision) return Promise.resolve();
-    return this.primary.waitFor(revision, this.ctx.config.etcdTimeoutMs);
+  /**
+   * The primary mirror has reached `revision` — a revision seen elsewhere (a
+   * failed transaction's header, another coordinator's answer) — or, if that
+   * is older, the newest write under its prefix. A watch only moves with its
+   * own prefix's events: waiting for a cluster revision that writes elsewhere
+   * produced would wait until some unrelated write here came along.
+   */
+  async caughtUp(revision: number): Promise<void> {
+    if (this.primary.revision >= revision) return;
+    const newest = await this.ctx.call(() => newestUnder(this.ctx.etcd, this.primary.prefix), `reading the newest write to ${this.what}`);
+    const target = Math.min(revision, newest);
+    if (this.primary.revision < target) await this.primary.waitFor(target, this.ctx.config.etcdTimeoutMs);
+  }
+
+  /**
+   * The primary mirror shows every write made under its prefix until now, by
+   * any coordinator (a deletion newer than every live key excepted — see
+   * newestUnder). For answers that must not rest on a lagging mirror, such as
+   * "not found" before a write.
+   */
+  latest(): Promise<void> {
+    return this.caughtUp(Number.MAX_SAFE_INTEGER);
+  }
+
+  /**
+   * Runs `fn` against the mirror; if it answers "not found", once more after
+   * latest(). A 404 is then true as of now, not only as of this coordinator's
+   * view: what another coordinator made a moment ago is found. `fn` must throw
+   * before it writes (or after a write etcd refused), so running it twice is safe.
+   */
+  async confirm<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof SwitchyardError) || e.status !== 404) throw e;
+      await this.latest();
+      return fn();
+    }
   }
 
   /** Records an acknowledged write; returns its revision. */

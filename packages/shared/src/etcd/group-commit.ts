@@ -15,10 +15,16 @@
  *    refuses a transaction that writes a key twice, and per-key order stays
  *    arrival order;
  *  - a batch stays under etcd's default limits (128 operations, 1.5 MiB);
- *  - a failed batch (etcd unreachable, refused) fails every submission in it,
- *    as each would have failed alone.
+ *  - a batch etcd cannot be reached for fails every submission in it, as each
+ *    would have failed alone; a batch etcd refuses (a cluster with smaller
+ *    limits, a bad sub-transaction) is retried one submission at a time, so
+ *    only the one at fault fails;
+ *  - a submission that waited in the queue longer than its caller waits is
+ *    dropped unsent, so a request already answered 503 is not written later.
  */
 import type { Etcd3, ICompare, IRequestOp, IResponseOp, ITxnRequest } from 'etcd3';
+import { SwitchyardError } from '../errors.js';
+import { toSwitchyardError } from './client.js';
 
 export interface SubTxn {
   compare: ICompare[];
@@ -40,12 +46,15 @@ export interface GroupCommitOptions {
   maxOps?: number;
   /** Approximate bytes per batch (default 1 MiB; etcd's default --max-request-bytes is 1.5 MiB). */
   maxBytes?: number;
+  /** Longest a submission may wait unsent before it fails instead (default 3 s: the request deadline). */
+  queueTimeoutMs?: number;
 }
 
 interface Entry {
   txn: SubTxn;
   keys: string[];
   bytes: number;
+  queuedAt: number;
   resolve(r: SubTxnResult): void;
   reject(e: unknown): void;
 }
@@ -76,6 +85,7 @@ export class GroupCommit {
   private readonly maxInFlight: number;
   private readonly maxOps: number;
   private readonly maxBytes: number;
+  private readonly queueTimeoutMs: number;
   private pending: Entry[] = [];
   private inFlight = 0;
   /** Keys of sub-transactions on the wire, counted (a key is busy while > 0). */
@@ -89,13 +99,14 @@ export class GroupCommit {
     this.maxInFlight = opts.maxInFlight ?? 2;
     this.maxOps = opts.maxOps ?? 100;
     this.maxBytes = opts.maxBytes ?? 1024 * 1024;
+    this.queueTimeoutMs = opts.queueTimeoutMs ?? 3000;
   }
 
   /** Commits `txn` (alone or with others) and answers with its own outcome. */
   submit(txn: SubTxn): Promise<SubTxnResult> {
     const keys = keysOf(txn);
     return new Promise<SubTxnResult>((resolve, reject) => {
-      this.pending.push({ txn, keys, bytes: sizeOf(txn), resolve, reject });
+      this.pending.push({ txn, keys, bytes: sizeOf(txn), queuedAt: performance.now(), resolve, reject });
       this.schedule();
     });
   }
@@ -139,7 +150,12 @@ export class GroupCommit {
     const rest: Entry[] = [];
     const taken = new Set<string>();
     let bytes = 0;
+    const now = performance.now();
     for (const e of this.pending) {
+      if (now - e.queuedAt > this.queueTimeoutMs) {
+        e.reject(new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: the write waited ${Math.round(now - e.queuedAt)} ms to be sent`));
+        continue;
+      }
       const full = batch.length >= this.maxOps || (batch.length > 0 && bytes + e.bytes > this.maxBytes);
       const clash = e.keys.some((k) => taken.has(k) || this.busy.has(k));
       // A later entry on a clashing key must not overtake this one either.
@@ -176,6 +192,12 @@ export class GroupCommit {
         else e.reject(new Error('group commit: etcd answered without the sub-transaction result'));
       });
     } catch (err) {
+      // Refused rather than unreachable: nothing was applied, so each
+      // submission can go again alone, and only the one at fault fails.
+      if (batch.length > 1 && toSwitchyardError(err).code !== 'ETCD_UNAVAILABLE') {
+        await Promise.all(batch.map((e) => this.send([e])));
+        return;
+      }
       for (const e of batch) e.reject(err);
     }
   }

@@ -45,8 +45,6 @@ export type MirrorChange<T> =
  */
 export class PrefixMirror<T> extends EventEmitter {
   readonly entries = new Map<string, MirrorEntry<T>>();
-  /** Keys stored under the prefix whose values `parse` skipped or refused. */
-  private readonly unparsed = new Set<string>();
   /** The revision this mirror reflects. */
   revision = 0;
   /** True while the watch stream is connected and the mirror is current. */
@@ -85,14 +83,12 @@ export class PrefixMirror<T> extends EventEmitter {
     if (w) await w.cancel().catch(() => undefined);
   }
 
-  get(key: string): MirrorEntry<T> | undefined {
-    return this.entries.get(key);
+  get prefix(): string {
+    return this.opts.prefix;
   }
 
-  /** Every key stored under the prefix at `revision`, parsed or not. */
-  *storedKeys(): Iterable<string> {
-    yield* this.entries.keys();
-    yield* this.unparsed;
+  get(key: string): MirrorEntry<T> | undefined {
+    return this.entries.get(key);
   }
 
   values(): T[] {
@@ -159,15 +155,11 @@ export class PrefixMirror<T> extends EventEmitter {
           this.watcher = undefined;
           if (old) await old.cancel().catch(() => undefined);
           const next = new Map<string, MirrorEntry<T>>();
-          const unparsed: string[] = [];
           const rev = await this.listPaged((kv) => {
             const e = this.toEntry(kv);
             if (e) next.set(e.key, e);
-            else unparsed.push(kv.key.toString());
           });
           this.diffInto(next);
-          this.unparsed.clear();
-          for (const k of unparsed) this.unparsed.add(k);
           this.advance(rev);
           await this.watchFrom(rev + 1);
           this.healthy = true;
@@ -234,10 +226,8 @@ export class PrefixMirror<T> extends EventEmitter {
       for (const ev of res.events) {
         const key = ev.kv.key.toString();
         const previous = this.entries.get(key);
-        this.unparsed.delete(key);
         if (ev.type === 'Put') {
           const entry = this.toEntry(ev.kv);
-          if (!entry) this.unparsed.add(key);
           if (entry) {
             this.entries.set(key, entry);
             this.emit('change', { type: 'put', key, entry, previous } satisfies MirrorChange<T>);

@@ -58,10 +58,34 @@ export function transact(etcd: Etcd3, compare: ICompare[], ops: IRequestOp[], fa
   return etcd.kv.txn({ compare, success: ops, failure });
 }
 
-/** The cluster's current revision, read under `prefix` (a count, no keys or values travel). */
-export async function revisionOf(etcd: Etcd3, prefix: string): Promise<number> {
-  const res = await etcd.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix), count_only: true });
-  return Number(res.header.revision);
+/**
+ * Keys (no values) under a prefix, as of `revision`, and `newest`: the highest
+ * mod revision among them (0 when there are none).
+ */
+export async function keysAt(etcd: Etcd3, prefix: string): Promise<{ keys: string[]; newest: number; revision: number }> {
+  const res = await etcd.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix), keys_only: true });
+  let newest = 0;
+  for (const kv of res.kvs) newest = Math.max(newest, Number(kv.mod_revision));
+  return { keys: res.kvs.map((kv) => kv.key.toString()), newest, revision: Number(res.header.revision) };
+}
+
+/**
+ * The highest mod revision of any key now under `prefix` (0 when empty): the
+ * last write a watch of the prefix is sure to deliver. The cluster's revision
+ * is no such thing — writes elsewhere move it, and a prefix watch never sees
+ * them. A deletion leaves no key behind, so one newer than every live key is
+ * not counted.
+ */
+export async function newestUnder(etcd: Etcd3, prefix: string): Promise<number> {
+  const res = await etcd.kv.range({
+    key: Buffer.from(prefix),
+    range_end: prefixEnd(prefix),
+    keys_only: true,
+    limit: 1,
+    sort_target: 'Mod',
+    sort_order: 'Descend',
+  });
+  return Number(res.kvs[0]?.mod_revision ?? 0);
 }
 
 /**
