@@ -81,6 +81,11 @@ describe('services', () => {
     await c.l4.mirror.waitFor(Number(put.header.revision));
     expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual([webId]);
     expect((await req('GET', `/services/${forged.id}`)).status).toBe(404);
+    // POST of that id does not overwrite what it cannot read: a clear 409, until it is deleted.
+    const post = await req('POST', '/services', { host: '10.0.0.9', port: 80 });
+    expect(post.status).toBe(409);
+    expect(post.body.error).toMatch(/invalid value is stored under service id tcp-10_0_0_9-80/);
+    expect(await c.ctx.etcd.get(c.ctx.keys.l4.service(forged.id)).json()).toEqual(forged);
     // PUT /services replaces everything under the prefix, invalid values included.
     expect((await req('PUT', '/services', [web])).status).toBe(200);
     expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual([c.ctx.keys.l4.service(webId)]);

@@ -82,7 +82,9 @@ export class L4Repository {
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
-    this.writes = new GroupCommit(ctx.etcd, { queueTimeoutMs: ctx.config.etcdTimeoutMs });
+    // A write still queued at half the request deadline is dropped unsent,
+    // leaving the other half for the transaction itself.
+    this.writes = new GroupCommit(ctx.etcd, { queueTimeoutMs: ctx.config.etcdTimeoutMs / 2 });
     this.mirror = new PrefixMirror<Stored>(ctx.etcd, {
       prefix: ctx.keys.l4.services,
       parse: (key, value) => {
@@ -181,8 +183,9 @@ export class L4Repository {
         services.map((s) => [keys.service(s.id), JSON.stringify(s)]),
         listed.keys,
       );
-      // Nothing stored and nothing wanted: no write, and no revision of ours.
-      if (ops.length === 0) return { value: services, revision: listed.revision };
+      // Nothing stored and nothing wanted: no write, and no revision of ours
+      // (the cluster's may belong to another prefix, which agents never reach).
+      if (ops.length === 0) return { value: services, revision: listed.newest };
       const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, listed.revision)], ops), 'replacing all services');
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
     }

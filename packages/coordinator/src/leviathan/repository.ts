@@ -81,7 +81,11 @@ export class LeviathanRepository {
       },
       onInvalid: (key, err) => ctx.log.warn({ key, err }, 'ignoring invalid Leviathan record in etcd'),
     });
-    this.reads = new ConsistentReads(ctx, 'container networks', [this.mirror] as PrefixMirror<unknown>[]);
+    // Every write here bumps the epoch key: its mod revision is the newest
+    // write under the prefix, read with one get instead of a scan.
+    this.reads = new ConsistentReads(ctx, 'container networks', [this.mirror] as PrefixMirror<unknown>[], {
+      newest: async () => Number((await ctx.etcd.get(ctx.keys.lev.epoch).exec()).kvs[0]?.mod_revision ?? 0),
+    });
   }
 
   async start(): Promise<void> {

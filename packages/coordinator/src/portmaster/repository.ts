@@ -24,9 +24,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
-import { CompareResult, CompareTarget } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import {
+  cmp,
   checkRange,
   fail,
   isSafeName,
@@ -64,20 +64,6 @@ const MAX_SERVICE_ATTEMPTS = 8;
  * so a request never tries a port twice.
  */
 const MAX_OFFER_ATTEMPTS = 32;
-
-const cmp = {
-  absent: (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }),
-  present: (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Version, result: CompareResult.Greater, version: 0 }),
-  modIs: (key: string, rev: number): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: rev }),
-  /** No key in [from, to). */
-  noneIn: (from: string, to: Buffer): ICompare => ({
-    key: Buffer.from(from),
-    range_end: to,
-    target: CompareTarget.Create,
-    result: CompareResult.Equal,
-    create_revision: 0,
-  }),
-};
 
 function byName(a: PmService, b: PmService): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
@@ -211,12 +197,14 @@ export class PortmasterRepository {
         [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(service.name), JSON.stringify(service))],
         'creating a port service',
       );
-      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
+        this.reads.noteWrite(res.revision);
         this.log.info({ service: service.name, start: service.start, end: service.end }, 'service created');
         return { value: service, revision: res.revision };
       }
-      // Another service write won the guard key: decide again on what it wrote.
+      // Lost to another writer (the header is the cluster's revision, not a
+      // write of ours): look again once the mirror shows what won.
+      await this.reads.caughtUp(res.revision);
     }
     throw new SwitchyardError('CONFLICT', 'port services are being changed concurrently; try again');
   }
@@ -245,11 +233,14 @@ export class PortmasterRepository {
         [op.put(keys.ranges, JSON.stringify(next)), op.put(keys.service(name), JSON.stringify(service))],
         'updating a port service',
       );
-      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
+        this.reads.noteWrite(res.revision);
         this.log.info({ service: name, start: service.start, end: service.end }, 'service updated');
         return { value: service, revision: res.revision };
       }
+      // Lost to another writer (the header is the cluster's revision, not a
+      // write of ours): look again once the mirror shows what won.
+      await this.reads.caughtUp(res.revision);
     }
     throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
   }
@@ -274,11 +265,14 @@ export class PortmasterRepository {
         ],
         'deleting a port service',
       );
-      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
+        this.reads.noteWrite(res.revision);
         this.log.info({ service: name, freed: view.holders.size }, 'service deleted');
         return { value: null, revision: res.revision };
       }
+      // Lost to another writer (the header is the cluster's revision, not a
+      // write of ours): look again once the mirror shows what won.
+      await this.reads.caughtUp(res.revision);
     }
     throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
   }
@@ -479,11 +473,14 @@ export class PortmasterRepository {
         [op.del(keys.port(serviceName, h.port)), op.del(keys.name(serviceName, h.record.name))],
         'releasing a port',
       );
-      this.reads.noteWrite(res.revision);
       if (res.succeeded) {
+        this.reads.noteWrite(res.revision);
         this.log.info({ service: serviceName, name: h.record.name, port: h.port }, 'port released');
         return { value: this.instanceOf(serviceName, h), revision: res.revision };
       }
+      // Lost to another writer (the header is the cluster's revision, not a
+      // write of ours): look again once the mirror shows what won.
+      await this.reads.caughtUp(res.revision);
     }
     throw new SwitchyardError('CONFLICT', `port ${portOrName} of ${serviceName} is being changed concurrently; try again`);
   }

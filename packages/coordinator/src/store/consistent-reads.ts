@@ -20,14 +20,22 @@ export interface Written<T> {
 export class ConsistentReads {
   private lastWrite = 0;
   private readonly primary: PrefixMirror<unknown>;
+  private readonly newest: () => Promise<number>;
 
-  /** `mirrors[0]` is the one writes land in; all must be healthy to read. */
+  /**
+   * `mirrors[0]` is the one writes land in; all must be healthy to read.
+   * `newest` finds the revision of the last write under its prefix; by
+   * default a scan of the prefix (newestUnder), which a feature that bumps
+   * one key on every write can replace with a read of that key.
+   */
   constructor(
     private readonly ctx: CoordinatorContext,
     private readonly what: string,
     private readonly mirrors: PrefixMirror<unknown>[],
+    opts: { newest?: () => Promise<number> } = {},
   ) {
     this.primary = mirrors[0];
+    this.newest = opts.newest ?? (() => newestUnder(this.ctx.etcd, this.primary.prefix));
   }
 
   /** Every mirror is listed and its watch connected. */
@@ -55,7 +63,7 @@ export class ConsistentReads {
    */
   async caughtUp(revision: number): Promise<void> {
     if (this.primary.revision >= revision) return;
-    const newest = await this.ctx.call(() => newestUnder(this.ctx.etcd, this.primary.prefix), `reading the newest write to ${this.what}`);
+    const newest = await this.ctx.call(() => this.newest(), `reading the newest write to ${this.what}`);
     const target = Math.min(revision, newest);
     if (this.primary.revision < target) await this.primary.waitFor(target, this.ctx.config.etcdTimeoutMs);
   }

@@ -71,6 +71,11 @@ function keysOf(txn: SubTxn): string[] {
   return [...keys];
 }
 
+/** etcd validated the request and said no — as opposed to not answering, or answering after applying it. */
+function refusedByEtcd(err: unknown): boolean {
+  return toSwitchyardError(err).code !== 'ETCD_UNAVAILABLE' && /etcdserver: /.test(String((err as Error)?.message ?? err));
+}
+
 function sizeOf(txn: SubTxn): number {
   let n = 16;
   for (const c of txn.compare) n += (c.key?.length ?? 0) + 16;
@@ -192,9 +197,10 @@ export class GroupCommit {
         else e.reject(new Error('group commit: etcd answered without the sub-transaction result'));
       });
     } catch (err) {
-      // Refused rather than unreachable: nothing was applied, so each
-      // submission can go again alone, and only the one at fault fails.
-      if (batch.length > 1 && toSwitchyardError(err).code !== 'ETCD_UNAVAILABLE') {
+      // etcd checked the request and refused it (its "etcdserver: …" answers:
+      // too many operations, too large, a missing lease): nothing was applied,
+      // so each submission can go again alone, and only the one at fault fails.
+      if (batch.length > 1 && refusedByEtcd(err)) {
         await Promise.all(batch.map((e) => this.send([e])));
         return;
       }

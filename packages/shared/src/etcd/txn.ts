@@ -38,9 +38,17 @@ export const cmp = {
   absent(key: string): ICompare {
     return { key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 };
   },
+  /** The key exists. */
+  present(key: string): ICompare {
+    return { key: Buffer.from(key), target: 'Version', result: 'Greater', version: 0 };
+  },
   /** The key was last changed at `revision` (compare-and-swap). */
   modIs(key: string, revision: number): ICompare {
     return { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision };
+  },
+  /** No key in [from, to). */
+  noneIn(from: string, to: Buffer): ICompare {
+    return { key: Buffer.from(from), range_end: to, target: 'Create', result: 'Equal', create_revision: 0 };
   },
 };
 
