@@ -38,7 +38,7 @@ import { Etcd3 } from 'etcd3';
 import { WebSocket } from 'ws';
 import { freePort, startEtcd } from '../packages/cli/src/embedded-etcd.js';
 import { CLI_MAIN, NODE_ARGS } from '../test/helpers/cli.js';
-import { startChild } from './lib.js';
+import { runMain, startChild } from './lib.js';
 
 const N = Number(process.argv[2] ?? 10_000);
 const IDLE_S = Number(process.argv[3] ?? 30);
@@ -339,10 +339,4 @@ ${line(`no providers, ${IDLE_S} s`, idleEmpty)}
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(`${(e as Error).stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+runMain(main);

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { WebSocket } from 'ws';
 import { freePort, startEtcd } from '../packages/cli/src/embedded-etcd.js';
-import { startChild } from './lib.js';
+import { runMain, startChild } from './lib.js';
 import { CLI_MAIN, NODE_ARGS } from '../test/helpers/cli.js';
 
 const SECONDS = Number(process.argv[2] ?? 15);
@@ -151,10 +151,4 @@ ${row('baseline: trivial dns-packet responder', baseline)}
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(`${(e as Error).stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+runMain(main);

@@ -93,3 +93,14 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildPr
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
+
+/** Runs a benchmark's main(): exit 0 when it is done (children and sockets may linger), 1 with the stack on failure. */
+export function runMain(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

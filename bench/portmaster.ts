@@ -19,28 +19,17 @@
  *
  * Run: node --conditions=source --import tsx bench/portmaster.ts [--rounds 5] [--n1 300] [--n64 1500]
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CompareResult, CompareTarget, type Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { buildCoordinator, type Coordinator } from '../packages/coordinator/src/index.js';
-import { startEtcd } from '../packages/cli/src/embedded-etcd.js';
-import { createEtcdClient, keyspace, op } from '../packages/shared/src/index.js';
+import { cmp, createEtcdClient, keyspace, op } from '../packages/shared/src/index.js';
+import { benchEtcd, fmt, median, runMain } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, n1: { type: 'string', default: '300' }, n64: { type: 'string', default: '1500' } } });
 const ROUNDS = Number(values.rounds);
 const COUNT: Record<number, number> = { 1: Number(values.n1), 64: Number(values.n64) };
 const CONCURRENCY = [1, 64];
 const BIG = { start: 5000, size: 40_000 };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
 /** Runs `n` jobs with at most `c` in flight; returns jobs per second. */
 async function rate(n: number, c: number, job: (i: number) => Promise<void>): Promise<number> {
@@ -61,19 +50,13 @@ async function rawRound(etcd: Etcd3, round: number, n: number, c: number): Promi
   const lease = String((await etcd.leaseClient.leaseGrant({ TTL: 1800 })).ID);
   await etcd.put(`${base}/service`).value('{}');
   const svcRev = Number((await etcd.get(`${base}/service`).exec()).kvs[0].mod_revision);
-  const cmp = (key: string, target: CompareTarget, v: number) => ({
-    key: Buffer.from(key),
-    target,
-    result: CompareResult.Equal,
-    ...(target === CompareTarget.Mod ? { mod_revision: v } : { create_revision: v }),
-  });
   return rate(n, c, async (i) => {
     const port = `${base}/ports/${String(i).padStart(5, '0')}`;
     const name = `${base}/names/i${i}`;
     const offer = `${base}/offers/${i}`;
     const value = JSON.stringify({ name: `i${i}`, created: new Date().toISOString(), secret: '6f8ffc86-d98a-49ba-848a-a7cbaaea9360' });
     const res = await etcd.kv.txn({
-      compare: [cmp(`${base}/service`, CompareTarget.Mod, svcRev), cmp(port, CompareTarget.Create, 0), cmp(name, CompareTarget.Create, 0)],
+      compare: [cmp.modIs(`${base}/service`, svcRev), cmp.absent(port), cmp.absent(name)],
       success: [op.put(port, value, lease), op.put(name, `{"port":${i}}`, lease), op.put(offer, value, lease)],
       failure: [],
     });
@@ -127,8 +110,7 @@ async function checkNoDuplicates(etcd: Etcd3, prefix: string, answered: { servic
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'sy-bench-pm-'));
-  const etcdServer = await startEtcd({ dataDir: dir, extraArgs: ['--quota-backend-bytes', String(4 * 1024 ** 3)] });
+  const etcdServer = await benchEtcd();
   const etcd = createEtcdClient({ hosts: [etcdServer.url] });
   const results: Record<string, number[]> = {};
   const push = (k: string, v: number) => (results[k] ??= []).push(v);
@@ -173,8 +155,7 @@ async function main(): Promise<void> {
     }
   } finally {
     etcd.close();
-    await etcdServer.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await etcdServer.cleanup();
   }
 
   const lines = [
@@ -197,7 +178,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
-});
+runMain(main);

@@ -8,6 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inject } from 'vitest';
+import type { Etcd3 } from 'etcd3';
+import { createEtcdClient } from '@switchyard/shared';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 import { startEtcd, type EmbeddedEtcd } from '../../packages/cli/src/embedded-etcd.js';
 
 export { freePort } from '../../packages/cli/src/embedded-etcd.js';
@@ -37,6 +40,30 @@ export async function startPrivateEtcd(dataDir?: string, extraArgs: string[] = [
     async cleanup() {
       await etcd.stop();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Two clients of one etcd: `direct`, and `viaProxy` through a proxy the test
+ * can cut or hold (a partition, a lagging watch). `close()` ends all three.
+ */
+export async function etcdBehindProxy(
+  etcdUrl: string,
+  opts: { callTimeoutMs?: number } = {},
+): Promise<{ direct: Etcd3; viaProxy: Etcd3; proxy: TcpProxy; close(): Promise<void> }> {
+  const url = new URL(etcdUrl);
+  const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port) });
+  const direct = createEtcdClient({ hosts: [url.origin] });
+  const viaProxy = createEtcdClient({ hosts: [proxy.url], ...opts });
+  return {
+    direct,
+    viaProxy,
+    proxy,
+    async close() {
+      viaProxy.close();
+      direct.close();
+      await proxy.close();
     },
   };
 }

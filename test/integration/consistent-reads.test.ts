@@ -8,29 +8,24 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { createEtcdClient, fail, PrefixMirror, SwitchyardError } from '@switchyard/shared';
+import { fail, PrefixMirror, SwitchyardError } from '@switchyard/shared';
 import { ConsistentReads } from '../../packages/coordinator/src/store/consistent-reads.js';
 import { makeCall, type CoordinatorContext } from '../../packages/coordinator/src/context.js';
 import { CoordinatorConfig } from '../../packages/coordinator/src/config.js';
-import { sharedEtcdUrl, uniquePrefix } from '../helpers/etcd.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { etcdBehindProxy, sharedEtcdUrl, uniquePrefix } from '../helpers/etcd.js';
+import type { TcpProxy } from '../helpers/tcp-proxy.js';
 
 let direct: Etcd3;
 let proxy: TcpProxy;
 let viaProxy: Etcd3;
+let clients: Awaited<ReturnType<typeof etcdBehindProxy>>;
 
 beforeAll(async () => {
-  const url = new URL(sharedEtcdUrl());
-  direct = createEtcdClient({ hosts: [url.origin] });
-  proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port) });
-  viaProxy = createEtcdClient({ hosts: [proxy.url] });
+  clients = await etcdBehindProxy(sharedEtcdUrl());
+  ({ direct, proxy, viaProxy } = clients);
 });
 
-afterAll(async () => {
-  viaProxy.close();
-  direct.close();
-  await proxy.close();
-});
+afterAll(() => clients?.close());
 
 async function setup(name: string) {
   const prefix = `${uniquePrefix(name)}/`;

@@ -10,8 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { cmp, createEtcdClient, GroupCommit, op, replacePrefix } from '@switchyard/shared';
-import { freePort, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
-import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { etcdBehindProxy, freePort, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
 
 let etcd: Awaited<ReturnType<typeof startPrivateEtcd>>;
 let client: Etcd3;
@@ -103,8 +102,7 @@ describe('GroupCommit', () => {
 
   it('drops a submission that waited longer than its caller would, unsent', async () => {
     const p = uniquePrefix('gc-stale');
-    const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(etcd.url).port) });
-    const slow = createEtcdClient({ hosts: [proxy.url], callTimeoutMs: 800 });
+    const { proxy, viaProxy: slow, close } = await etcdBehindProxy(etcd.url, { callTimeoutMs: 800 });
     try {
       await slow.get('/warm-up').string(); // connected before the proxy holds etcd's answers
       const gc = new GroupCommit(slow, { maxInFlight: 1, queueTimeoutMs: 200 });
@@ -121,8 +119,7 @@ describe('GroupCommit', () => {
       expect(await client.get(`${p}/second`).string()).toBeNull();
     } finally {
       proxy.release();
-      slow.close();
-      await proxy.close();
+      await close();
     }
   });
 

@@ -5,10 +5,10 @@
  * prefix is listed in pages at one revision.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createEtcdClient, PrefixMirror, type MirrorChange } from '@switchyard/shared';
+import { PrefixMirror, type MirrorChange } from '@switchyard/shared';
 import type { Etcd3 } from 'etcd3';
-import { startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { etcdBehindProxy, startPrivateEtcd, uniquePrefix } from '../helpers/etcd.js';
+import type { TcpProxy } from '../helpers/tcp-proxy.js';
 
 let direct: Etcd3;
 let proxy: TcpProxy;
@@ -17,18 +17,16 @@ let viaProxy: Etcd3;
 // watches of other test files on the shared one.
 let etcd: Awaited<ReturnType<typeof startPrivateEtcd>>;
 
+let clients: Awaited<ReturnType<typeof etcdBehindProxy>>;
+
 beforeAll(async () => {
   etcd = await startPrivateEtcd();
-  const url = new URL(etcd.url);
-  direct = createEtcdClient({ hosts: [url.origin] });
-  proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port) });
-  viaProxy = createEtcdClient({ hosts: [proxy.url] });
+  clients = await etcdBehindProxy(etcd.url);
+  ({ direct, proxy, viaProxy } = clients);
 });
 
 afterAll(async () => {
-  viaProxy.close();
-  direct.close();
-  await proxy.close();
+  await clients?.close();
   await etcd.cleanup();
 });
 
