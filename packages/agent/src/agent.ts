@@ -19,6 +19,7 @@ import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
+import { proberFor, type Prober } from './l4/health/index.js';
 import { createLogger } from './log.js';
 import { Registration } from './registration.js';
 import type { AgentRole, RoleContext } from './role.js';
@@ -36,6 +37,8 @@ export interface AgentDeps {
   /** Run commands with this runner (tests: a FakeRunner). */
   runner?: Runner;
   logger?: Logger;
+  /** Run health-check probes with this prober (default: in-process, or a worker inside `--netns`). */
+  prober?: Prober;
 }
 
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
@@ -52,7 +55,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
   const ctx: RoleContext = { config, etcd, keys, runner, status, log };
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' })),
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ?? proberFor(config.netns, log.child({ component: 'health' }))),
     new TopologyRole(ctx),
   ];
   const record: AgentRegistration = {

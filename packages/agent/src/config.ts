@@ -27,6 +27,8 @@ export const AgentConfig = z.object({
   nftTable: z.string().refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' }).default('switchyard'),
   /** Dummy interface that holds IPVS service addresses (the agent creates and owns it). */
   ipvsDevice: z.string().refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' }).default('sy-ipvs0'),
+  /** Health-check probes in flight at most (all services together). */
+  healthConcurrency: z.int().min(1).max(10_000).default(256),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type AgentConfig = z.output<typeof AgentConfig>;

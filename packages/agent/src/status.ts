@@ -6,7 +6,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
-import type { AgentStatus, Dataplane, Keyspace, ServiceReport } from '@switchyard/shared';
+import type { AgentStatus, Dataplane, HostHealth, Keyspace, ServiceReport } from '@switchyard/shared';
 
 export interface RoleStatus {
   appliedRevision: number;
@@ -14,6 +14,7 @@ export interface RoleStatus {
   lastFullSync?: string;
   services: number;
   reports: ServiceReport[];
+  health?: HostHealth;
 }
 
 export class StatusReporter {
@@ -45,6 +46,7 @@ export class StatusReporter {
     if (all.length === 0) return undefined;
     const reports = all.flatMap((r) => r.reports);
     const fulls = all.map((r) => r.lastFullSync).filter((x): x is string => x !== undefined);
+    const health = all.find((r) => r.health)?.health;
     return {
       id: this.hostId,
       dataplane: this.dataplane,
@@ -54,6 +56,7 @@ export class StatusReporter {
       services: all.reduce((n, r) => n + r.services, 0),
       errors: reports.filter((r) => r.level === 'error'),
       warnings: reports.filter((r) => r.level === 'warning'),
+      ...(health ? { health } : {}),
     };
   }
 

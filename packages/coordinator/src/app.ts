@@ -145,7 +145,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
   const features: Feature[] = [
-    { name: 'l4', routes: l4Routes(l4), start: () => void l4.start(), stop: () => l4.stop() },
+    { name: 'l4', routes: l4Routes(l4, hosts), start: () => void l4.start(), stop: () => l4.stop() },
     { name: 'hosts', routes: hostRoutes(hosts), start: () => void hosts.start(), stop: () => hosts.stop() },
     portmasterFeature(ctx),
     leviathanFeature(ctx),

@@ -10,15 +10,27 @@
  *
  * While etcd is unreachable the mirror keeps the last state it saw and no
  * pass changes anything: the kernel stays exactly as it is.
+ *
+ * Health checks: the dataplane is handed the *effective* services — desired
+ * ones with this host's unhealthy servers at weight 0 (`health/overlay.ts`).
+ * A server entering or leaving the pick marks its service dirty like any
+ * change; etcd's weights are never written. Servers held by `/provide?lb=`
+ * providers (an `owned` marker under disco/lb/) are healthy while connected
+ * and never probed.
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type MirrorChange, type ServiceReport } from '@switchyard/shared';
+import type { RoleStatus } from '../status.js';
 import type { AgentConfig } from '../config.js';
 import { SyncLoop } from '../loop.js';
 import type { StatusReporter } from '../status.js';
 import type { AgentRole } from '../role.js';
 import type { L4Dataplane } from './dataplane.js';
+import { effectiveService, HealthChecker, hostHealth, type Prober } from './health/index.js';
+
+/** Health-only status changes (no pick change) are published at most this often. */
+const HEALTH_STATUS_MS = 200;
 
 export class L4Role implements AgentRole {
   readonly name = 'l4';
@@ -26,6 +38,16 @@ export class L4Role implements AgentRole {
   private readonly loop: SyncLoop;
   /** The services this host applies, by id (follows the mirror). */
   private readonly desired = new Map<string, Service>();
+  /** What the dataplane applies: `desired` with unhealthy servers at weight 0. */
+  private readonly effective = new Map<string, Service>();
+  /** Services whose every serving server fails its checks (all kept in). */
+  private readonly allDown = new Set<string>();
+  readonly health: HealthChecker;
+  /** `<serviceId>/<serverId>` of servers providers hold (disco/lb/…/owned). */
+  private readonly held = new Set<string>();
+  private readonly heldMirror: PrefixMirror<true>;
+  private lastStatus?: RoleStatus;
+  private healthTimer?: NodeJS.Timeout;
   private dirty = new Set<string>();
   private readonly reports = new Map<string, ServiceReport[]>();
   /** `reports` flattened, rebuilt only when a service's reports change. */
@@ -39,7 +61,32 @@ export class L4Role implements AgentRole {
     readonly dataplane: L4Dataplane,
     private readonly status: StatusReporter,
     private readonly log: Logger,
+    prober: Prober,
   ) {
+    this.health = new HealthChecker({
+      prober,
+      concurrency: config.healthConcurrency,
+      onChange: (serviceId, pickChanged) => this.onHealth(serviceId, pickChanged),
+    });
+    this.heldMirror = new PrefixMirror<true>(etcd, {
+      prefix: keys.disco.lb,
+      parse: (key) => (keys.disco.parseLb(key)?.kind === 'owned' ? true : undefined),
+    });
+    this.heldMirror.on('change', (c: MirrorChange<true>) => {
+      const k = keys.disco.parseLb(c.key);
+      if (!k) return;
+      if (c.type === 'put') this.held.add(`${k.serviceId}/${k.serverId}`);
+      else this.held.delete(`${k.serviceId}/${k.serverId}`);
+      this.refresh(k.serviceId);
+    });
+    this.heldMirror.on('resync', () => {
+      this.held.clear();
+      for (const key of this.heldMirror.entries.keys()) {
+        const k = keys.disco.parseLb(key);
+        if (k) this.held.add(`${k.serviceId}/${k.serverId}`);
+      }
+      for (const id of this.desired.keys()) this.refresh(id);
+    });
     this.mirror = new PrefixMirror<Service>(etcd, {
       prefix: keys.l4.services,
       parse: (_key, value) => Service.parse(JSON.parse(value.toString())),
@@ -62,18 +109,57 @@ export class L4Role implements AgentRole {
     const before = c.previous?.value.id ?? this.keys.l4.parseService(c.key);
     if (before) {
       this.desired.delete(before);
-      this.dirty.add(before);
+      this.refresh(before);
     }
     if (c.type === 'put' && serviceAppliesTo(c.entry.value, this.config.hostId)) {
       this.desired.set(c.entry.value.id, c.entry.value);
-      this.dirty.add(c.entry.value.id);
+      this.refresh(c.entry.value.id);
     }
     this.loop.trigger();
+  }
+
+  /** Re-derive one service's checks and effective state; marks it dirty. */
+  private refresh(id: string): void {
+    const service = this.desired.get(id);
+    this.health.setService(id, service, (serverId) => this.held.has(`${id}/${serverId}`));
+    this.applyHealth(id);
+  }
+
+  private applyHealth(id: string): void {
+    const service = this.desired.get(id);
+    if (!service) {
+      this.effective.delete(id);
+      this.allDown.delete(id);
+    } else {
+      const e = effectiveService(service, (serverId) => this.health.state(id, serverId));
+      this.effective.set(id, e.service);
+      if (e.allDown) this.allDown.add(id);
+      else this.allDown.delete(id);
+    }
+    this.dirty.add(id);
+  }
+
+  private onHealth(serviceId: string, pickChanged: boolean): void {
+    if (pickChanged && this.desired.has(serviceId)) {
+      this.applyHealth(serviceId);
+      this.loop.trigger();
+    }
+    // The pass (if any) reports too; this covers changes that move nothing.
+    this.healthTimer ??= setTimeout(() => {
+      this.healthTimer = undefined;
+      if (this.lastStatus) this.publish({ ...this.lastStatus });
+    }, HEALTH_STATUS_MS);
+  }
+
+  private publish(status: RoleStatus): void {
+    this.lastStatus = status;
+    this.status.update(this.name, this.health.size > 0 ? { ...status, health: hostHealth(this.health) } : status);
   }
 
   async start(): Promise<void> {
     // The first pass waits for the first complete list: never apply an empty
     // desired state just because etcd has not answered yet.
+    void this.heldMirror.start();
     void this.mirror.start().then(() => {
       this.log.info({ revision: this.mirror.revision, services: this.mirror.entries.size }, 'services listed');
       this.loop.start();
@@ -89,7 +175,7 @@ export class L4Role implements AgentRole {
     try {
       // A full pass gets a copy (it reads every service, possibly after an
       // await); an incremental one reads only the changed ids, at once.
-      outcome = await this.dataplane.sync(full ? new Map(this.desired) : this.desired, full ? undefined : changed);
+      outcome = await this.dataplane.sync(full ? new Map(this.effective) : this.effective, full ? undefined : changed);
     } catch (err) {
       // Keep the ids for the retry (which is full anyway).
       for (const id of changed) this.dirty.add(id);
@@ -97,6 +183,11 @@ export class L4Role implements AgentRole {
     }
     let reportsChanged = full && this.reports.size > 0;
     if (full) this.reports.clear();
+    for (const id of full ? this.allDown : [...changed].filter((id) => this.allDown.has(id) || outcome.reports.has(id))) {
+      const list = [...(outcome.reports.get(id) ?? [])];
+      if (this.allDown.has(id)) list.push({ serviceId: id, level: 'warning', message: 'every real server fails its health check on this host; all are kept in' });
+      outcome.reports.set(id, list);
+    }
     for (const [id, list] of outcome.reports) {
       if (list.length > 0) {
         this.reports.set(id, list);
@@ -106,7 +197,7 @@ export class L4Role implements AgentRole {
     if (reportsChanged) this.flatReports = [...this.reports.values()].flat();
     const now = new Date().toISOString();
     if (full) this.lastFullSync = now;
-    this.status.update(this.name, {
+    this.publish({
       appliedRevision: revision,
       lastSync: now,
       ...(this.lastFullSync ? { lastFullSync: this.lastFullSync } : {}),
@@ -119,6 +210,9 @@ export class L4Role implements AgentRole {
   }
 
   async stop(opts: { flush: boolean }): Promise<void> {
+    clearTimeout(this.healthTimer);
+    await this.health.stop();
+    await this.heldMirror.stop();
     await this.mirror.stop();
     await this.loop.stop();
     if (opts.flush) {

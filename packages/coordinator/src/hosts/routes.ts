@@ -54,6 +54,7 @@ export class HostDirectory {
       services: status?.services ?? 0,
       errors: status?.errors ?? [],
       warnings: status?.warnings ?? [],
+      health: status?.health ?? null,
     };
   }
 

@@ -124,13 +124,13 @@ export class L4Repository {
    * a service created through another coordinator a moment ago is found even
    * while this one's mirror has not seen it yet.
    */
-  async get(id: string): Promise<Stored> {
+  async get(id: string): Promise<Stored & { modRevision: number }> {
     await this.reads.fresh();
     const key = this.ctx.keys.l4.service(id);
     const e = this.mirror.get(key);
-    if (e) return e.value;
-    const service = (await this.fromEtcd(id)).service;
-    return { service, json: JSON.stringify(service) };
+    if (e) return { ...e.value, modRevision: e.modRevision };
+    const { service, modRevision } = await this.fromEtcd(id);
+    return { service, json: JSON.stringify(service), modRevision };
   }
 
   // ---------- writes ----------

@@ -9,8 +9,10 @@
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { fail, Server, ServerInput, ServerListInput, Service, ServiceInput, ServiceListInput } from '@switchyard/shared';
+import { fail, Server, ServerInput, ServerListInput, Service, ServiceInput, ServiceListInput, ServiceView } from '@switchyard/shared';
+import type { HostDirectory } from '../hosts/routes.js';
 import { written } from '../http/revision.js';
+import { serverHealthSummaries } from './health-view.js';
 import type { L4Repository } from './repository.js';
 
 const Success = z.object({ msg: z.literal('Success') });
@@ -22,7 +24,7 @@ function sendJson(reply: FastifyReply, json: string) {
   return reply.type('application/json; charset=utf-8').send(json);
 }
 
-export function l4Routes(repo: L4Repository): FastifyPluginAsyncZod {
+export function l4Routes(repo: L4Repository, hosts: HostDirectory): FastifyPluginAsyncZod {
   return async (app) => {
     app.get('/services', { schema: { tags, summary: 'List all services', response: { 200: z.array(Service) } } }, async (_req, reply) => {
       const all = await repo.list();
@@ -50,10 +52,16 @@ export function l4Routes(repo: L4Repository): FastifyPluginAsyncZod {
       },
     );
 
-    app.get('/services/:id', { schema: { tags, summary: 'Get a service', params: IdParams, response: { 200: Service } } }, async (req, reply) => {
-      const s = await repo.get(req.params.id);
-      return sendJson(reply, s.json);
-    });
+    app.get(
+      '/services/:id',
+      { schema: { tags, summary: 'Get a service (with health checks: each server\'s health across hosts)', params: IdParams, response: { 200: ServiceView } } },
+      async (req, reply) => {
+        const s = await repo.get(req.params.id);
+        if (!s.service.health || s.service.health.type === 'none') return sendJson(reply, s.json);
+        const summaries = serverHealthSummaries(s.service, s.modRevision, await hosts.list());
+        return sendJson(reply, JSON.stringify({ ...s.service, servers: s.service.servers.map((srv) => ({ ...srv, health: summaries.get(srv.id) })) }));
+      },
+    );
 
     app.put(
       '/services/:id',

@@ -26,6 +26,34 @@ export const ServiceReport = z.object({
 });
 export type ServiceReport = z.infer<typeof ServiceReport>;
 
+export const SERVER_HEALTH_STATES = ['healthy', 'unhealthy', 'unknown'] as const;
+
+/** One real server that is not healthy, as one host's checks see it. */
+export const ServerHealth = z.object({
+  serviceId: z.string(),
+  serverId: z.string(),
+  state: z.enum(SERVER_HEALTH_STATES),
+  /** When it entered this state (ISO time). */
+  since: z.string(),
+  lastError: z.string().optional(),
+});
+export type ServerHealth = z.infer<typeof ServerHealth>;
+
+/**
+ * A host's health checks: counts of every checked server, and the servers
+ * that are not healthy (a checked server that is not listed is healthy,
+ * unless `truncated` says the list was cut).
+ */
+export const HostHealth = z.object({
+  healthy: z.int(),
+  unhealthy: z.int(),
+  unknown: z.int(),
+  servers: z.array(ServerHealth),
+  /** How many not-healthy servers were left out of `servers` to keep the status small. */
+  truncated: z.int().default(0),
+});
+export type HostHealth = z.infer<typeof HostHealth>;
+
 export const AgentStatus = z.object({
   id: z.string(),
   dataplane: z.enum(DATAPLANES),
@@ -36,6 +64,7 @@ export const AgentStatus = z.object({
   services: z.int().default(0),
   errors: z.array(ServiceReport).default([]),
   warnings: z.array(ServiceReport).default([]),
+  health: HostHealth.optional(),
 });
 export type AgentStatus = z.infer<typeof AgentStatus>;
 
@@ -51,5 +80,7 @@ export const Host = z.object({
   services: z.int(),
   errors: z.array(ServiceReport),
   warnings: z.array(ServiceReport),
+  /** The host's health checks (null: it runs none, or reports none yet). */
+  health: HostHealth.nullable(),
 });
 export type Host = z.infer<typeof Host>;

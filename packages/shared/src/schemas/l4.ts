@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { formatDuration, parseDuration } from '../duration.js';
 
 export const SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'dh', 'sh', 'sed', 'nq'] as const;
 export const FORWARDERS = ['g', 'i', 'm'] as const;
@@ -137,6 +138,93 @@ export const Server = z.object({
 }).refine((s) => s.id === serverId(s), { message: 'id does not match host and port' });
 export type Server = z.infer<typeof Server>;
 
+// ---------- health checks ----------
+
+export const HEALTH_TYPES = ['tcp', 'http', 'none'] as const;
+export type HealthType = (typeof HEALTH_TYPES)[number];
+
+/** Milliseconds of a duration text, NaN when it is not one (checks run even after a field failed). */
+function msOf(t: string): number {
+  try {
+    return parseDuration(t);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** A duration as flags take it (`500ms`, `2s`), kept in its canonical text. */
+function durationText(minMs: number, maxMs: number) {
+  return z
+    .string()
+    .refine(
+      (t) => {
+        const ms = msOf(t);
+        return ms >= minMs && ms <= maxMs;
+      },
+      { message: `must be a duration from ${formatDuration(minMs)} to ${formatDuration(maxMs)} (e.g. 500ms, 2s)` },
+    )
+    .transform((t) => formatDuration(parseDuration(t)));
+}
+
+/**
+ * An HTTP path the agent puts on a request line: printable ASCII without
+ * spaces, so no value can add a header or a second request.
+ */
+const httpPath = z.string().regex(/^\/[\x21-\x7e]{0,1023}$/, { message: 'must start with "/" and hold printable ASCII without spaces (at most 1024 characters)' });
+
+const healthFields = {
+  type: z.enum(HEALTH_TYPES),
+  path: httpPath.optional(),
+  expect: z.int().min(100).max(599).optional(),
+  interval: durationText(100, 3_600_000).default('2s'),
+  timeout: durationText(10, 3_600_000).default('1s'),
+  rise: z.int().min(1).max(100).default(2),
+  fall: z.int().min(1).max(100).default(3),
+  /** Probe this port instead of the server's. */
+  port: port.optional(),
+};
+
+function checkHealth(h: { type: HealthType; interval: string; timeout: string; path?: string | undefined; expect?: number | undefined }, ctx: z.RefinementCtx) {
+  if (msOf(h.timeout) > msOf(h.interval)) {
+    ctx.addIssue({ code: 'custom', path: ['timeout'], message: 'must not be longer than interval' });
+  }
+  if (h.type !== 'http' && (h.path !== undefined || h.expect !== undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['type'], message: 'path and expect belong to type "http"' });
+  }
+}
+
+/**
+ * Switchyard only (Portal clients never send it): how every agent that
+ * applies the service checks its real servers. Defaults filled in, so what is
+ * stored is exactly what agents run.
+ */
+export const HealthCheckInput = z
+  .strictObject(healthFields)
+  .superRefine(checkHealth)
+  .transform((h) => ({
+    type: h.type,
+    ...(h.type === 'http' ? { path: h.path ?? '/healthz', expect: h.expect ?? 200 } : {}),
+    interval: h.interval,
+    timeout: h.timeout,
+    rise: h.rise,
+    fall: h.fall,
+    ...(h.port !== undefined ? { port: h.port } : {}),
+  }));
+
+export const HealthCheck = z
+  .strictObject({
+    type: z.enum(HEALTH_TYPES),
+    path: httpPath.optional(),
+    expect: z.int().min(100).max(599).optional(),
+    interval: z.string().refine((t) => msOf(t) >= 100, { message: 'invalid interval' }),
+    timeout: z.string().refine((t) => msOf(t) >= 10, { message: 'invalid timeout' }),
+    rise: z.int().min(1).max(100),
+    fall: z.int().min(1).max(100),
+    port: port.optional(),
+  })
+  .superRefine(checkHealth);
+export type HealthCheck = z.infer<typeof HealthCheck>;
+
 // ---------- services ----------
 
 const serviceFields = {
@@ -148,9 +236,19 @@ const serviceFields = {
   netmask: z.string().default(''),
   /** Switchyard only: pin the service to these agents (all agents when absent). */
   hosts: z.array(hostId).optional(),
+  /** Switchyard only: health checks of the real servers. */
+  health: HealthCheckInput.optional(),
 };
 
-function finishService<T extends { host: string; port: number; type: Protocol; netmask: string; servers?: Server[] }>(
+/**
+ * A UDP server has no connection to open: only an explicit probe port (a TCP
+ * or HTTP side door of the server) can be checked.
+ */
+function udpWithoutProbePort(s: { type: Protocol; health?: HealthCheck | undefined }): boolean {
+  return s.type === 'udp' && s.health !== undefined && s.health.type !== 'none' && s.health.port === undefined;
+}
+
+function finishService<T extends { host: string; port: number; type: Protocol; netmask: string; servers?: Server[]; health?: HealthCheck | undefined }>(
   s: T,
   ctx: z.RefinementCtx,
 ) {
@@ -172,6 +270,9 @@ function finishService<T extends { host: string; port: number; type: Protocol; n
     }
     seen.add(srv.id);
   }
+  if (udpWithoutProbePort(s)) {
+    ctx.addIssue({ code: 'custom', path: ['health', 'port'], message: 'a UDP service can only be checked over TCP or HTTP on an explicit port' });
+  }
 }
 
 /** A service as a client sends it (POST /services, PUT /services, PUT /services/:id). */
@@ -188,6 +289,7 @@ export const ServiceInput = z
     netmask: s.netmask,
     servers: s.servers,
     ...(s.hosts ? { hosts: s.hosts } : {}),
+    ...(s.health ? { health: s.health } : {}),
   }));
 export type ServiceInput = z.output<typeof ServiceInput>;
 
@@ -203,23 +305,44 @@ export const Service = z
     netmask: z.string(),
     servers: z.array(Server),
     hosts: z.array(hostId).optional(),
+    health: HealthCheck.optional(),
   })
   .refine((s) => s.id === serviceId(s), { message: 'id does not match type, host and port', path: ['id'] })
-  .refine((s) => validNetmask(s.netmask, ipFamily(s.host)), { message: 'invalid netmask', path: ['netmask'] });
+  .refine((s) => validNetmask(s.netmask, ipFamily(s.host)), { message: 'invalid netmask', path: ['netmask'] })
+  .refine((s) => !udpWithoutProbePort(s), { message: 'a UDP service needs an explicit health check port', path: ['health', 'port'] });
 export type Service = z.infer<typeof Service>;
+
+/** How the hosts that apply a checked service see one of its servers (GET /services/:id). */
+export const ServerHealthSummary = z.object({
+  up: z.int(),
+  down: z.int(),
+  unknown: z.int(),
+  /** Live hosts that apply the service. */
+  hosts: z.int(),
+  /** e.g. "2/3 hosts see it up". */
+  summary: z.string(),
+});
+export type ServerHealthSummary = z.infer<typeof ServerHealthSummary>;
+
+/** GET /services/:id: the stored service; with health checks, each server carries its summary across hosts. */
+export const ServiceView = z.object({
+  ...Service.shape,
+  servers: z.array(z.object({ ...Server.shape, health: ServerHealthSummary.optional() })),
+});
 
 export const ServiceListInput = z.array(ServiceInput);
 export const ServerListInput = z.array(ServerInput);
 
 /**
  * Completes an input service into the stored shape. Fields the client left
- * out that only Switchyard knows (`servers` on a reset, `hosts` pinning, which
- * Portal clients never send) are kept from `current`.
+ * out that only Switchyard knows (`servers` on a reset, `hosts` pinning and
+ * `health`, which Portal clients never send) are kept from `current`.
  */
-export function toService(input: ServiceInput, current?: Pick<Service, 'servers' | 'hosts'>): Service {
-  const { hosts, ...rest } = input;
+export function toService(input: ServiceInput, current?: Pick<Service, 'servers' | 'hosts' | 'health'>): Service {
+  const { hosts, health, ...rest } = input;
   const pinned = hosts ?? current?.hosts;
-  return { ...rest, servers: input.servers ?? current?.servers ?? [], ...(pinned ? { hosts: pinned } : {}) };
+  const checks = health ?? current?.health;
+  return { ...rest, servers: input.servers ?? current?.servers ?? [], ...(pinned ? { hosts: pinned } : {}), ...(checks ? { health: checks } : {}) };
 }
 
 /** Does this host apply this service? (`hosts` absent = every host.) */

@@ -1,0 +1,92 @@
+/**
+ * Probes from inside a named network namespace (`--netns`): requests go to
+ * one long-lived worker process started with `ip netns exec` (argv, no
+ * shell). If the worker dies, its pending probes resolve without a verdict
+ * (they count neither way) and the next probe starts a new worker.
+ */
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import type { Logger } from 'pino';
+import type { Prober, ProbeResult, ProbeSpec } from './probe.js';
+
+type Pending = (r: ProbeResult | undefined) => void;
+
+/** The worker's entry point; from TypeScript sources (tests, benches) node needs tsx to run it. */
+function workerArgv(): string[] {
+  const url = new URL(import.meta.url.endsWith('.ts') ? './prober-worker.ts' : './prober-worker.js', import.meta.url);
+  return [...(url.pathname.endsWith('.ts') ? ['--import', 'tsx'] : []), fileURLToPath(url)];
+}
+
+export class NetnsProber implements Prober {
+  private worker?: ResultPromise;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private buffer: string[] = [];
+  private flushing = false;
+  private closed = false;
+
+  constructor(
+    private readonly netns: string,
+    private readonly log: Logger,
+  ) {}
+
+  private start(): ResultPromise {
+    const child = execa('ip', ['netns', 'exec', this.netns, process.execPath, ...workerArgv()], {
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'inherit',
+      buffer: false,
+      reject: false,
+    });
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const { id, result } = JSON.parse(line) as { id: number; result: ProbeResult };
+        const done = this.pending.get(id);
+        this.pending.delete(id);
+        done?.(result);
+      } catch {
+        /* a torn line: its probe resolves when the worker goes */
+      }
+    });
+    void child.then((res) => {
+      if (this.worker === child) this.worker = undefined;
+      if (!this.closed) this.log.warn({ exitCode: res.exitCode, netns: this.netns }, 'health probe worker exited; restarting on the next probe');
+      for (const done of this.pending.values()) done(undefined);
+      this.pending.clear();
+    });
+    return child;
+  }
+
+  probe(spec: ProbeSpec): Promise<ProbeResult | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    this.worker ??= this.start();
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.buffer.push(`${JSON.stringify({ id, spec })}\n`);
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => {
+          this.flushing = false;
+          const text = this.buffer.join('');
+          this.buffer = [];
+          this.worker?.stdin?.write(text);
+        });
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) {
+      w.stdin?.end();
+      await Promise.race([w, new Promise((r) => setTimeout(r, 1000))]);
+      w.kill('SIGKILL');
+    }
+    for (const done of this.pending.values()) done(undefined);
+    this.pending.clear();
+  }
+}
