@@ -12,86 +12,34 @@
  * afterAll, even on failure.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
+import { B1, B2, count, inNs, L4Lab, request, VIP, waitFor } from '../helpers/l4-topology.js';
 
-const r = randomBytes(2).toString('hex');
-const NS = { c: `syl4c-${r}`, lb: `syl4lb-${r}`, b1: `syl4b1-${r}`, b2: `syl4b2-${r}` };
+const lab = new L4Lab('syl4');
+const r = lab.r;
+const NS = lab.ns;
+const CLIENT = lab.clientScript;
 const TABLE = `syl4t${r}`;
 const FOREIGN = `syl4foreign${r}`;
-const VIP = '10.98.2.100';
-const B1 = '10.98.1.11';
-const B2 = '10.98.1.12';
-const BACKEND = fileURLToPath(new URL('../fixtures/agent/http-backend.py', import.meta.url));
-const CLIENT = fileURLToPath(new URL('../fixtures/agent/http-client.py', import.meta.url));
 const SID = `tcp-${VIP.replace(/\./g, '_')}-80`;
 
-const sh = (cmd: string, args: string[]) => execa(cmd, args, { reject: true });
-const inNs = (ns: string, cmd: string, args: string[]) => sh('ip', ['netns', 'exec', ns, cmd, ...args]);
-
-const servers: ChildProcess[] = [];
 let coord: Coordinator;
 let agent: RunningAgent | undefined;
 
 async function setupTopology(): Promise<void> {
-  for (const ns of Object.values(NS)) {
-    await sh('ip', ['netns', 'add', ns]);
-    await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  await sh('ip', ['link', 'add', 'c0', 'netns', NS.c, 'type', 'veth', 'peer', 'name', 'lbc', 'netns', NS.lb]);
-  await sh('ip', ['-n', NS.c, 'addr', 'add', '10.98.0.2/24', 'dev', 'c0']);
-  await sh('ip', ['-n', NS.c, 'link', 'set', 'c0', 'up']);
-  await sh('ip', ['-n', NS.c, 'route', 'add', 'default', 'via', '10.98.0.1']);
-  await sh('ip', ['-n', NS.lb, 'addr', 'add', '10.98.0.1/24', 'dev', 'lbc']);
-  await sh('ip', ['-n', NS.lb, 'link', 'set', 'lbc', 'up']);
-  await sh('ip', ['-n', NS.lb, 'link', 'add', 'br0', 'type', 'bridge']);
-  await sh('ip', ['-n', NS.lb, 'addr', 'add', '10.98.1.1/24', 'dev', 'br0']);
-  await sh('ip', ['-n', NS.lb, 'link', 'set', 'br0', 'up']);
-  for (const [i, ns, addr] of [[1, NS.b1, B1], [2, NS.b2, B2]] as const) {
-    await sh('ip', ['link', 'add', 'e0', 'netns', ns, 'type', 'veth', 'peer', 'name', `lbb${i}`, 'netns', NS.lb]);
-    await sh('ip', ['-n', NS.lb, 'link', 'set', `lbb${i}`, 'master', 'br0', 'up']);
-    await sh('ip', ['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'e0']);
-    await sh('ip', ['-n', ns, 'link', 'set', 'e0', 'up']);
-    await sh('ip', ['-n', ns, 'route', 'add', 'default', 'via', '10.98.1.1']);
-    servers.push(spawn('ip', ['netns', 'exec', ns, '/usr/bin/python3', BACKEND, `b${i}`, addr, '8080'], { stdio: 'ignore' }));
-  }
-  await inNs(NS.lb, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  await lab.setup();
   // A table someone else owns, in the agent's namespace: it must survive everything.
   await inNs(NS.lb, 'nft', ['add', 'table', 'inet', FOREIGN]);
   await inNs(NS.lb, 'nft', ['add', 'chain', 'inet', FOREIGN, 'keep', '{ type filter hook input priority 0 ; }']);
-  for (const addr of [B1, B2]) await waitFor(`backend ${addr}`, async () => (await request(NS.lb, addr, 8080, 1))[0]?.startsWith('b'));
 }
 
 async function teardown(): Promise<void> {
   await agent?.stop().catch(() => undefined);
-  for (const s of servers) s.kill('SIGKILL');
-  for (const ns of Object.values(NS)) await execa('ip', ['netns', 'del', ns], { reject: false });
-}
-
-/** `n` new connections from `ns` to addr:port; the backend name (or ERR …) of each. */
-async function request(ns: string, addr: string, port: number, n: number): Promise<string[]> {
-  const res = await execa('ip', ['netns', 'exec', ns, '/usr/bin/python3', CLIENT, addr, String(port), String(n)], { reject: false });
-  return res.stdout.split('\n').filter(Boolean);
-}
-
-function count(answers: string[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const a of answers) out[a] = (out[a] ?? 0) + 1;
-  return out;
-}
-
-async function waitFor(what: string, fn: () => Promise<boolean | undefined>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  await lab.teardown();
 }
 
 async function write(method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown): Promise<number> {
