@@ -11,7 +11,8 @@
 import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
 import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/dataplanes/ipvs/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
-import { DEVICE, EMPTY, FULL, INCREMENTAL, TRAFFIC, WEIGHT0, type ServiceSpec } from './ipvs-scenario.js';
+import { effectiveService, HealthChecker, LocalProber } from '../../packages/agent/src/l4/health/index.js';
+import { DEVICE, EMPTY, FULL, HEALTH, INCREMENTAL, TRAFFIC, WEIGHT0, type ServiceSpec } from './ipvs-scenario.js';
 
 /** Time from process start until the dataplane's modules were loaded (tsx under emulation is slow). */
 const loadMs = Math.round(performance.now());
@@ -41,10 +42,24 @@ export interface TrafficReport {
   conns: number;
 }
 
+/** The health phase: the agent's checker and overlay driving the real IPVS. */
+export interface HealthReport {
+  /** Kill of backend-1's server → the rule with weight 0 applied (ms). */
+  downMs: number;
+  /** backend-1's server listening again → the rule with its weight back applied (ms). */
+  upMs: number;
+  /** `ipvsadm -Sn` while it was down. */
+  rulesDown: string;
+  trafficDown: TrafficReport;
+  trafficUp: TrafficReport;
+  error?: string;
+}
+
 export interface GuestResult {
   loadMs: number;
   phases: PhaseReport[];
   traffic: TrafficReport[];
+  health?: HealthReport;
   totalMs: number;
 }
 
@@ -57,7 +72,11 @@ let owned = new Set<string>();
 let draining = new Map<string, number>();
 
 async function plan(specs: ServiceSpec[]) {
-  const { virtuals, reports } = desiredVirtuals(specs.map((s) => toService(ServiceInput.parse(s))));
+  return planServices(specs.map((s) => toService(ServiceInput.parse(s))));
+}
+
+async function planServices(services: ReturnType<typeof toService>[]) {
+  const { virtuals, reports } = desiredVirtuals(services);
   const observed = await exec.observe();
   const connections = await exec.connections();
   const p = planIpvs({ desired: virtuals, observed: observed.virtuals, observedAddresses: observed.addresses, owned, draining, connections });
@@ -125,6 +144,70 @@ async function traffic(label: string, requests: number, connsBefore: number): Pr
   return { label, answers, errors, conns };
 }
 
+const until = async (what: string, fn: () => boolean, timeoutMs = 30_000) => {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+/**
+ * The L4 role's glue in miniature: the checker's pick changes re-plan the
+ * effective services (health/overlay.ts) and apply them, one pass at a time.
+ */
+async function healthPhase(): Promise<HealthReport> {
+  const services = HEALTH.map((s) => toService(ServiceInput.parse(s)));
+  const checked = services.find((s) => s.host === TRAFFIC.vip)!;
+  const [b1, b2] = checked.servers.map((s) => s.id);
+  let pass = Promise.resolve();
+  let passes = 0;
+  const applyEffective = async () => {
+    const { plan: p } = await planServices(services.map((s) => effectiveService(s, (id) => checker.state(s.id, id)).service));
+    await exec.apply(p.ops);
+    owned = p.owned;
+    draining = p.draining;
+    passes++;
+  };
+  const checker = new HealthChecker({
+    prober: new LocalProber(),
+    concurrency: 16,
+    onChange: (_id, pickChanged) => {
+      if (pickChanged) pass = pass.then(applyEffective);
+    },
+  });
+  const report: HealthReport = { downMs: -1, upMs: -1, rulesDown: '', trafficDown: { label: 'health-down', answers: [], errors: [], conns: 0 }, trafficUp: { label: 'health-up', answers: [], errors: [], conns: 0 } };
+  try {
+    checker.setService(checked.id, checked, () => false);
+    await applyEffective();
+    await until('both backends checked healthy', () => checker.state(checked.id, b1) === 'healthy' && checker.state(checked.id, b2) === 'healthy');
+    const [ns1] = TRAFFIC.backends;
+    const pids = (await runner.run('ip', ['netns', 'pids', ns1.ns])).stdout.split('\n').filter(Boolean);
+    const killed = Date.now();
+    for (const pid of pids) await runner.run('kill', ['-9', pid], { allowFail: true });
+    let before = passes;
+    await until('backend-1 out of the pick', () => checker.state(checked.id, b1) === 'unhealthy');
+    await pass;
+    if (passes === before) throw new Error('no pass applied the unhealthy server');
+    report.downMs = Date.now() - killed;
+    report.rulesDown = (await runner.run('ipvsadm', ['-Sn'])).stdout;
+    report.trafficDown = await traffic('health-down', 4, -1);
+    await runner.run('ip', ['netns', 'exec', ns1.ns, 'busybox', 'httpd', '-p', `${ns1.address}:${TRAFFIC.port}`, '-h', '/tmp/www-0']);
+    const listening = Date.now();
+    before = passes;
+    await until('backend-1 back in the pick', () => checker.state(checked.id, b1) === 'healthy');
+    await pass;
+    if (passes === before) throw new Error('no pass applied the recovered server');
+    report.upMs = Date.now() - listening;
+    report.trafficUp = await traffic('health-up', 4, -1);
+  } catch (e) {
+    report.error = e instanceof Error ? e.message : String(e);
+  } finally {
+    await checker.stop();
+  }
+  return report;
+}
+
 async function main(): Promise<GuestResult> {
   const phases: PhaseReport[] = [];
   const flows: TrafficReport[] = [];
@@ -134,9 +217,10 @@ async function main(): Promise<GuestResult> {
   flows.push(await traffic('incremental', 2, flows[0].conns));
   phases.push(await phase('weight0', WEIGHT0));
   flows.push(await traffic('weight0', 4, flows[1].conns));
+  const health = await healthPhase();
   phases.push(await phase('empty', EMPTY));
   flows.push(await traffic('empty', 1, -1));
-  return { loadMs, phases, traffic: flows, totalMs: Math.round(performance.now()) };
+  return { loadMs, phases, traffic: flows, health, totalMs: Math.round(performance.now()) };
 }
 
 main().then(

@@ -144,6 +144,14 @@ export const INCREMENTAL: ServiceSpec[] = (() => {
 /** Phase "weight0", from INCREMENTAL: backend-2 of the traffic service gets weight 0 (no new connections). */
 export const WEIGHT0: ServiceSpec[] = edit(INCREMENTAL, byHost(TRAFFIC.vip), () => traffic([1, 0]));
 
+/**
+ * Phase "health", from INCREMENTAL: the traffic service checked over HTTP
+ * every 500 ms (fall 2, rise 2). The guest kills backend-1's server, waits
+ * for the checks to take it out, starts it again, waits for it to come back.
+ */
+export const HEALTH_CHECK = { type: 'http', path: '/', interval: '500ms', timeout: '400ms', rise: 2, fall: 2 } as const;
+export const HEALTH: ServiceSpec[] = edit(INCREMENTAL, byHost(TRAFFIC.vip), () => ({ ...traffic([1, 1]), health: { ...HEALTH_CHECK } }));
+
 /** Phase "empty": the agent's desired state is empty; only the foreign service may remain. */
 export const EMPTY: ServiceSpec[] = [];
 

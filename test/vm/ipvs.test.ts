@@ -177,6 +177,23 @@ describe.skipIf(skip)('agent ipvs dataplane on real IPVS (qemu VM)', () => {
     expect(f.answers).toEqual(['backend-1', 'backend-1', 'backend-1', 'backend-1']);
   });
 
+  it('health checks: a killed backend gets weight 0 (no new connections) and gets its weight back when it listens again', () => {
+    const h = result.health;
+    expect(h?.error).toBeUndefined();
+    console.log(`[vm] health: out of the pick ${h?.downMs} ms after the kill, back ${h?.upMs} ms after it listened (emulated CPU)`);
+    const traffic = ruleLines(h!.rulesDown).filter((l) => l.includes(TRAFFIC.vip));
+    expect(traffic.find((l) => l.includes(TRAFFIC.backends[0].address))).toMatch(/-w 0$/);
+    expect(traffic.find((l) => l.includes(TRAFFIC.backends[1].address))).toMatch(/-w 1$/);
+    expect(h!.trafficDown.errors).toEqual([]);
+    expect(h!.trafficDown.answers).toEqual(['backend-2', 'backend-2', 'backend-2', 'backend-2']);
+    expect(h!.trafficUp.errors).toEqual([]);
+    expect([...h!.trafficUp.answers].sort()).toEqual(['backend-1', 'backend-1', 'backend-2', 'backend-2']);
+    // fall 2 × 500 ms plus a probe and a pass: well inside 1.5 s on real hardware (the nftables
+    // kernel test asserts that); under TCG emulation every step is several times slower.
+    expect(h!.downMs).toBeLessThan(5000);
+    expect(h!.upMs).toBeLessThan(5000);
+  });
+
   it('real traffic: deleting the service closes the VIP', () => {
     const f = flow('empty');
     expect(f.answers).toEqual(['']);
