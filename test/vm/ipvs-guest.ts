@@ -204,6 +204,8 @@ async function healthPhase(): Promise<HealthReport> {
     report.error = e instanceof Error ? e.message : String(e);
   } finally {
     await checker.stop();
+    // No pass of this phase may run into the next one.
+    await pass;
   }
   return report;
 }

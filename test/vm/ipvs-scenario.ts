@@ -146,10 +146,13 @@ export const WEIGHT0: ServiceSpec[] = edit(INCREMENTAL, byHost(TRAFFIC.vip), () 
 
 /**
  * Phase "health", from INCREMENTAL: the traffic service checked over HTTP
- * every 500 ms (fall 2, rise 2). The guest kills backend-1's server, waits
+ * every second (fall 2, rise 2). The guest kills backend-1's server, waits
  * for the checks to take it out, starts it again, waits for it to come back.
+ * The timeout is a whole second because the guest's CPU is emulated: a
+ * shorter one lets a healthy backend's probe time out, and with both
+ * "failing" the all-down rule rightly puts the dead one back in.
  */
-export const HEALTH_CHECK = { type: 'http', path: '/', interval: '500ms', timeout: '400ms', rise: 2, fall: 2 } as const;
+export const HEALTH_CHECK = { type: 'http', path: '/', interval: '1s', timeout: '1s', rise: 2, fall: 2 } as const;
 export const HEALTH: ServiceSpec[] = edit(INCREMENTAL, byHost(TRAFFIC.vip), () => ({ ...traffic([1, 1]), health: { ...HEALTH_CHECK } }));
 
 /** Phase "empty": the agent's desired state is empty; only the foreign service may remain. */

@@ -188,10 +188,10 @@ describe.skipIf(skip)('agent ipvs dataplane on real IPVS (qemu VM)', () => {
     expect(h!.trafficDown.answers).toEqual(['backend-2', 'backend-2', 'backend-2', 'backend-2']);
     expect(h!.trafficUp.errors).toEqual([]);
     expect([...h!.trafficUp.answers].sort()).toEqual(['backend-1', 'backend-1', 'backend-2', 'backend-2']);
-    // fall 2 × 500 ms plus a probe and a pass: well inside 1.5 s on real hardware (the nftables
-    // kernel test asserts that); under TCG emulation every step is several times slower.
-    expect(h!.downMs).toBeLessThan(5000);
-    expect(h!.upMs).toBeLessThan(5000);
+    // fall 2 × 1 s plus a probe and a pass; under TCG emulation every step is several
+    // times slower than on hardware (the nftables kernel test holds the 1.5 s figure at 500 ms).
+    expect(h!.downMs).toBeLessThan(10_000);
+    expect(h!.upMs).toBeLessThan(10_000);
   });
 
   it('real traffic: deleting the service closes the VIP', () => {
