@@ -6,6 +6,7 @@
  * cowboy router treats `/cpool/` (the path it declares) and `/cpool` as one.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 
@@ -116,5 +117,21 @@ describe('leviathan_lib example files', () => {
     expect((await get('/cen/')).body).toEqual((await get('/cen')).body);
     // An unknown route stays a 404 with or without the slash.
     expect((await get('/nope/')).status).toBe(404);
+  });
+});
+
+describe('the monitor websocket', () => {
+  it('answers at /leviathan/monitor/ as at /leviathan/monitor', async () => {
+    const base = (await c.listen()).replace(/^http/, 'ws');
+    for (const path of ['/leviathan/monitor', '/leviathan/monitor/']) {
+      const ws = new WebSocket(base + path);
+      const reply = await new Promise<{ type: string }>((resolve, reject) => {
+        ws.once('open', () => ws.send('{not json'));
+        ws.once('message', (d) => resolve(JSON.parse(d.toString())));
+        ws.once('error', reject);
+      });
+      expect(reply, path).toMatchObject({ type: 'error', sequence: null });
+      ws.terminate();
+    }
   });
 });
