@@ -21,7 +21,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
 import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION, withTimeout } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
-import { makeCall, type CoordinatorContext } from './context.js';
+import { makeCall, makeWrite, type CoordinatorContext } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
 import { installErrorHandling } from './http/errors.js';
 import { HostDirectory, hostRoutes } from './hosts/routes.js';
@@ -90,7 +90,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config),
+    call: makeCall(config, etcd),
+    write: makeWrite(config, etcd),
   };
 
   app.setValidatorCompiler(validatorCompiler);

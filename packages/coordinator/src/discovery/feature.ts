@@ -9,7 +9,11 @@
  *    not answer the previous ping (one sweep over all providers, not one
  *    timer per connection);
  *  - the coordinator dies: etcd drops the lease and with it every record of
- *    this process within --provider-ttl.
+ *    this process within --provider-ttl;
+ *  - etcd stops answering (no member answers its probe): every provider gets
+ *    `{"error","code":"ETCD_UNAVAILABLE"}` and stays connected; when etcd is
+ *    back, `{"event":"etcd-available"}` (its record is written again if the
+ *    lease expired meanwhile).
  *
  * Every connection has its own record id, so two processes announcing the
  * same service, host and port have two records and never delete each
@@ -22,6 +26,7 @@ import { type SwitchyardError } from '@switchyard/shared';
 import type { Feature } from '../app.js';
 import type { CoordinatorContext } from '../context.js';
 import type { L4Repository } from '../l4/repository.js';
+import { onEtcdOutage } from '../store/etcd-outage.js';
 import { leaseSeconds } from '../store/lease-ttl.js';
 import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
 import { CoordinatorLease } from './lease.js';
@@ -65,6 +70,12 @@ export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Disc
   let seq = 0;
   let sweeper: NodeJS.Timeout | undefined;
   let stopping = false;
+  let unsubscribe = () => undefined as void;
+
+  function tellAll(frame: unknown): void {
+    const text = JSON.stringify(frame);
+    for (const p of providers) if (p.ws.readyState === p.ws.OPEN) p.ws.send(text);
+  }
 
   function sweep(): void {
     for (const p of providers) {
@@ -134,6 +145,13 @@ export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Disc
       },
     },
     start() {
+      unsubscribe = onEtcdOutage(ctx.etcd, {
+        down: (e) => {
+          log.warn({ providers: providers.size }, 'etcd unavailable; telling providers');
+          tellAll({ error: e.message, code: e.code });
+        },
+        up: () => tellAll({ event: 'etcd-available' }),
+      });
       lb.start();
       // Grant the lease now so the first provider does not wait for it; an
       // unreachable etcd is retried by the writer.
@@ -143,6 +161,7 @@ export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Disc
     },
     async stop() {
       stopping = true;
+      unsubscribe();
       if (sweeper) clearInterval(sweeper);
       // app.close() has terminated the sockets: the releases are under way.
       await lb.stop();

@@ -58,7 +58,7 @@ export class PrefixMirror<T> extends EventEmitter {
   private firstSync?: Promise<void>;
 
   constructor(
-    private readonly client: Etcd3,
+    readonly client: Etcd3,
     private readonly opts: PrefixMirrorOptions<T>,
   ) {
     super();
@@ -114,6 +114,27 @@ export class PrefixMirror<T> extends EventEmitter {
         clearTimeout(timer);
         resolve();
       };
+    });
+  }
+
+  /**
+   * Resolves once the mirror is listed and its watch connected — at once when
+   * it is; a watch that moves to another member (one stopped answering) is
+   * back within a second. Rejects (503) after `timeoutMs`.
+   */
+  healthyWithin(timeoutMs: number): Promise<void> {
+    if (this.healthy) return Promise.resolve();
+    void this.start();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.off('resync', done);
+        reject(new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: the watch of ${this.opts.prefix} did not reconnect within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.once('resync', done);
     });
   }
 
