@@ -33,7 +33,11 @@ export class MemberUnavailableError extends Error {
 export interface MemberProbeOptions {
   /** Time between probes of one member (default 150 ms; a third of it while no leader is known). */
   intervalMs?: number;
-  /** A probe not answered within this long marks the member down (default 400 ms). */
+  /**
+   * A probe not answered within this long fails (default 300 ms); two failed
+   * in a row mark the member down (one, if the connection was refused). The
+   * first probe of a member may take the dial timeout: connecting is slow.
+   */
   timeoutMs?: number;
 }
 
@@ -51,6 +55,10 @@ interface Member {
   leader?: string;
   probe: Etcd3;
   timer?: NodeJS.Timeout;
+  /** Probes failed in a row. */
+  failures: number;
+  /** performance.now() of the last answer any call of the main client got from it. */
+  lastAnswer: number;
 }
 
 function hostOf(url: string): string {
@@ -82,7 +90,7 @@ export class ClusterMembers extends EventEmitter {
   constructor(urls: string[], opts: MemberProbeOptions & { probeClientOptions?: Record<string, unknown> } = {}) {
     super();
     this.intervalMs = opts.intervalMs ?? 150;
-    this.timeoutMs = opts.timeoutMs ?? 400;
+    this.timeoutMs = opts.timeoutMs ?? 300;
     this.members = urls.map((url) => {
       const host = hostOf(url);
       const [address, port] = splitPeer(host);
@@ -91,10 +99,12 @@ export class ClusterMembers extends EventEmitter {
         host,
         port,
         addresses: new Set([address]),
+        failures: 0,
+        lastAnswer: 0,
         probe: new Etcd3({
           ...(opts.probeClientOptions ?? {}),
           hosts: [url],
-          dialTimeout: this.timeoutMs,
+          dialTimeout: 2000,
           faultHandling: { host: () => new NoopPolicy(), global: new NoopPolicy() },
         }),
       };
@@ -164,27 +174,44 @@ export class ClusterMembers extends EventEmitter {
   }
 
   /**
-   * gRPC interceptor of the main client: tracks streaming calls (the watch
-   * stream, lease keep-alives) so a stopped member's can be cancelled and
-   * reopened elsewhere. Unary calls are left to their deadline: cancelling
-   * one would not make its outcome any less unknown.
+   * gRPC interceptor of the main client. It notes every answer per member (a
+   * member busy with a burst answers its probe late, but it answers calls: it
+   * is not frozen), and tracks streaming calls (the watch stream, lease
+   * keep-alives) so a stopped member's can be cancelled and reopened
+   * elsewhere. Unary calls are left to their deadline: cancelling one would
+   * not make its outcome any less unknown.
    */
   readonly interceptor: Interceptor = (options, nextCall) => {
     const def = options.method_definition;
-    if (!def.requestStream && !def.responseStream) return new InterceptingCall(nextCall(options));
+    const streaming = def.requestStream || def.responseStream;
+    const answered = () => {
+      const m = this.memberAt(peerOf(call));
+      if (m) m.lastAnswer = performance.now();
+    };
     const call: InterceptingCall = new InterceptingCall(nextCall(options), {
       start: (metadata, listener, next) => {
         next(metadata, {
+          onReceiveMessage: (message, nextMessage) => {
+            answered();
+            nextMessage(message);
+          },
           onReceiveStatus: (status, nextStatus) => {
-            this.active.delete(call);
+            if (streaming) this.active.delete(call);
+            if (status.code !== GrpcStatus.DEADLINE_EXCEEDED && status.code !== GrpcStatus.UNAVAILABLE && status.code !== GrpcStatus.CANCELLED) answered();
             nextStatus(status);
           },
         });
       },
     });
-    this.active.add(call);
+    if (streaming) this.active.add(call);
     return call;
   };
+
+  private memberAt(peer: string | undefined): Member | undefined {
+    if (!peer) return undefined;
+    const [address, port] = splitPeer(peer);
+    return this.members.find((m) => m.port === port && m.addresses.has(address));
+  }
 
   /**
    * The fault-handling policy etcd3 runs each call on member `url` through.
@@ -209,20 +236,32 @@ export class ClusterMembers extends EventEmitter {
   private async probeLoop(m: Member): Promise<void> {
     while (!this.stopped) {
       const started = performance.now();
+      let failed = false;
       try {
-        const res = await m.probe.maintenance.status({ deadline: Date.now() + this.timeoutMs });
+        // Until a member has answered once, its probe may take a connect's time.
+        const res = await m.probe.maintenance.status({ deadline: Date.now() + (m.up === undefined ? 2000 : this.timeoutMs) });
         m.id = String(res.header.member_id);
         m.leader = String(res.leader);
+        m.failures = 0;
         this.mark(m, true);
-      } catch {
-        m.leader = undefined;
-        this.mark(m, false);
+      } catch (e) {
+        failed = true;
+        m.failures++;
+        // One slow answer on a busy machine is not a frozen member; a second
+        // in a row, or a refused connection, is.
+        const refused = /ECONNREFUSED|No connection established|Failed to connect/i.test(String((e as Error)?.message));
+        const answeredLately = performance.now() - m.lastAnswer < 2 * this.timeoutMs;
+        if (refused || ((m.failures >= 2 || m.up === undefined) && !answeredLately)) {
+          m.leader = undefined;
+          this.mark(m, false);
+        }
       }
-      if (this.members.every((x) => x.up !== undefined)) this.settleFirst();
+      if (this.leaderUrl || this.members.every((x) => x.up !== undefined)) this.settleFirst();
       if (this.stopped) return;
       // While no leader is known (an election), look three times as often: a
       // write held for the leader goes out as soon as one is seen.
-      const interval = this.leaderUrl ? this.intervalMs : this.intervalMs / 3;
+      // After a failure, at once: the second probe decides.
+      const interval = failed ? 0 : this.leaderUrl ? this.intervalMs : this.intervalMs / 3;
       const wait = Math.max(0, interval - (performance.now() - started));
       await new Promise<void>((r) => {
         m.timer = setTimeout(r, wait);
@@ -265,14 +304,7 @@ export class ClusterMembers extends EventEmitter {
 
   private cancelCallsOn(m: Member): void {
     for (const call of this.active) {
-      let peer: string;
-      try {
-        peer = call.getPeer();
-      } catch {
-        continue;
-      }
-      const [address, port] = splitPeer(peer);
-      if (port === m.port && m.addresses.has(address)) {
+      if (this.memberAt(peerOf(call)) === m) {
         this.active.delete(call);
         call.cancelWithStatus(GrpcStatus.UNAVAILABLE, `etcd member ${m.url} stopped answering`);
       }
