@@ -72,6 +72,14 @@ function splitPeer(peer: string): [string, string] {
   return [p.slice(0, i).replace(/^\[|\]$/g, ''), p.slice(i + 1)];
 }
 
+function peerOf(call: InterceptingCall): string | undefined {
+  try {
+    return call.getPeer();
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Events: 'member-down' (url), 'member-up' (url), 'leader' (url | undefined),
  * 'cluster-down' (no member answers any more), 'cluster-up' (one answers again).
