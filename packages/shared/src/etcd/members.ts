@@ -94,6 +94,8 @@ export class ClusterMembers extends EventEmitter {
   private settleFirst!: () => void;
   private stopped = false;
   private leaderUrl?: string;
+  /** Some answering member names a leader that is not known to be gone. */
+  private elected = false;
 
   constructor(urls: string[], opts: MemberProbeOptions & { probeClientOptions?: Record<string, unknown> } = {}) {
     super();
@@ -163,7 +165,7 @@ export class ClusterMembers extends EventEmitter {
   async leaderKnown(deadline: number): Promise<void> {
     await this.firstRound;
     for (;;) {
-      if (this.leaderUrl) return;
+      if (this.elected) return;
       if (this.allDown) throw new MemberUnavailableError('no etcd member answered its last probe; the request was not sent');
       const left = deadline - performance.now();
       if (left <= 0) throw new MemberUnavailableError('etcd has no leader (an election did not finish in time); the request was not sent');
@@ -293,20 +295,34 @@ export class ClusterMembers extends EventEmitter {
     this.electLeader();
   }
 
-  /** The leader: the member that answers and that an answering member names as leader. */
+  /**
+   * The leader: the member that answers and that an answering member names as
+   * leader. A leader named that is not among our URLs (a client given only
+   * some members) still counts as elected; one of ours that does not answer
+   * does not (its followers name it until they notice it is gone).
+   */
   private electLeader(): void {
     let next: string | undefined;
+    let elected = false;
     for (const m of this.members) {
       if (m.up !== true || !m.leader || m.leader === '0') continue;
-      const l = this.members.find((x) => x.id === m.leader && x.up === true);
-      if (l) {
+      const l = this.members.find((x) => x.id === m.leader);
+      if (!l) {
+        elected = true;
+        continue;
+      }
+      if (l.up === true) {
         next = l.url;
+        elected = true;
         break;
       }
     }
+    this.elected = elected;
     if (next !== this.leaderUrl) {
       this.leaderUrl = next;
       this.emit('leader', next);
+    } else if (elected && !next) {
+      this.emit('leader', undefined);
     }
   }
 
