@@ -80,6 +80,21 @@ function peerOf(call: InterceptingCall): string | undefined {
   }
 }
 
+/** etcd3's per-member policy: a call runs only if ClusterMembers admits it. */
+class MemberPolicy extends NoopPolicy {
+  constructor(
+    private readonly host: string,
+    private readonly admit: (host: string) => Promise<void>,
+  ) {
+    super();
+  }
+
+  override async execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+    await this.admit(this.host);
+    return super.execute(fn, signal);
+  }
+}
+
 /**
  * Events: 'member-down' (url), 'member-up' (url), 'leader' (url | undefined),
  * 'cluster-down' (no member answers any more), 'cluster-up' (one answers again).
@@ -229,18 +244,16 @@ export class ClusterMembers extends EventEmitter {
    * next member; when every member refuses, the call fails unsent.
    */
   policyFor(url: string): IPolicy<IDefaultPolicyContext> {
-    const host = hostOf(url);
-    const members = this;
-    return new (class extends NoopPolicy {
-      override async execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-        await members.firstRound;
-        const m = members.members.find((x) => x.host === host);
-        if (m?.up === false) throw new MemberUnavailableError(`etcd member ${m.url} did not answer its last probe`);
-        const leader = members.leaderUrl;
-        if (m && leader && leader !== m.url) throw new MemberUnavailableError(`etcd member ${m.url} is not the leader (${leader} is)`);
-        return super.execute(fn, signal);
-      }
-    })();
+    return new MemberPolicy(hostOf(url), (host) => this.admit(host));
+  }
+
+  /** Resolves when a call may go to `host`; rejects (unsent) when it must not. */
+  private async admit(host: string): Promise<void> {
+    await this.firstRound;
+    const m = this.members.find((x) => x.host === host);
+    if (m?.up === false) throw new MemberUnavailableError(`etcd member ${m.url} did not answer its last probe`);
+    const leader = this.leaderUrl;
+    if (m && leader && leader !== m.url) throw new MemberUnavailableError(`etcd member ${m.url} is not the leader (${leader} is)`);
   }
 
   private async probeLoop(m: Member): Promise<void> {
