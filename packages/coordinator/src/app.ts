@@ -83,7 +83,9 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     });
   }
 
-  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: Math.min(2000, config.etcdTimeoutMs) });
+  // A call's gRPC deadline is the request's: a write cut short by a shorter one
+  // would only turn into a 504 (sent, outcome unknown) sooner.
+  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),

@@ -21,7 +21,7 @@ export interface CoordinatorContext {
    * Runs one etcd write with the request deadline: 503 only when it was not
    * applied, 504 OUTCOME_UNKNOWN when it was sent and no answer came (etcdWrite).
    */
-  write<T>(fn: () => Promise<T>, what?: string): Promise<T>;
+  write<T>(fn: () => Promise<T>, what?: string, opts?: { ms?: number }): Promise<T>;
 }
 
 export function makeCall(config: CoordinatorConfig, etcd: Etcd3) {
@@ -31,5 +31,5 @@ export function makeCall(config: CoordinatorConfig, etcd: Etcd3) {
 
 export function makeWrite(config: CoordinatorConfig, etcd: Etcd3) {
   const members = membersOf(etcd);
-  return <T>(fn: () => Promise<T>, what?: string) => etcdWrite(fn, { ms: config.etcdTimeoutMs, what, members });
+  return <T>(fn: () => Promise<T>, what?: string, opts: { ms?: number } = {}) => etcdWrite(fn, { ms: opts.ms ?? config.etcdTimeoutMs, what, members });
 }

@@ -22,7 +22,6 @@ import {
   retryCas,
   AGAIN,
   toService,
-  transact,
   unchangedSince,
   type Server,
   type ServiceInput,
@@ -181,7 +180,15 @@ export class L4Repository {
       // Nothing stored and nothing wanted: no write, and no revision of ours
       // (the cluster's may belong to another prefix, which agents never reach).
       if (ops.length === 0) return { value: services, revision: listed.newest };
-      const res = await this.ctx.write(() => transact(this.etcd, [unchangedSince(keys.services, listed.revision)], ops), 'replacing all services');
+      // One transaction of up to 2n + 1 operations: etcd takes seconds for
+      // 10,000 services on a busy host, so it gets a bulk deadline rather than
+      // the request deadline (a 504 for a write that was merely slow helps nobody).
+      const ms = this.ctx.config.etcdTimeoutMs * (ops.length > 1000 ? 4 : 1);
+      const res = await this.ctx.write(
+        () => this.etcd.kv.txn({ compare: [unchangedSince(keys.services, listed.revision)], success: ops, failure: [] }, { deadline: Date.now() + ms }),
+        'replacing all services',
+        { ms },
+      );
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
       return AGAIN;
     }, { exhausted: () => new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again') });
