@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
 import { createEtcdClient, PrefixMirror, type EtcdClient } from '@switchyard/shared';
+import { startAgent } from '../../packages/agent/src/index.js';
 import { buildCoordinator, type Coordinator } from '../../packages/coordinator/src/index.js';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd-cluster.js';
 import { provide, terminateProviders } from '../helpers/providers.js';
@@ -46,6 +47,12 @@ async function writeAndRead(c: Coordinator, svc: string, i: number): Promise<Ans
 }
 
 let cluster: EtcdCluster;
+
+/** Brings killed members back, so the next scenario starts with three. */
+async function restartDead(): Promise<void> {
+  for (const m of cluster.members) if (m.process && (m.process.exitCode !== null || m.process.signalCode !== null)) await cluster.restart(m);
+  await cluster.waitForLeader();
+}
 let direct: EtcdClient;
 
 beforeAll(async () => {
@@ -258,10 +265,54 @@ describe('leader killed', () => {
       await sleep(3500);
       expect((await direct.getAll().prefix(recordDir).keys()).length).toBe(1);
       ws.close();
-      await cluster.restart(leader);
-      await cluster.waitForLeader();
     } finally {
       await c.close();
+      await restartDead();
+    }
+  });
+
+  it('keeps Portmaster offers unique and an agent applying across a leader kill', async () => {
+    const c = await coordinatorOn(cluster, 'leader-kill-pm');
+    const agent = await startAgent({ hostId: 'fa', etcd: cluster.urls, prefix: c.ctx.keys.prefix, dataplane: 'dry-run', logLevel: 'silent', leaseTtlSeconds: 3 });
+    try {
+      expect((await c.app.inject({ method: 'POST', url: '/v1/services', payload: { name: 'lkpm', start: 8000, end: 8999 } })).statusCode).toBe(201);
+      await expect.poll(async () => (await c.app.inject({ method: 'GET', url: '/hosts/fa' })).json<{ alive?: boolean }>().alive, { timeout: 5000 }).toBe(true);
+
+      const leader = await cluster.leader();
+      const offered: number[] = [];
+      const statuses: number[] = [];
+      let n = 0;
+      const end = performance.now() + 4000;
+      const offers = Promise.all(
+        [0, 1, 2, 3].map(async () => {
+          while (performance.now() < end) {
+            const r = await c.app.inject({ method: 'POST', url: '/v1/services/lkpm/offers', payload: { name: `i${n++}` } });
+            statuses.push(r.statusCode);
+            if (r.statusCode === 201) offered.push(r.json<{ port: number }>().port);
+          }
+        }),
+      );
+      await sleep(500);
+      await cluster.kill(leader);
+      await offers;
+      await cluster.waitForLeader();
+
+      expect(new Set(offered).size, 'duplicate ports').toBe(offered.length);
+      expect(statuses.filter((s) => s !== 201 && s !== 504), `statuses ${JSON.stringify(statuses)}`).toEqual([]);
+      const listed = (await c.app.inject({ method: 'GET', url: '/v1/services/lkpm/offers' })).json<{ port: number }[]>().map((o) => o.port);
+      for (const p of offered) expect(listed).toContain(p);
+
+      // The agent follows a write made after the election.
+      const post = await c.app.inject({ method: 'POST', url: '/services', payload: { host: '10.5.0.1', port: 80, type: 'tcp' } });
+      expect(post.statusCode).toBe(200);
+      const rev = Number(post.headers['x-switchyard-revision']);
+      await expect
+        .poll(async () => (await c.app.inject({ method: 'GET', url: '/hosts/fa' })).json<{ appliedRevision: number }>().appliedRevision, { timeout: 3000 })
+        .toBeGreaterThanOrEqual(rev);
+    } finally {
+      await agent.stop();
+      await c.close();
+      await restartDead();
     }
   });
 });

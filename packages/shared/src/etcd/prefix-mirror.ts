@@ -14,6 +14,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { SwitchyardError } from '../errors.js';
+import { membersOf } from './client.js';
 import { prefixEnd } from './txn.js';
 
 export interface MirrorEntry<T> {
@@ -62,7 +63,7 @@ export class PrefixMirror<T> extends EventEmitter {
     private readonly opts: PrefixMirrorOptions<T>,
   ) {
     super();
-    this.retryMs = opts.retryMs ?? 500;
+    this.retryMs = opts.retryMs ?? 200;
     this.pageSize = opts.pageSize ?? 5000;
   }
 
@@ -175,6 +176,9 @@ export class PrefixMirror<T> extends EventEmitter {
           const old = this.watcher;
           this.watcher = undefined;
           if (old) await old.cancel().catch(() => undefined);
+          // A list needs a leader (it is a linearizable read): during an
+          // election, wait for one rather than fail and sleep retryMs.
+          await membersOf(this.client)?.leaderKnown(performance.now() + 10_000);
           const next = new Map<string, MirrorEntry<T>>();
           const rev = await this.listPaged((kv) => {
             const e = this.toEntry(kv);
