@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { WebSocket } from 'ws';
+import { WebSocket } from 'ws';
 import { createEtcdClient, PrefixMirror, type EtcdClient } from '@switchyard/shared';
 import { startAgent } from '../../packages/agent/src/index.js';
 import { buildCoordinator, type Coordinator } from '../../packages/coordinator/src/index.js';
@@ -185,13 +185,17 @@ describe('every member frozen', () => {
     }
   });
 
-  it('tells providers of the outage with an error frame, and that etcd is back', async () => {
+  it('tells providers and Leviathan monitors of the outage with an error frame, and that etcd is back', async () => {
     const c = await coordinatorOn(cluster, 'ws-outage');
     const base = await c.listen();
     try {
       const ws: WebSocket = await provide(base, 'service=outage&port=9999&host=127.0.0.1');
       const frames: { error?: string; code?: string; event?: string }[] = [];
       ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+      const monitor = new WebSocket(`${base.replace(/^http/, 'ws')}/leviathan/monitor`);
+      await new Promise((resolve, reject) => monitor.once('open', resolve).once('error', reject));
+      const monitorFrames: { type?: string; code?: string; response?: { message?: string } }[] = [];
+      monitor.on('message', (d) => monitorFrames.push(JSON.parse(d.toString())));
       for (const m of cluster.members) cluster.freeze(m);
       await sleep(1200);
       for (const m of cluster.members) cluster.thaw(m);
@@ -201,7 +205,11 @@ describe('every member frozen', () => {
       expect(frames[0].error).toMatch(/etcd is unavailable/);
       expect(frames.at(-1)).toEqual({ event: 'etcd-available' });
       expect(ws.readyState).toBe(ws.OPEN);
+      expect(monitorFrames[0]).toMatchObject({ type: 'error', sequence: null, code: 'ETCD_UNAVAILABLE' });
+      expect(monitorFrames[0].response?.message).toMatch(/etcd is unavailable/);
+      expect(monitorFrames.at(-1)).toMatchObject({ type: 'status', code: 'ETCD_AVAILABLE' });
       ws.close();
+      monitor.close();
     } finally {
       await c.close();
     }
