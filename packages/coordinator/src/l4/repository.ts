@@ -19,9 +19,10 @@ import {
   SwitchyardError,
   keysAt,
   replacePrefix,
+  retryCas,
+  AGAIN,
   toService,
   toServiceView,
-  transact,
   unchangedSince,
   type Server,
   type ServiceInput,
@@ -39,8 +40,6 @@ function stored(service: Service): Stored {
   return { service, json: JSON.stringify(toServiceView(service)) };
 }
 
-const MAX_CAS_ATTEMPTS = 8;
-
 /** A stored value as a service, or undefined when it is not valid JSON or not a valid service. */
 function parseStored(text: string): Service | undefined {
   try {
@@ -49,11 +48,6 @@ function parseStored(text: string): Service | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Jittered pause between compare-and-swap attempts against other coordinators. */
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
 }
 
 /** Runs tasks with the same key one at a time, in arrival order. */
@@ -143,7 +137,7 @@ export class L4Repository {
     const service = toService(input);
     const key = this.ctx.keys.l4.service(service.id);
     const json = this.expect(key, service);
-    const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(key)] }));
+    const res = await this.ctx.write(() => this.writes.submit({ compare: [cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(key)] }), 'creating a service');
     if (res.succeeded) return { value: service, revision: this.reads.noteWrite(res.revision) };
     this.ownWrites.delete(key);
     const kv = res.responses[0].response_range?.kvs[0];
@@ -170,7 +164,7 @@ export class L4Repository {
       if (ids.has(s.id)) throw fail('INVALID', `duplicate service ${s.id} in the list`);
       ids.add(s.id);
     }
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       const listed = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
       // Pinning (`hosts`) is Switchyard's own field: Portal clients never send
       // it, so a service they list again keeps the pinning it had. The mirror
@@ -189,10 +183,18 @@ export class L4Repository {
       // Nothing stored and nothing wanted: no write, and no revision of ours
       // (the cluster's may belong to another prefix, which agents never reach).
       if (ops.length === 0) return { value: services, revision: listed.newest };
-      const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, listed.revision)], ops), 'replacing all services');
+      // One transaction of up to 2n + 1 operations: etcd takes seconds for
+      // 10,000 services on a busy host, so it gets a bulk deadline rather than
+      // the request deadline (a 504 for a write that was merely slow helps nobody).
+      const ms = this.ctx.config.etcdTimeoutMs * (ops.length > 1000 ? 4 : 1);
+      const res = await this.ctx.write(
+        () => this.etcd.kv.txn({ compare: [unchangedSince(keys.services, listed.revision)], success: ops, failure: [] }, { deadline: Date.now() + ms }),
+        'replacing all services',
+        { ms },
+      );
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
-    }
-    throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
+      return AGAIN;
+    }, { exhausted: () => new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again') });
   }
 
   /**
@@ -202,24 +204,25 @@ export class L4Repository {
    */
   async update(id: string, input: ServiceInput): Promise<Written<Service>> {
     const oldKey = this.ctx.keys.l4.service(id);
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async (attempt) => {
       const current = await this.current(id, attempt > 0);
       const next = toService(input, current.service);
       const newKey = this.ctx.keys.l4.service(next.id);
       const json = JSON.stringify(next);
       let txn = this.etcd.if(oldKey, 'Mod', '==', current.modRevision);
       if (newKey !== oldKey) txn = txn.and(newKey, 'Create', '==', 0);
-      const res = await this.ctx.call(() =>
+      const res = await this.ctx.write(() =>
         newKey === oldKey
           ? txn.then(this.etcd.put(oldKey).value(json)).commit()
           : txn.then(this.etcd.delete().key(oldKey), this.etcd.put(newKey).value(json)).else(this.etcd.get(newKey)).commit(),
+        `updating service ${id}`,
       );
       if (res.succeeded) return { value: next, revision: this.reads.noteWrite(Number(res.header.revision)) };
       if (newKey !== oldKey && (res.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
         throw fail('SERVICE_EXISTS', `a service with id ${next.id} already exists`);
       }
-    }
-    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { what: `service ${id}` });
   }
 
   /**
@@ -228,7 +231,7 @@ export class L4Repository {
    * an error).
    */
   async remove(id: string): Promise<Written<null>> {
-    const res = await this.ctx.call(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec());
+    const res = await this.ctx.write(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec(), `deleting service ${id}`);
     // Nothing deleted: the state the caller waits for is what the mirror
     // already shows (the cluster's revision may belong to another prefix,
     // which agents never reach).
@@ -278,7 +281,7 @@ export class L4Repository {
 
   private async casLoop<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
     const key = this.ctx.keys.l4.service(id);
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async (attempt) => {
       const current = await this.current(id, attempt > 0);
       const { result, next } = change(current.service);
       if (!next) return { value: result, revision: Math.max(current.modRevision, this.mirror.revision) };
@@ -287,11 +290,13 @@ export class L4Repository {
           throw fail('INVALID', `server ${s.id}: must be of the same address family as the service host`);
         }
       }
-      const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.modIs(key, current.modRevision)], success: [op.put(key, JSON.stringify(next))] }));
+      const res = await this.ctx.write(
+        () => this.writes.submit({ compare: [cmp.modIs(key, current.modRevision)], success: [op.put(key, JSON.stringify(next))] }),
+        `changing service ${id}`,
+      );
       if (res.succeeded) return { value: result, revision: this.reads.noteWrite(res.revision) };
-      await backoff(attempt);
-    }
-    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { what: `service ${id}` });
   }
 
   /** Serialises a service this coordinator is about to write, remembering it for the mirror. */
