@@ -45,6 +45,20 @@ const port = z.int().min(1).max(65535);
 const count = z.int().min(0).max(2 ** 31 - 1);
 
 /**
+ * One of `values`, defaulting to `fallback` when absent or `""`. Portal's CLI
+ * marshals Go structs, so a field the user did not give arrives as its zero
+ * value: `"type":""`, `"scheduler":""`, `"forwarder":""` mean "the default",
+ * as they do to Portal itself (core.Service.GenId and ipvsadm treat "" so).
+ * Numbers are different: a zero weight is a real value ("no traffic").
+ */
+function choice<const T extends readonly [string, ...string[]]>(values: T, fallback: T[number]) {
+  return z
+    .enum(['', ...values])
+    .optional()
+    .transform((v): T[number] => (v === undefined || v === '' ? fallback : (v as T[number])));
+}
+
+/**
  * `ipvsadm -M`: a dotted netmask for IPv4 services, a prefix length for IPv6
  * services. Empty means "not set" (one client address per persistence entry).
  */
@@ -101,7 +115,7 @@ export const ServerInput = z
   .object({
     host: ipLiteral,
     port,
-    forwarder: z.enum(FORWARDERS).default('g'),
+    forwarder: choice(FORWARDERS, 'g'),
     weight: count.default(1),
     upper_threshold: count.optional(),
     lower_threshold: count.optional(),
@@ -230,8 +244,8 @@ export type HealthCheck = z.infer<typeof HealthCheck>;
 const serviceFields = {
   host: ipLiteral,
   port,
-  type: z.enum(PROTOCOLS).default('tcp'),
-  scheduler: z.enum(SCHEDULERS).default('wlc'),
+  type: choice(PROTOCOLS, 'tcp'),
+  scheduler: choice(SCHEDULERS, 'wlc'),
   persistence: count.default(0),
   netmask: z.string().default(''),
   /** Switchyard only: pin the service to these agents (all agents when absent). */
@@ -293,20 +307,21 @@ export const ServiceInput = z
   }));
 export type ServiceInput = z.output<typeof ServiceInput>;
 
-/** A service as stored in etcd and returned by the API. */
-export const Service = z
-  .object({
-    id: z.string(),
-    host: storedIp,
-    port,
-    type: z.enum(PROTOCOLS),
-    scheduler: z.enum(SCHEDULERS),
-    persistence: count,
-    netmask: z.string(),
-    servers: z.array(Server),
-    hosts: z.array(hostId).optional(),
-    health: HealthCheck.optional(),
-  })
+const serviceObject = z.object({
+  id: z.string(),
+  host: storedIp,
+  port,
+  type: z.enum(PROTOCOLS),
+  scheduler: z.enum(SCHEDULERS),
+  persistence: count,
+  netmask: z.string(),
+  servers: z.array(Server),
+  hosts: z.array(hostId).optional(),
+  health: HealthCheck.optional(),
+});
+
+/** A service as stored in etcd (always with `servers`, possibly empty). */
+export const Service = serviceObject
   .refine((s) => s.id === serviceId(s), { message: 'id does not match type, host and port', path: ['id'] })
   .refine((s) => validNetmask(s.netmask, ipFamily(s.host)), { message: 'invalid netmask', path: ['netmask'] })
   .refine((s) => !udpWithoutProbePort(s), { message: 'a UDP service needs an explicit health check port', path: ['health', 'port'] });
@@ -324,11 +339,21 @@ export const ServerHealthSummary = z.object({
 });
 export type ServerHealthSummary = z.infer<typeof ServerHealthSummary>;
 
-/** GET /services/:id: the stored service; with health checks, each server carries its summary across hosts. */
-export const ServiceView = z.object({
-  ...Service.shape,
-  servers: z.array(z.object({ ...Server.shape, health: ServerHealthSummary.optional() })),
-});
+/**
+ * A service as Portal's API prints it: Portal's struct tags say
+ * `servers,omitempty`, so a service without servers has no `servers` key.
+ * (`hosts` and `health` only appear on services given them through
+ * Switchyard's own API; GET /services/:id of a checked service adds each
+ * server's health across hosts.)
+ */
+export const ServiceView = serviceObject.extend({ servers: z.array(z.object({ ...Server.shape, health: ServerHealthSummary.optional() })).optional() });
+export type ServiceView = z.infer<typeof ServiceView>;
+
+export function toServiceView(s: Service): ServiceView {
+  if (s.servers.length > 0) return s;
+  const { servers: _none, ...rest } = s;
+  return rest;
+}
 
 export const ServiceListInput = z.array(ServiceInput);
 export const ServerListInput = z.array(ServerInput);
