@@ -31,6 +31,8 @@ import { HostDirectory } from './hosts/routes.js';
 import { l4Feature } from './l4/feature.js';
 import { L4Repository } from './l4/repository.js';
 import { leviathanFeature } from './leviathan/feature.js';
+import { metricsFeature } from './metrics/feature.js';
+import { CoordinatorMetrics } from './metrics/registry.js';
 import { portmasterFeature } from './portmaster/feature.js';
 
 export interface Coordinator {
@@ -72,19 +74,21 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   }
 
   const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: Math.min(2000, config.etcdTimeoutMs) });
+  const metrics = new CoordinatorMetrics();
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config),
+    call: makeCall(config, metrics),
+    metrics,
   };
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, config.token);
+  installAuth(app, config.token, config.metricsPublic ? ['/healthz', '/metrics'] : ['/healthz']);
 
   // Clients of the tools Switchyard replaces post JSON with whatever content
   // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
@@ -113,6 +117,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
   const features: Feature[] = [
+    // First: its request hook must see the routes of every feature after it.
+    ...(config.metrics ? [metricsFeature(ctx)] : []),
     healthFeature(ctx),
     l4Feature(ctx, l4),
     hostsFeature(ctx, hosts),

@@ -27,6 +27,10 @@ export const CoordinatorConfig = z.object({
   pingIntervalMs: z.int().positive().default(10_000),
   /** Built-in DNS responder, e.g. { host: '127.0.0.1', port: 5353 }; off when absent. */
   dnsListen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).optional(),
+  /** GET /metrics and the HTTP request metrics; off leaves both out (benchmarks compare the two). */
+  metrics: z.boolean().default(true),
+  /** GET /metrics answers without the token (scrapers on a trusted network). */
+  metricsPublic: z.boolean().default(false),
 });
 export type CoordinatorConfig = z.output<typeof CoordinatorConfig>;
 export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;

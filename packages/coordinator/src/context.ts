@@ -13,8 +13,9 @@ import type { Etcd3 } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { WebSocket } from 'ws';
-import { etcdCall, type Keyspace } from '@switchyard/shared';
+import { etcdCall, type Keyspace, type SwitchyardError } from '@switchyard/shared';
 import type { CoordinatorConfig } from './config.js';
+import type { CoordinatorMetrics } from './metrics/registry.js';
 
 export interface CoordinatorContext {
   etcd: Etcd3;
@@ -23,8 +24,10 @@ export interface CoordinatorContext {
   /** Unique per process: names this coordinator's lease-bound records. */
   coordinatorId: string;
   log: FastifyBaseLogger;
-  /** Runs an etcd operation with the request deadline; failures become 503s. */
+  /** Runs an etcd operation with the request deadline; failures become 503s (and count in metrics). */
   call<T>(fn: () => Promise<T>, what?: string): Promise<T>;
+  /** This coordinator's Prometheus metrics (served by the metrics feature). */
+  metrics: CoordinatorMetrics;
 }
 
 export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
@@ -42,6 +45,13 @@ export interface Feature {
   stop?(): Promise<void> | void;
 }
 
-export function makeCall(config: CoordinatorConfig) {
-  return <T>(fn: () => Promise<T>, what?: string) => etcdCall(fn, config.etcdTimeoutMs, what);
+export function makeCall(config: CoordinatorConfig, metrics?: CoordinatorMetrics) {
+  return async <T>(fn: () => Promise<T>, what?: string): Promise<T> => {
+    try {
+      return await etcdCall(fn, config.etcdTimeoutMs, what);
+    } catch (e) {
+      metrics?.etcdError(e as SwitchyardError);
+      throw e;
+    }
+  };
 }

@@ -49,6 +49,7 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   const writer = new RecordWriter(ctx.etcd, lease, log);
   const lb = new LbRegistry(ctx, l4, lease, log);
   const providers = new Set<Provider>();
+  ctx.metrics.countProviders(() => providers.size);
   // Record ids: this process's id and a counter; unique across coordinators
   // and restarts, and a valid DNS label (it becomes the SRV target's first label).
   const idPrefix = ctx.coordinatorId.replace(/-/g, '').slice(0, 12);
