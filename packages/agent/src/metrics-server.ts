@@ -4,7 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
-import { exposition, METRICS_CONTENT_TYPE } from '@switchyard/shared';
+import { exposition, METRICS_CONTENT_TYPE } from '@switchyard/shared/metrics';
 import type { AgentMetrics } from './metrics.js';
 
 export interface MetricsServer {

@@ -35,9 +35,5 @@ export const CoordinatorConfig = z.object({
 export type CoordinatorConfig = z.output<typeof CoordinatorConfig>;
 export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;
 
-/** `HOST:PORT` or `[v6]:PORT` → { host, port }. */
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!m || Number(m[2]) > 65535) throw new Error(`invalid listen address "${text}" (want HOST:PORT)`);
-  return { host: m[1], port: Number(m[2]) };
-}
+// Shared with the agent's --metrics-listen (the agent must not load this package).
+export { parseListen } from '@switchyard/shared';

@@ -1,7 +1,8 @@
 /**
- * Prometheus exposition shared by the coordinator and the agent. Each
- * daemon keeps its own metrics in a registry of its own (several
- * coordinators may live in one test process); the Node process metrics
+ * Prometheus exposition shared by the coordinator and the agent (imported as
+ * `@switchyard/shared/metrics`, so CLI commands that load the package index do
+ * not load prom-client). Each daemon keeps its own metrics in a registry of
+ * its own (several coordinators may live in one test process); the Node process metrics
  * (`process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`, …) are
  * in one registry per process, because collecting them installs event-loop
  * and GC observers that must not be installed twice.

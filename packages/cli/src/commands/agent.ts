@@ -1,6 +1,5 @@
 /** `switchyard agent`: the per-host daemon that applies etcd's desired state to the kernel. */
-import { parseListen } from '@switchyard/coordinator';
-import { parseEtcdHosts } from '@switchyard/shared';
+import { parseEtcdHosts, parseListen } from '@switchyard/shared';
 import type { AgentConfigInput } from '@switchyard/agent';
 import { helpText, parseFlags, type FlagSpec, type FlagValues } from '../flags.js';
 import { onShutdown } from '../lifecycle.js';

@@ -5,7 +5,7 @@
  */
 import fp from 'fastify-plugin';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { exposition, METRICS_CONTENT_TYPE } from '@switchyard/shared';
+import { exposition, METRICS_CONTENT_TYPE } from '@switchyard/shared/metrics';
 import type { CoordinatorContext, Feature } from '../context.js';
 import { UNMATCHED_ROUTE } from './registry.js';
 
