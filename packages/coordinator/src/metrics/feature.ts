@@ -10,12 +10,13 @@ import type { CoordinatorContext, Feature } from '../context.js';
 import { UNMATCHED_ROUTE } from './registry.js';
 
 export function metricsFeature(ctx: CoordinatorContext): Feature {
-  const { httpRequests, httpDuration, registry } = ctx.metrics;
+  const metrics = ctx.metrics;
+  const { httpDuration, registry } = metrics;
   const routes: FastifyPluginAsyncZod = async (app) => {
     app.addHook('onResponse', (request, reply, done) => {
       // The pattern (`/services/:id`), never the raw path: one series per route, whatever clients send.
       const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
-      httpRequests.inc({ route, method: request.method, status: reply.statusCode });
+      metrics.countRequest(route, request.method, reply.statusCode);
       httpDuration.observe({ route }, reply.elapsedTime / 1000);
       done();
     });
