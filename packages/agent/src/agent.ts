@@ -20,6 +20,8 @@ import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
 import { createLogger } from './log.js';
+import { AgentMetrics } from './metrics.js';
+import { serveMetrics } from './metrics-server.js';
 import { Registration } from './registration.js';
 import type { AgentRole, RoleContext } from './role.js';
 import { StatusReporter } from './status.js';
@@ -29,6 +31,8 @@ export interface RunningAgent {
   /** The dataplane actually in use (auto resolved). */
   dataplane: Dataplane;
   status: StatusReporter;
+  /** GET /metrics URL with --metrics-listen (the bound port). */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -50,11 +54,13 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const keys = keyspace(config.prefix);
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
-  const ctx: RoleContext = { config, etcd, keys, runner, status, log };
+  const metrics = new AgentMetrics();
+  const ctx: RoleContext = { config, etcd, keys, runner, status, log, metrics };
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' })),
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), metrics.syncObserver('l4')),
     new TopologyRole(ctx),
   ];
+  metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });
   const record: AgentRegistration = {
     id: config.hostId,
     dataplane: l4.name,
@@ -64,6 +70,13 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
     ...(config.netns ? { netns: config.netns } : {}),
     roles: roles.map((r) => r.name),
   };
+  // Before anything runs: a taken port must fail the start, not leave roles behind.
+  const metricsServer = config.metricsListen
+    ? await serveMetrics(metrics, config.metricsListen, log.child({ component: 'metrics' })).catch((e: unknown) => {
+        etcd.close();
+        throw e;
+      })
+    : undefined;
   const registration = new Registration(etcd, keys, record, config.leaseTtlSeconds, log.child({ component: 'registration' }));
   registration.start();
   for (const r of roles) await r.start();
@@ -73,8 +86,10 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   return {
     dataplane: l4.name,
     status,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     stop() {
       stopping ??= (async () => {
+        await metricsServer?.close();
         for (const r of [...roles].reverse()) {
           try {
             await r.stop({ flush: config.flushOnExit });

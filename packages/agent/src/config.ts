@@ -27,6 +27,8 @@ export const AgentConfig = z.object({
   nftTable: z.string().refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' }).default('switchyard'),
   /** Dummy interface that holds IPVS service addresses (the agent creates and owns it). */
   ipvsDevice: z.string().refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' }).default('sy-ipvs0'),
+  /** Serve GET /metrics (Prometheus) here, e.g. { host: '127.0.0.1', port: 9464 }; off when absent. */
+  metricsListen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type AgentConfig = z.output<typeof AgentConfig>;

@@ -31,6 +31,8 @@ import { HostDirectory } from './hosts/routes.js';
 import { l4Feature } from './l4/feature.js';
 import { L4Repository } from './l4/repository.js';
 import { leviathanFeature } from './leviathan/feature.js';
+import { metricsFeature } from './metrics/feature.js';
+import { CoordinatorMetrics } from './metrics/registry.js';
 import { portmasterFeature } from './portmaster/feature.js';
 
 export interface Coordinator {
@@ -78,20 +80,22 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   // A call's gRPC deadline is the request's: a write cut short by a shorter one
   // would only turn into a 504 (sent, outcome unknown) sooner.
   const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
+  const metrics = new CoordinatorMetrics();
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config, etcd),
-    write: makeWrite(config, etcd),
+    call: makeCall(config, etcd, metrics),
+    write: makeWrite(config, etcd, metrics),
+    metrics,
   };
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, config.token);
+  installAuth(app, config.token, config.metricsPublic ? ['/healthz', '/metrics'] : ['/healthz']);
 
   // Clients of the tools Switchyard replaces post JSON with whatever content
   // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
@@ -120,6 +124,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
   const features: Feature[] = [
+    // First: its request hook must see the routes of every feature after it.
+    ...(config.metrics ? [metricsFeature(ctx)] : []),
     healthFeature(ctx),
     l4Feature(ctx, l4),
     hostsFeature(ctx, hosts),

@@ -27,13 +27,13 @@ export const CoordinatorConfig = z.object({
   pingIntervalMs: z.int().positive().default(10_000),
   /** Built-in DNS responder, e.g. { host: '127.0.0.1', port: 5353 }; off when absent. */
   dnsListen: z.object({ host: z.string(), port: z.int().min(0).max(65535) }).optional(),
+  /** GET /metrics and the HTTP request metrics; off leaves both out (benchmarks compare the two). */
+  metrics: z.boolean().default(true),
+  /** GET /metrics answers without the token (scrapers on a trusted network). */
+  metricsPublic: z.boolean().default(false),
 });
 export type CoordinatorConfig = z.output<typeof CoordinatorConfig>;
 export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;
 
-/** `HOST:PORT` or `[v6]:PORT` → { host, port }. */
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!m || Number(m[2]) > 65535) throw new Error(`invalid listen address "${text}" (want HOST:PORT)`);
-  return { host: m[1], port: Number(m[2]) };
-}
+// Shared with the agent's --metrics-listen (the agent must not load this package).
+export { parseListen } from '@switchyard/shared';

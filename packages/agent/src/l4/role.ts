@@ -15,7 +15,8 @@ import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type MirrorChange, type ServiceReport } from '@switchyard/shared';
 import type { AgentConfig } from '../config.js';
-import { SyncLoop } from '../loop.js';
+import { SyncLoop, type SyncObserver } from '../loop.js';
+import type { RoleProgress } from '../metrics.js';
 import type { StatusReporter } from '../status.js';
 import type { AgentRole } from '../role.js';
 import type { L4Dataplane } from './dataplane.js';
@@ -31,6 +32,8 @@ export class L4Role implements AgentRole {
   /** `reports` flattened, rebuilt only when a service's reports change. */
   private flatReports: ServiceReport[] = [];
   private lastFullSync?: string;
+  /** The revision the last pass applied. */
+  private applied = 0;
 
   constructor(
     etcd: Etcd3,
@@ -39,6 +42,7 @@ export class L4Role implements AgentRole {
     readonly dataplane: L4Dataplane,
     private readonly status: StatusReporter,
     private readonly log: Logger,
+    observer?: SyncObserver,
   ) {
     this.mirror = new PrefixMirror<Service>(etcd, {
       prefix: keys.l4.services,
@@ -55,6 +59,7 @@ export class L4Role implements AgentRole {
       minIntervalMs: config.minSyncIntervalMs,
       resyncMs: config.resyncMs,
       log,
+      ...(observer ? { observer } : {}),
     });
   }
 
@@ -106,6 +111,8 @@ export class L4Role implements AgentRole {
     if (reportsChanged) this.flatReports = [...this.reports.values()].flat();
     const now = new Date().toISOString();
     if (full) this.lastFullSync = now;
+    // As /hosts reports it: applied, with the services that failed listed as errors.
+    this.applied = revision;
     this.status.update(this.name, {
       appliedRevision: revision,
       lastSync: now,
@@ -116,6 +123,17 @@ export class L4Role implements AgentRole {
     this.log.debug({ full, revision, changed: changed.size, ms: Math.round(performance.now() - started) }, 'synced');
     if (outcome.failed) throw new Error('some services were not applied');
     return outcome.recheckMs !== undefined ? { recheckMs: outcome.recheckMs } : {};
+  }
+
+  progress(): RoleProgress {
+    let servers = 0;
+    for (const s of this.desired.values()) servers += s.servers.length;
+    return {
+      seenRevision: this.mirror.revision,
+      appliedRevision: this.applied,
+      dataplane: this.dataplane.name,
+      objects: { service: this.desired.size, server: servers },
+    };
   }
 
   async stop(opts: { flush: boolean }): Promise<void> {

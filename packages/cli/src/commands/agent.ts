@@ -1,5 +1,5 @@
 /** `switchyard agent`: the per-host daemon that applies etcd's desired state to the kernel. */
-import { parseEtcdHosts } from '@switchyard/shared';
+import { parseEtcdHosts, parseListen } from '@switchyard/shared';
 import type { AgentConfigInput } from '@switchyard/agent';
 import { helpText, parseFlags, type FlagSpec, type FlagValues } from '../flags.js';
 import { onShutdown } from '../lifecycle.js';
@@ -16,6 +16,7 @@ export const agentFlags: FlagSpec[] = [
   { name: 'nft-table', kind: 'string', default: 'switchyard', help: 'the one nft table (family inet) the nftables dataplane owns' },
   { name: 'ipvs-device', kind: 'string', default: 'sy-ipvs0', help: 'dummy interface that holds IPVS service addresses (created and owned by the agent)' },
   { name: 'flush-on-exit', kind: 'bool', default: 'false', help: 'remove what the agent owns on SIGTERM (default: leave traffic flowing)' },
+  { name: 'metrics-listen', kind: 'string', help: 'HOST:PORT to serve GET /metrics (Prometheus) on; off when unset' },
   { name: 'log-level', kind: 'string', default: 'info', help: 'fatal|error|warn|info|debug|trace|silent' },
 ];
 
@@ -31,6 +32,7 @@ export function agentConfigFrom(values: FlagValues): AgentConfigInput {
     flushOnExit: Boolean(values['flush-on-exit']),
     ...(values['nft-table'] !== undefined ? { nftTable: String(values['nft-table']) } : {}),
     ...(values['ipvs-device'] !== undefined ? { ipvsDevice: String(values['ipvs-device']) } : {}),
+    ...(values['metrics-listen'] ? { metricsListen: parseListen(String(values['metrics-listen'])) } : {}),
     logLevel: values['log-level'] as AgentConfigInput['logLevel'],
   };
 }
@@ -45,4 +47,5 @@ export async function agentCommand(argv: string[]): Promise<void> {
   const agent = await startAgent(agentConfigFrom(values));
   onShutdown(() => agent.stop());
   process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
+  if (agent.metricsUrl) process.stderr.write(`switchyard: agent metrics at ${agent.metricsUrl}\n`);
 }

@@ -18,6 +18,8 @@ export const coordinatorFlags: FlagSpec[] = [
   { name: 'provider-ttl', kind: 'duration', default: '10s', help: "lease TTL: a dead coordinator's provider records vanish within it" },
   { name: 'ping-interval', kind: 'duration', default: '10s', help: 'websocket ping interval (skyapi providers, Leviathan monitors); a peer that misses a pong is dropped' },
   { name: 'dns-listen', kind: 'string', help: 'HOST:PORT for the built-in DNS responder (UDP and TCP); off when unset' },
+  { name: 'metrics', kind: 'bool', default: 'true', help: 'serve GET /metrics and time every request (--no-metrics: neither)' },
+  { name: 'metrics-public', kind: 'bool', default: 'false', help: 'GET /metrics answers without the token' },
   { name: 'log-level', kind: 'string', default: 'info', help: 'fatal|error|warn|info|debug|trace|silent' },
 ];
 
@@ -36,6 +38,8 @@ export function coordinatorConfigFrom(values: FlagValues): CoordinatorConfigInpu
     providerTtlMs: values['provider-ttl'] as number,
     pingIntervalMs: values['ping-interval'] as number,
     dnsListen: values['dns-listen'] ? parseListen(String(values['dns-listen'])) : undefined,
+    metrics: Boolean(values.metrics),
+    metricsPublic: Boolean(values['metrics-public']),
     logLevel: values['log-level'] as CoordinatorConfigInput['logLevel'],
   };
 }

@@ -16,11 +16,17 @@ const own: FlagSpec[] = [
   { name: 'etcd-port', kind: 'int', default: '2379', help: 'client port of the embedded etcd (its peer port is the next one)' },
   { name: 'no-agent', kind: 'bool', default: 'false', help: 'run etcd and the coordinator only' },
 ];
-// `up` owns etcd, so the --etcd flags of the parts it starts do not apply.
+/** Where `up` serves the agent's metrics unless told otherwise (9464: the usual Prometheus exporter port). */
+export const UP_AGENT_METRICS = '127.0.0.1:9464';
+
+// `up` owns etcd, so the --etcd flags of the parts it starts do not apply;
+// it turns the agent's metrics on.
 const upFlags: FlagSpec[] = [
   ...own,
   ...coordinatorFlags.filter((f) => f.name !== 'etcd'),
-  ...agentFlags.filter((f) => !['etcd', 'prefix', 'log-level'].includes(f.name)),
+  ...agentFlags
+    .filter((f) => !['etcd', 'prefix', 'log-level'].includes(f.name))
+    .map((f) => (f.name === 'metrics-listen' ? { ...f, default: UP_AGENT_METRICS } : f)),
 ];
 
 export async function upCommand(argv: string[]): Promise<void> {
@@ -50,11 +56,13 @@ async function startAll(values: FlagValues): Promise<void> {
   onShutdown(() => coordinator.close());
   const address = await coordinator.listen();
   process.stderr.write(`switchyard: coordinator at ${address} (OpenAPI UI at ${address}/docs)\n`);
+  if (values.metrics) process.stderr.write(`switchyard: coordinator metrics at ${address}/metrics\n`);
 
   if (!values['no-agent']) {
     const { startAgent } = await import('@switchyard/agent');
     const agent = await startAgent(agentConfigFrom({ ...values, etcd: etcd.url, prefix: values.prefix, 'log-level': values['log-level'] }));
     onShutdown(() => agent.stop());
     process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
+    if (agent.metricsUrl) process.stderr.write(`switchyard: agent metrics at ${agent.metricsUrl}\n`);
   }
 }
