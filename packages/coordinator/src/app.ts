@@ -19,7 +19,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type Fastif
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
-import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION, withTimeout } from '@switchyard/shared';
+import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, SwitchyardError, VERSION, wantsPretty, withTimeout } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, type CoordinatorContext } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
@@ -68,7 +68,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const config = CoordinatorConfig.parse(input);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
   const app = fastify({
-    logger: { level: config.logLevel, name: 'coordinator' },
+    // JSON goes through pino's own fast stdout writer; people get readable lines.
+    logger: { level: config.logLevel, name: 'coordinator', ...(wantsPretty(config.logFormat, process.stdout) ? { stream: logDestination(config.logFormat, process.stdout) } : {}) },
     bodyLimit: MiB,
     ...(https ? { https } : {}),
     // Keep-alive sockets must not hold close() hostage.

@@ -1,5 +1,7 @@
 export * from './errors.js';
 export * from './duration.js';
+export * from './listen.js';
+export * from './log.js';
 export * from './names.js';
 export * from './keys.js';
 export * from './schemas/l4.js';

@@ -20,6 +20,9 @@ import {
 } from 'etcd3';
 import { SwitchyardError } from '../errors.js';
 
+/** Where a daemon looks for etcd unless told: the embedded etcd of `switchyard up`. */
+export const DEFAULT_ETCD_ENDPOINTS: readonly string[] = ['http://127.0.0.1:2379'];
+
 export interface EtcdClientOptions {
   /** `http://host:port` URLs of the cluster members. */
   hosts: string[];
