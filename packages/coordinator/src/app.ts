@@ -31,6 +31,7 @@ import { portmasterFeature } from './portmaster/index.js';
 import { leviathanFeature } from './leviathan/feature.js';
 import { createDiscovery } from './discovery/feature.js';
 import { createDnsResponder } from './dns/feature.js';
+import { statusFeature } from './status/feature.js';
 
 export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
 
@@ -152,6 +153,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     leviathanFeature(ctx),
     createDiscovery(ctx, l4).feature,
     ...(config.dnsListen ? [createDnsResponder(ctx, config.dnsListen).feature] : []),
+    statusFeature(ctx),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];
 

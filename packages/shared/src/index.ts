@@ -9,6 +9,7 @@ export * from './schemas/hosts.js';
 export * from './schemas/leviathan.js';
 export * from './schemas/skydns.js';
 export * from './schemas/portmaster.js';
+export * from './schemas/status.js';
 export * from './etcd/client.js';
 export * from './etcd/prefix-mirror.js';
 export const VERSION = '0.1.0';

@@ -17,7 +17,7 @@ const own: FlagSpec[] = [
 ];
 // `up` owns etcd, so the --etcd flags of the parts it starts do not apply;
 // flags both parts have (--prefix, --log-level, …) are given once and go to both.
-const upFlags: FlagSpec[] = [...own, ...coordinatorFlags, ...agentFlags].filter(
+export const upFlags: FlagSpec[] = [...own, ...coordinatorFlags, ...agentFlags].filter(
   (f, i, all) => f.name !== 'etcd' && all.findIndex((g) => g.name === f.name) === i,
 );
 
