@@ -49,7 +49,7 @@ export function render(coordinators: Probe[], status: ClusterStatus | undefined,
     out.push(
       table([
         ['HOST', 'ALIVE', 'DATAPLANE', 'APPLIED', 'LAG', 'ERRORS', 'WARNINGS', 'LAST SYNC'],
-        ...hosts.map((h) => [h.id, h.alive ? 'yes' : 'NO', h.dataplane ?? '-', String(h.appliedRevision), String(Math.max(0, rev - h.appliedRevision)), String(h.errors.length), String(h.warnings.length), h.lastSync ?? '-']),
+        ...hosts.map((h) => [h.id, h.alive ? 'yes' : 'NO', h.dataplane ?? '-', String(h.appliedRevision), String(Math.max(0, status.etcd.desiredRevision - h.appliedRevision)), String(h.errors.length), String(h.warnings.length), h.lastSync ?? '-']),
       ]),
     );
   const c = status.counts;

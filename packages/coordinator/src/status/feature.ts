@@ -18,6 +18,13 @@ async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
   const count = (prefix: string) => ctx.call(() => etcd.getAll().prefix(prefix).revision(revision).count(), 'count');
   const pmOffers = `${keys.pm.all}offers/`;
   const pmPorts = `${keys.pm.mirrored}ports/`;
+  // What agents follow (L4 services, Leviathan's desired state): a host has
+  // applied everything once its applied revision reaches the newest of these
+  // keys. etcd's own revision is no measure, since every status write and
+  // lease bumps it. (A delete leaves no key, so a pending delete is not counted.)
+  const newest = (prefix: string) =>
+    ctx.call(async () => Number((await etcd.getAll().prefix(prefix).revision(revision).sort('Mod', 'Descend').limit(1).exec()).kvs[0]?.mod_revision ?? 0), 'newest');
+  const desired = Math.max(await newest(keys.l4.services), await newest(keys.lev.all));
   const [services, portServices, portOffers, portsHeld, cens, cins, containers, providers] = await Promise.all([
     count(keys.l4.services),
     count(keys.pm.services),
@@ -33,6 +40,7 @@ async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
     coordinatorId: ctx.coordinatorId,
     etcd: {
       revision,
+      desiredRevision: desired,
       leader: status.leader && status.leader !== '0' ? status.leader : null,
       members: (members.members ?? []).map((m) => ({
         id: m.ID,
