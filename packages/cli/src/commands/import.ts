@@ -5,7 +5,7 @@
  * the coordinator's transaction, and with --wait each host applying it.
  */
 import { readFile } from 'node:fs/promises';
-import type { ApiClient } from '../client.js';
+import { print, type ApiClient } from '../client.js';
 import { UsageError, type FlagValues } from '../flags.js';
 import { finishWrite, kib, Progress } from '../progress.js';
 
@@ -18,6 +18,8 @@ export interface ImportTarget {
   what: string;
   /** The file's expected shape, for the usage error. */
   expect: string;
+  /** Whether --wait applies (agents report a revision for it). */
+  waitable?: boolean;
 }
 
 async function readInput(file: string): Promise<string> {
@@ -49,5 +51,6 @@ export async function importFile(api: ApiClient, values: FlagValues, file: strin
   const r = await progress.during(`coordinator applying ${n} ${target.what} in one transaction`, sent);
   progress.line(`imported ${n} ${target.what} in ${((Date.now() - started) / 1000).toFixed(1)} s${r.revision !== undefined ? ` at revision ${r.revision}` : ''}`);
   // The answer lists every object; a summary keeps the terminal usable (`list` shows them).
-  await finishWrite(api, values, { [target.what.toLowerCase()]: n, revision: r.revision }, r.revision);
+  const summary = { [target.what.toLowerCase()]: n, revision: r.revision };
+  await (target.waitable ? finishWrite(api, values, summary, r.revision) : print(values, summary));
 }

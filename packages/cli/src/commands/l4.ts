@@ -91,6 +91,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
         count: (body) => (Array.isArray(body) ? body.length : undefined),
         what: 'services',
         expect: 'a JSON list of services',
+        waitable: true,
       });
     }
     default:

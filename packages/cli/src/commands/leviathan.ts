@@ -7,10 +7,13 @@
  */
 import { ApiClient, print } from '../client.js';
 import { clientFlags, helpText, parseFlags, UsageError } from '../flags.js';
-import { finishWrite, writeFlags } from '../progress.js';
 import { importFile } from './import.js';
 
-export const leviathanSpecs = [...clientFlags, ...writeFlags];
+// No --wait here: a host reports one applied revision, the lowest of its
+// roles', and the L4 role's moves only with L4 changes, so a Leviathan write's
+// revision is never reached by a host idle in L4. Follow CEN/CIN status
+// (`cen show`) instead.
+export const leviathanSpecs = [...clientFlags];
 const specs = leviathanSpecs;
 const enc = encodeURIComponent;
 
@@ -44,7 +47,7 @@ export async function cenCommand(argv: string[]): Promise<void> {
     case 'destroy': {
       const ids = need(positionals, 1, `switchyard cen ${verb} ID…`);
       const r = await api.request('POST', `/cen/${verb}`, ids);
-      return finishWrite(api, values, r.data, r.revision);
+      return print(values, r.data);
     }
     case 'list':
       return print(values, (await api.request('GET', '/cen')).data);
@@ -55,7 +58,7 @@ export async function cenCommand(argv: string[]): Promise<void> {
     case 'remove': {
       const [id] = need(positionals, 1, 'switchyard cen remove ID');
       const r = await api.request('DELETE', `/cen/${enc(id)}`);
-      return finishWrite(api, values, r.data, r.revision);
+      return print(values, r.data);
     }
     default:
       throw new UsageError(`unknown subcommand "cen ${verb}" (${usage})`);
@@ -87,7 +90,7 @@ export async function cinCommand(argv: string[]): Promise<void> {
     case 'destroy': {
       const ids = need(positionals, 1, `switchyard cin ${verb} ID…`);
       const r = await api.request('POST', `/cin/${verb}`, ids);
-      return finishWrite(api, values, r.data, r.revision);
+      return print(values, r.data);
     }
     case 'show': {
       const [id] = need(positionals, 1, 'switchyard cin show ID');

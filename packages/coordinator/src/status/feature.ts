@@ -18,13 +18,15 @@ async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
   const count = (prefix: string) => ctx.call(() => etcd.getAll().prefix(prefix).revision(revision).count(), 'count');
   const pmOffers = `${keys.pm.all}offers/`;
   const pmPorts = `${keys.pm.mirrored}ports/`;
-  // What agents follow (L4 services, Leviathan's desired state): a host has
-  // applied everything once its applied revision reaches the newest of these
-  // keys. etcd's own revision is no measure, since every status write and
-  // lease bumps it. (A delete leaves no key, so a pending delete is not counted.)
+  // A host has applied every L4 change once its applied revision reaches the
+  // newest L4 service key's. etcd's own revision is no measure, since every
+  // status write and lease bumps it. (A delete leaves no key, so a pending
+  // delete is not counted. Leviathan is left out: a host reports one applied
+  // revision, the lowest of its roles', and a role's moves only with its own
+  // prefix, so a host idle in L4 never reaches a Leviathan write's revision.)
   const newest = (prefix: string) =>
     ctx.call(async () => Number((await etcd.getAll().prefix(prefix).revision(revision).sort('Mod', 'Descend').limit(1).exec()).kvs[0]?.mod_revision ?? 0), 'newest');
-  const desired = Math.max(await newest(keys.l4.services), await newest(keys.lev.all));
+  const desired = await newest(keys.l4.services);
   const [services, portServices, portOffers, portsHeld, cens, cins, containers, providers] = await Promise.all([
     count(keys.l4.services),
     count(keys.pm.services),

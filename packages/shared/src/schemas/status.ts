@@ -6,7 +6,7 @@ export const ClusterStatus = z.object({
   coordinatorId: z.string(),
   etcd: z.object({
     revision: z.int(),
-    /** The newest change agents must apply (L4 services, Leviathan): a host's lag is measured against it. */
+    /** The newest L4 service change: a host's lag is measured against it. */
     desiredRevision: z.int(),
     leader: z.string().nullable(),
     members: z.array(z.object({ id: z.string(), name: z.string(), clientURLs: z.array(z.string()), leader: z.boolean(), learner: z.boolean() })),
