@@ -7,8 +7,7 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ClusterStatus, skydns, VERSION } from '@switchyard/shared';
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+import type { CoordinatorContext, Feature } from '../context.js';
 
 async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
   const { etcd, keys } = ctx;
