@@ -9,23 +9,10 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { createServer } from 'node:net';
 import { runCli, startCli } from '../helpers/cli.js';
-import { freePort } from '../helpers/etcd.js';
+import { freePort, freePortPair } from '../helpers/etcd.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sy-up-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A free port whose successor (etcd's peer port under `up`) is free too. */
-async function freePortPair(): Promise<number> {
-  for (;;) {
-    const p = await freePort();
-    const ok = await new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once('error', () => resolve(false));
-      srv.listen(p + 1, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
-    if (ok) return p;
-  }
-}
 
 function alive(pid: number): boolean {
   try {

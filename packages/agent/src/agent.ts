@@ -14,7 +14,7 @@
  * through restarts and upgrades; `flushOnExit` removes what the agent owns.
  */
 import type { Logger } from 'pino';
-import { createEtcdClient, keyspace, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
+import { createEtcdClient, keyspace, parseEtcdHosts, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
@@ -44,13 +44,13 @@ export interface AgentDeps {
 
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
   const config = AgentConfig.parse(input);
-  const log = deps.logger ?? createLogger(config.logLevel, config.hostId);
+  const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
   const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
   if (config.netns) {
     const res = await runner.run('true', [], { allowFail: true });
     if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
   }
-  const etcd = createEtcdClient({ hosts: config.etcd });
+  const etcd = createEtcdClient({ hosts: parseEtcdHosts(config.etcd) });
   const keys = keyspace(config.prefix);
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));

@@ -18,7 +18,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
-import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
+import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, SwitchyardError, VERSION, wantsPretty } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
@@ -34,6 +34,7 @@ import { leviathanFeature } from './leviathan/feature.js';
 import { metricsFeature } from './metrics/feature.js';
 import { CoordinatorMetrics } from './metrics/registry.js';
 import { portmasterFeature } from './portmaster/feature.js';
+import { statusFeature } from './status/feature.js';
 
 export interface Coordinator {
   app: FastifyInstance;
@@ -58,7 +59,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const config = CoordinatorConfig.parse(input);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
   const app = fastify({
-    logger: { level: config.logLevel, name: 'coordinator' },
+    // JSON goes through pino's own fast stdout writer; people get readable lines.
+    logger: { level: config.logLevel, name: 'coordinator', ...(wantsPretty(config.logFormat, process.stdout) ? { stream: logDestination(config.logFormat, process.stdout) } : {}) },
     bodyLimit: MiB,
     ...(https ? { https } : {}),
     // Keep-alive sockets must not hold close() hostage.
@@ -133,6 +135,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     leviathanFeature(ctx),
     discoveryFeature(ctx, l4),
     ...(config.dnsListen ? [dnsFeature(ctx, config.dnsListen)] : []),
+    statusFeature(ctx),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];
 

@@ -1,5 +1,7 @@
 export * from './errors.js';
 export * from './duration.js';
+export * from './listen.js';
+export * from './log.js';
 export * from './names.js';
 export * from './keys.js';
 export * from './schemas/l4.js';
@@ -7,6 +9,7 @@ export * from './schemas/hosts.js';
 export * from './schemas/leviathan.js';
 export * from './schemas/skydns.js';
 export * from './schemas/portmaster.js';
+export * from './schemas/status.js';
 export * from './etcd/client.js';
 export * from './etcd/members.js';
 export * from './etcd/retry.js';
