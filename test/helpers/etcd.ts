@@ -13,7 +13,23 @@ import { createEtcdClient } from '@switchyard/shared';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 import { startEtcd, type EmbeddedEtcd } from '../../packages/cli/src/embedded-etcd.js';
 
-export { freePort } from '../../packages/cli/src/embedded-etcd.js';
+import { createServer } from 'node:net';
+import { freePort } from '../../packages/cli/src/embedded-etcd.js';
+
+export { freePort };
+
+/** A free port whose successor (etcd's peer port under `up`) is free too. */
+export async function freePortPair(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(p + 1, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (ok) return p;
+  }
+}
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -9,23 +9,10 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { createServer } from 'node:net';
 import { runCli, startCli } from '../helpers/cli.js';
-import { freePort } from '../helpers/etcd.js';
+import { freePort, freePortPair } from '../helpers/etcd.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sy-up-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A free port whose successor (etcd's peer port under `up`) is free too. */
-async function freePortPair(): Promise<number> {
-  for (;;) {
-    const p = await freePort();
-    const ok = await new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once('error', () => resolve(false));
-      srv.listen(p + 1, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
-    if (ok) return p;
-  }
-}
 
 function alive(pid: number): boolean {
   try {
@@ -39,8 +26,25 @@ function alive(pid: number): boolean {
 it('runs etcd + coordinator + agent, and Ctrl-C stops them all', async () => {
   const etcdPort = await freePortPair();
   const apiPort = await freePort();
+  const metricsPort = await freePort();
   const up = startCli(
-    ['up', '--data-dir', dir, '--etcd-port', String(etcdPort), '--listen', `127.0.0.1:${apiPort}`, '--dataplane', 'dry-run', '--host-id', 'uptest', '--log-level', 'warn'],
+    [
+      'up',
+      '--data-dir',
+      dir,
+      '--etcd-port',
+      String(etcdPort),
+      '--listen',
+      `127.0.0.1:${apiPort}`,
+      '--metrics-listen',
+      `127.0.0.1:${metricsPort}`,
+      '--dataplane',
+      'dry-run',
+      '--host-id',
+      'uptest',
+      '--log-level',
+      'warn',
+    ],
     /switchyard: up\./,
     {},
     60_000,
@@ -48,6 +52,12 @@ it('runs etcd + coordinator + agent, and Ctrl-C stops them all', async () => {
   await up.ready;
   const api = `http://127.0.0.1:${apiPort}`;
   expect(up.output()).toContain(`etcd at http://127.0.0.1:${etcdPort}`);
+  // `up` turns the agent's metrics on and says where both daemons' metrics are.
+  expect(up.output()).toContain(`coordinator metrics at ${api}/metrics`);
+  expect(up.output()).toContain(`agent metrics at http://127.0.0.1:${metricsPort}/metrics`);
+  const agentMetrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+  expect(agentMetrics.status).toBe(200);
+  expect(await agentMetrics.text()).toMatch(/^switchyard_agent_applied_revision \d+$/m);
 
   const post = await fetch(`${api}/services`, { method: 'POST', body: JSON.stringify({ host: '10.9.0.1', port: 80 }), headers: { 'content-type': 'application/json' } });
   expect(post.status).toBe(200);

@@ -17,6 +17,7 @@ import { Zone } from '../../packages/coordinator/src/dns/zone.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
+import { sample } from '../helpers/metrics.js';
 import { provide, terminateProviders } from '../helpers/providers.js';
 
 const run = promisify(execFile);
@@ -143,6 +144,27 @@ describe('dns responder', () => {
     expect(nodata.authority[0][3]).toBe('SOA');
     const refused = await dig(dnsPort, ['A', 'example.com']);
     expect(refused.status).toBe('REFUSED');
+  });
+
+  it('counts every query in switchyard_dns_queries_total by question type and response code', async () => {
+    const count = async (labels: { qtype: string; rcode: string }) => {
+      const r = await c.app.inject({ method: 'GET', url: '/metrics' });
+      expect(r.statusCode).toBe(200);
+      return sample(r.body, 'switchyard_dns_queries_total', labels) ?? 0;
+    };
+    // One dig run, one query (+tries=1; nothing here is truncated, so no TCP retry).
+    const once = (args: string[]) => run('dig', ['@127.0.0.1', '-p', String(dnsPort), '+time=2', '+tries=1', '+short', ...args]);
+    const cases = [
+      { args: ['SRV', `web.services.${root}`], labels: { qtype: 'SRV', rcode: 'NOERROR' }, times: 2 },
+      { args: ['A', `nope.services.${root}`], labels: { qtype: 'A', rcode: 'NXDOMAIN' }, times: 1 },
+      { args: ['AAAA', 'example.com'], labels: { qtype: 'AAAA', rcode: 'REFUSED' }, times: 3 },
+      { args: ['+tcp', 'TXT', `web.services.${root}`], labels: { qtype: 'TXT', rcode: 'NOERROR' }, times: 1 },
+    ];
+    for (const k of cases) {
+      const before = await count(k.labels);
+      for (let i = 0; i < k.times; i++) await once(k.args);
+      expect(await count(k.labels), `${k.args.join(' ')}`).toBe(before + k.times);
+    }
   });
 
   it('answers over TCP too', async () => {

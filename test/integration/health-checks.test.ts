@@ -14,6 +14,7 @@ import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
+import { sample } from '../helpers/metrics.js';
 import { provide, terminateProviders } from '../helpers/providers.js';
 
 describe('health checks (real etcd, dry-run agent, real probes on loopback)', () => {
@@ -38,7 +39,7 @@ describe('health checks (real etcd, dry-run agent, real probes on loopback)', ()
     await new Promise<void>((r) => ok.listen(0, '127.0.0.1', r));
     okPort = (ok.address() as AddressInfo).port;
     deadPort = await freePort();
-    agent = await startAgent({ hostId: host, etcd: [sharedEtcdUrl()], prefix: c.ctx.keys.prefix, dataplane: 'dry-run', logLevel: 'silent' });
+    agent = await startAgent({ hostId: host, etcd: [sharedEtcdUrl()], prefix: c.ctx.keys.prefix, dataplane: 'dry-run', logLevel: 'silent', metricsListen: { host: '127.0.0.1', port: 0 } });
   });
   afterAll(async () => {
     terminateProviders();
@@ -75,6 +76,11 @@ describe('health checks (real etcd, dry-run agent, real probes on loopback)', ()
       expect.objectContaining({ id: `127_0_0_1-${okPort}`, weight: 1, health: { up: 1, down: 0, unknown: 0, hosts: 1, summary: '1/1 host see it up' } }),
       expect.objectContaining({ id: `127_0_0_2-${deadPort}`, weight: 5, health: { up: 0, down: 1, unknown: 0, hosts: 1, summary: '0/1 host see it up' } }),
     ]);
+    // The agent's metrics count the probes and the unhealthy server.
+    const text = await (await fetch(agent.metricsUrl as string)).text();
+    expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'ok' })).toBeGreaterThan(0);
+    expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'failed' })).toBeGreaterThanOrEqual(2);
+    expect(sample(text, 'switchyard_agent_servers_unhealthy')).toBe(1);
     // The list and the server routes are Portal's shapes: no health summary there.
     const servers = (await c.app.inject({ method: 'GET', url: `/services/${sid}/servers` })).json();
     expect(servers.map((s: { weight: number }) => s.weight)).toEqual([1, 5]);

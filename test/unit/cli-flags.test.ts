@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { formatDuration, parseDuration } from '@switchyard/shared';
-import { helpText, parseFlags, UsageError, type FlagSpec } from '../../packages/cli/src/flags.js';
+import { z } from 'zod';
+import { AgentConfig } from '@switchyard/agent';
+import { CoordinatorConfig } from '@switchyard/coordinator';
+import { agentConfigFrom, agentFlags } from '../../packages/cli/src/commands/agent.js';
+import { coordinatorConfigFrom, coordinatorFlags } from '../../packages/cli/src/commands/coordinator.js';
+import { configFrom, flagsFromSchema, helpText, parseFlags, UsageError, type FlagSpec } from '../../packages/cli/src/flags.js';
 
 describe('durations', () => {
   it.each([
@@ -43,12 +48,61 @@ describe('flags', () => {
     expect(() => parseFlags(['--nope'], specs, {})).toThrow(UsageError);
     expect(() => parseFlags(['--port', 'eighty'], specs, {})).toThrow(/not a whole number/);
     expect(() => parseFlags(['--offer-ttl', 'soon'], specs, {})).toThrow(/invalid duration/);
-    expect(() => parseFlags(['--listen'], specs, {})).toThrow(/needs a value/);
+    expect(() => parseFlags(['--listen'], specs, {})).toThrow(/--listen needs a value/);
+    expect(() => parseFlags(['--nope'], specs, {})).toThrow(/unknown flag --nope/);
+  });
+  it('takes -h and --help anywhere, and keeps positionals in order', () => {
+    expect(parseFlags(['a', '-h', 'b'], specs, {})).toMatchObject({ help: true, positionals: ['a', 'b'] });
+    expect(parseFlags(['--', '--listen'], specs, {}).positionals).toEqual(['--listen']);
   });
   it('documents every flag with its environment variable and default', () => {
     const h = helpText('x', 'y', specs);
     expect(h).toContain('--offer-ttl <duration>');
     expect(h).toContain('SWITCHYARD_OFFER_TTL');
     expect(h).toContain('default 30m');
+  });
+});
+
+describe('flags read off the daemons\' config schemas', () => {
+  it('names each described key after it, durations without the Ms', () => {
+    const names = coordinatorFlags.map((f) => f.name);
+    expect(names).toEqual(expect.arrayContaining(['etcd', 'listen', 'token', 'offer-ttl', 'etcd-timeout', 'dns-listen', 'log-level', 'log-format']));
+    expect(agentFlags.map((f) => f.name)).toEqual(expect.arrayContaining(['host-id', 'dataplane', 'resync', 'drain-timeout', 'flush-on-exit', 'nft-table']));
+    // Keys without a description are not flags.
+    expect(agentFlags.map((f) => f.name)).not.toContain('min-sync-interval');
+    expect(coordinatorFlags.find((f) => f.name === 'offer-ttl')).toMatchObject({ kind: 'duration', default: '30m', key: 'offerTtlMs' });
+    expect(coordinatorFlags.find((f) => f.name === 'listen')).toMatchObject({ kind: 'listen', default: '127.0.0.1:8443' });
+    expect(agentFlags.find((f) => f.name === 'dataplane')).toMatchObject({ choices: ['auto', 'ipvs', 'nftables', 'dry-run'], default: 'auto' });
+  });
+
+  it('gives the daemon exactly its schema defaults when no flag is set', () => {
+    const coordinator = coordinatorConfigFrom(parseFlags([], coordinatorFlags, {}).values);
+    expect(CoordinatorConfig.parse(coordinator)).toEqual(CoordinatorConfig.parse({}));
+    const agent = agentConfigFrom(parseFlags([], agentFlags, {}).values);
+    expect(AgentConfig.parse(agent)).toEqual(AgentConfig.parse({}));
+  });
+
+  it('turns flags and environment into the config the daemon validates', () => {
+    const { values } = parseFlags(['--listen', '[::1]:9000', '--offer-ttl', '2m', '--etcd', 'http://a:1,http://b:2'], coordinatorFlags, { SWITCHYARD_DNS_LISTEN: '127.0.0.1:5353' });
+    expect(CoordinatorConfig.parse(coordinatorConfigFrom(values))).toMatchObject({
+      listen: { host: '::1', port: 9000 },
+      offerTtlMs: 120_000,
+      etcd: ['http://a:1', 'http://b:2'],
+      dnsListen: { host: '127.0.0.1', port: 5353 },
+    });
+    expect(() => parseFlags(['--dataplane', 'ebpf'], agentFlags, {})).toThrow(/not one of auto\|ipvs\|nftables\|dry-run/);
+    expect(() => parseFlags(['--log-format', 'yaml'], agentFlags, {})).toThrow(UsageError);
+    expect(() => coordinatorConfigFrom(parseFlags(['--tls-cert', 'c.pem'], coordinatorFlags, {}).values)).toThrow(/go together/);
+  });
+
+  it('follows a schema: a new described key is a new flag with its default', () => {
+    const schema = z.object({ pollIntervalMs: z.int().default(1500).describe('how often'), verbose: z.boolean().default(true).describe('talk'), hidden: z.int().default(1) });
+    const flags = flagsFromSchema(schema);
+    expect(flags).toEqual([
+      { name: 'poll-interval', key: 'pollIntervalMs', kind: 'duration', help: 'how often', default: '1500ms' },
+      { name: 'verbose', key: 'verbose', kind: 'bool', help: 'talk', default: 'true' },
+    ]);
+    expect(configFrom(flags, parseFlags(['--no-verbose', '--poll-interval', '3s'], flags, {}).values)).toEqual({ pollIntervalMs: 3000, verbose: false });
+    expect(helpText('x', 'y', flags)).toMatch(/--poll-interval <duration>\s+how often \(default 1500ms, env SWITCHYARD_POLL_INTERVAL\)/);
   });
 });

@@ -14,13 +14,15 @@
  * through restarts and upgrades; `flushOnExit` removes what the agent owns.
  */
 import type { Logger } from 'pino';
-import { createEtcdClient, keyspace, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
+import { createEtcdClient, keyspace, parseEtcdHosts, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
 import { proberFor, type Prober } from './l4/health/index.js';
 import { createLogger } from './log.js';
+import { AgentMetrics } from './metrics.js';
+import { serveMetrics } from './metrics-server.js';
 import { Registration } from './registration.js';
 import type { AgentRole, RoleContext } from './role.js';
 import { StatusReporter } from './status.js';
@@ -30,6 +32,8 @@ export interface RunningAgent {
   /** The dataplane actually in use (auto resolved). */
   dataplane: Dataplane;
   status: StatusReporter;
+  /** GET /metrics URL with --metrics-listen (the bound port). */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -43,21 +47,23 @@ export interface AgentDeps {
 
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
   const config = AgentConfig.parse(input);
-  const log = deps.logger ?? createLogger(config.logLevel, config.hostId);
+  const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
   const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
   if (config.netns) {
     const res = await runner.run('true', [], { allowFail: true });
     if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
   }
-  const etcd = createEtcdClient({ hosts: config.etcd });
+  const etcd = createEtcdClient({ hosts: parseEtcdHosts(config.etcd) });
   const keys = keyspace(config.prefix);
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
-  const ctx: RoleContext = { config, etcd, keys, runner, status, log };
+  const metrics = new AgentMetrics();
+  const ctx: RoleContext = { config, etcd, keys, runner, status, log, metrics };
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ?? proberFor(config.netns, log.child({ component: 'health' }))),
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ?? proberFor(config.netns, log.child({ component: 'health' })), metrics.syncObserver('l4')),
     new TopologyRole(ctx),
   ];
+  metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });
   const record: AgentRegistration = {
     id: config.hostId,
     dataplane: l4.name,
@@ -67,6 +73,13 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
     ...(config.netns ? { netns: config.netns } : {}),
     roles: roles.map((r) => r.name),
   };
+  // Before anything runs: a taken port must fail the start, not leave roles behind.
+  const metricsServer = config.metricsListen
+    ? await serveMetrics(metrics, config.metricsListen, log.child({ component: 'metrics' })).catch((e: unknown) => {
+        etcd.close();
+        throw e;
+      })
+    : undefined;
   const registration = new Registration(etcd, keys, record, config.leaseTtlSeconds, log.child({ component: 'registration' }));
   registration.start();
   for (const r of roles) await r.start();
@@ -76,8 +89,10 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   return {
     dataplane: l4.name,
     status,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     stop() {
       stopping ??= (async () => {
+        await metricsServer?.close();
         for (const r of [...roles].reverse()) {
           try {
             await r.stop({ flush: config.flushOnExit });

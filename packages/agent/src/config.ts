@@ -1,35 +1,57 @@
 /**
- * The agent's configuration: one schema, validated once at start. The CLI
- * fills it from flags and SWITCHYARD_* environment variables.
+ * The agent's configuration: one schema, validated once at start.
+ *
+ * It is also the CLI's flag table: every key with a description is a flag of
+ * `switchyard agent` (`drainTimeoutMs` → `--drain-timeout`,
+ * SWITCHYARD_DRAIN_TIMEOUT), its default is the flag's default, and the
+ * description is its `--help`. Keys in milliseconds end in `Ms` and take
+ * durations on the command line. Keys without a description are knobs for
+ * tests and embedders only.
  */
+import { hostname } from 'node:os';
 import { z } from 'zod';
-import { DEFAULT_PREFIX, isInterfaceName, isSafeName } from '@switchyard/shared';
+import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, isInterfaceName, isSafeName, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
 
 export const DATAPLANE_CHOICES = ['auto', 'ipvs', 'nftables', 'dry-run'] as const;
 
 export const AgentConfig = z.object({
-  hostId: z.string().refine((s) => isSafeName(s, 63), { message: 'host id: letters, digits, "_", "." and "-", at most 63' }),
-  etcd: z.array(z.string()).min(1),
-  prefix: z.string().default(DEFAULT_PREFIX),
-  dataplane: z.enum(DATAPLANE_CHOICES).default('auto'),
-  /** Treat this named network namespace as the host's network. */
-  netns: z.string().refine((s) => isSafeName(s, 63), { message: 'netns: a plain name' }).optional(),
-  /** Full resync period (ms). */
-  resyncMs: z.int().positive().default(60_000),
+  hostId: z
+    .string()
+    .refine((s) => isSafeName(s, 63), { message: 'host id: letters, digits, "_", "." and "-", at most 63' })
+    .default(() => hostname())
+    .describe("this host's id (the hostname by default)"),
+  etcd: z.array(z.string()).min(1).default([...DEFAULT_ETCD_ENDPOINTS]).describe('etcd endpoints, comma-separated'),
+  prefix: z.string().default(DEFAULT_PREFIX).describe('etcd key prefix'),
+  dataplane: z.enum(DATAPLANE_CHOICES).default('auto').describe('how services reach the kernel: ipvs, nftables, dry-run, or auto (the first that works)'),
+  netns: z
+    .string()
+    .refine((s) => isSafeName(s, 63), { message: 'netns: a plain name' })
+    .optional()
+    .describe("treat this network namespace as the host's network"),
+  resyncMs: z.int().positive().default(60_000).describe('period of the full resync that undoes drift'),
   /** Minimum interval between two applies; bursts inside it are coalesced (ms). */
   minSyncIntervalMs: z.int().min(0).default(20),
-  /** How long a deleted server is drained before removal (ms). */
-  drainTimeoutMs: z.int().min(0).default(30_000),
+  drainTimeoutMs: z.int().min(0).default(30_000).describe('how long a deleted server drains before removal'),
   /** Lease TTL of the agent's registration (seconds). */
   leaseTtlSeconds: z.int().min(2).default(10),
-  flushOnExit: z.boolean().default(false),
-  /** Name of the nft table the agent owns. */
-  nftTable: z.string().refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' }).default('switchyard'),
-  /** Dummy interface that holds IPVS service addresses (the agent creates and owns it). */
-  ipvsDevice: z.string().refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' }).default('sy-ipvs0'),
-  /** Health-check probes in flight at most (all services together). */
-  healthConcurrency: z.int().min(1).max(10_000).default(256),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  flushOnExit: z.boolean().default(false).describe('remove what the agent owns on SIGTERM (default: leave traffic flowing)'),
+  nftTable: z
+    .string()
+    .refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' })
+    .default('switchyard')
+    .describe('the one nft table (family inet) the nftables dataplane owns'),
+  ipvsDevice: z
+    .string()
+    .refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' })
+    .default('sy-ipvs0')
+    .describe('dummy interface that holds IPVS service addresses (created and owned by the agent)'),
+  metricsListen: z
+    .object({ host: z.string(), port: z.int().min(0).max(65535) })
+    .optional()
+    .describe('HOST:PORT to serve GET /metrics (Prometheus) on; off when unset'),
+  healthConcurrency: z.int().min(1).max(10_000).default(256).describe('health-check probes in flight at most (all services together)'),
+  logLevel: z.enum(LOG_LEVELS).default('info').describe('log level'),
+  logFormat: z.enum(LOG_FORMATS).default('auto').describe('log lines: pretty (for people), json, or auto (pretty on a terminal)'),
 });
 export type AgentConfig = z.output<typeof AgentConfig>;
 export type AgentConfigInput = z.input<typeof AgentConfig>;

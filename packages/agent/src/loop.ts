@@ -14,6 +14,14 @@
  */
 import type { Logger } from 'pino';
 
+/** Told of every pass as it ends (metrics). */
+export interface SyncObserver {
+  /** A pass ended (successfully or not) after `seconds`. */
+  synced(full: boolean, seconds: number): void;
+  /** A pass, or the kernel read before a full one, failed. */
+  failed(): void;
+}
+
 export interface SyncLoopOptions {
   /** One pass; `full` asks for a comparison against the kernel instead of the last applied model. */
   sync: (full: boolean) => Promise<{ recheckMs?: number } | void>;
@@ -24,6 +32,7 @@ export interface SyncLoopOptions {
   backoffInitialMs?: number;
   backoffMaxMs?: number;
   log: Logger;
+  observer?: SyncObserver;
 }
 
 export class SyncLoop {
@@ -109,6 +118,7 @@ export class SyncLoop {
 
   private onFailure(err: unknown, full: boolean): void {
     this.failures++;
+    this.opts.observer?.failed();
     this.opts.log.error({ err, full, failures: this.failures, retryInMs: this.backoff() }, 'sync failed; full resync after backoff');
     this.pending = true;
     this.pendingFull = true;
@@ -130,6 +140,7 @@ export class SyncLoop {
       this.prepared = false;
     }
     let failed = false;
+    const started = performance.now();
     this.running = (async () => {
       try {
         const res = await this.opts.sync(full);
@@ -144,6 +155,7 @@ export class SyncLoop {
         failed = true;
         this.onFailure(err, full);
       }
+      this.opts.observer?.synced(full, (performance.now() - started) / 1000);
     })();
     await this.running;
     this.running = undefined;

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Keyspace } from '@switchyard/shared';
 import type { AgentConfig } from './config.js';
 import type { Runner } from './exec/runner.js';
+import type { AgentMetrics, RoleProgress } from './metrics.js';
 import type { StatusReporter } from './status.js';
 
 export interface AgentRole {
@@ -15,6 +16,8 @@ export interface AgentRole {
   start(): Promise<void>;
   /** `flush`: remove what the role owns in the kernel (--flush-on-exit). */
   stop(opts: { flush: boolean }): Promise<void>;
+  /** Revisions and object counts, read when the metrics are scraped. */
+  progress?(): RoleProgress | undefined;
 }
 
 /** What a role factory gets from the agent. */
@@ -25,4 +28,5 @@ export interface RoleContext {
   runner: Runner;
   status: StatusReporter;
   log: Logger;
+  metrics: AgentMetrics;
 }

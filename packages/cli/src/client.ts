@@ -30,13 +30,15 @@ export class ApiClient {
     return new ApiClient(String(values.api).replace(/\/+$/, ''), values.token as string | undefined);
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
+  /** `onUpload(sent, total)` is told as the body goes out, in 64 KiB steps. */
+  async request<T = unknown>(method: string, path: string, body?: unknown, onUpload?: (sent: number, total: number) => void): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = {};
     if (this.token) headers['X-AUTH-TOKEN'] = this.token;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
-      res = await fetch(`${this.base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = body === undefined ? undefined : JSON.stringify(body);
+      res = await fetch(`${this.base}${path}`, { method, headers, ...(text !== undefined && onUpload ? streamed(text, headers, onUpload) : { body: text }) });
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
       throw new ApiError(0, `cannot reach the coordinator at ${this.base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
@@ -55,24 +57,25 @@ export class ApiClient {
     const rev = res.headers.get('x-switchyard-revision');
     return { status: res.status, data: data as T, revision: rev ? Number(rev) : undefined };
   }
+}
 
-  /**
-   * Waits until every live agent has applied `revision` (GET /hosts).
-   * Resolves to the hosts' final state; rejects after `timeoutMs`.
-   */
-  async waitApplied(revision: number, timeoutMs: number): Promise<unknown[]> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const { data } = await this.request<{ id: string; alive: boolean; appliedRevision: number }[]>('GET', '/hosts');
-      const live = data.filter((h) => h.alive);
-      if (live.every((h) => h.appliedRevision >= revision)) return data;
-      if (Date.now() > deadline) {
-        const behind = live.filter((h) => h.appliedRevision < revision).map((h) => `${h.id} (at ${h.appliedRevision})`);
-        throw new ApiError(0, `timed out waiting for revision ${revision} on: ${behind.join(', ')}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+/** A body sent in chunks, each reported as it is pulled onto the socket. */
+function streamed(text: string, headers: Record<string, string>, onUpload: (sent: number, total: number) => void) {
+  const bytes = Buffer.from(text);
+  headers['content-length'] = String(bytes.length);
+  const step = 64 * 1024;
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= bytes.length) return controller.close();
+      const chunk = bytes.subarray(sent, sent + step);
+      sent += chunk.length;
+      controller.enqueue(chunk);
+      onUpload(sent, bytes.length);
+    },
+  });
+  // Node's fetch needs `duplex` for a streamed request body.
+  return { body, duplex: 'half' } as RequestInit;
 }
 
 export function print(values: FlagValues, data: unknown): void {

@@ -4,20 +4,77 @@
  * clients (service, server, hosts, ports, …). Exit code 2 on usage errors,
  * 1 on any other failure, with the reason on stderr.
  */
-import { UsageError } from './flags.js';
+import { UsageError, type FlagSpec } from './flags.js';
 import { ApiError } from './client.js';
 
 type Command = (argv: string[]) => Promise<void>;
 
-const commands: Record<string, { help: string; load: () => Promise<Command> }> = {
-  up: { help: 'run etcd + coordinator + agent on this machine', load: async () => (await import('./commands/up.js')).upCommand },
-  coordinator: { help: 'serve the REST/websocket API over etcd', load: async () => (await import('./commands/coordinator.js')).coordinatorCommand },
-  agent: { help: 'reconcile this host\'s kernel from etcd', load: async () => (await import('./commands/agent.js')).agentCommand },
-  service: { help: 'L4 virtual services: add|list|show|set|remove', load: async () => (await import('./commands/l4.js')).serviceCommand },
-  server: { help: 'real servers of a service: add|list|show|remove', load: async () => (await import('./commands/l4.js')).serverCommand },
-  hosts: { help: 'agents and their applied revision: list|show', load: async () => (await import('./commands/l4.js')).hostsCommand },
-  ports: { help: 'port allocation (Portmaster): service …|offer|accept|reject|list|find|release', load: async () => (await import('./commands/ports.js')).portsCommand },
+interface Entry {
+  help: string;
+  load: () => Promise<Command>;
+  /** Subcommands and flags, for shell completion. */
+  verbs?: string[];
+  flags?: () => Promise<FlagSpec[]>;
+}
+
+const commands: Record<string, Entry> = {
+  up: { help: 'run etcd + coordinator + agent on this machine', load: async () => (await import('./commands/up.js')).upCommand, flags: async () => (await import('./commands/up.js')).upFlags },
+  coordinator: {
+    help: 'serve the REST/websocket API over etcd',
+    load: async () => (await import('./commands/coordinator.js')).coordinatorCommand,
+    flags: async () => (await import('./commands/coordinator.js')).coordinatorFlags,
+  },
+  agent: { help: "reconcile this host's kernel from etcd", load: async () => (await import('./commands/agent.js')).agentCommand, flags: async () => (await import('./commands/agent.js')).agentFlags },
+  status: {
+    help: 'the cluster on one screen: coordinators, etcd, hosts and their lag, counts',
+    load: async () => (await import('./commands/status.js')).statusCommand,
+    flags: async () => (await import('./flags.js')).clientFlags,
+  },
+  service: {
+    help: 'L4 virtual services: add|list|show|set|remove|import',
+    load: async () => (await import('./commands/l4.js')).serviceCommand,
+    verbs: ['add', 'list', 'show', 'set', 'remove', 'import'],
+    flags: async () => (await import('./commands/l4.js')).serviceSpecs,
+  },
+  server: {
+    help: 'real servers of a service: add|list|show|remove',
+    load: async () => (await import('./commands/l4.js')).serverCommand,
+    verbs: ['add', 'list', 'show', 'remove'],
+    flags: async () => (await import('./commands/l4.js')).serverSpecs,
+  },
+  hosts: {
+    help: 'agents and their applied revision: list|show',
+    load: async () => (await import('./commands/l4.js')).hostsCommand,
+    verbs: ['list', 'show'],
+    flags: async () => (await import('./flags.js')).clientFlags,
+  },
+  ports: {
+    help: 'port allocation (Portmaster): service …|offer|accept|reject|list|find|release',
+    load: async () => (await import('./commands/ports.js')).portsCommand,
+    verbs: ['service', 'offer', 'accept', 'reject', 'list', 'find', 'release'],
+    flags: async () => (await import('./commands/ports.js')).portsSpecs,
+  },
+  cen: {
+    help: 'container edge networks (Leviathan): import|make|destroy|list|show|remove',
+    load: async () => (await import('./commands/leviathan.js')).cenCommand,
+    verbs: ['import', 'make', 'destroy', 'list', 'show', 'remove'],
+    flags: async () => (await import('./commands/leviathan.js')).leviathanSpecs,
+  },
+  cin: {
+    help: 'container interconnect networks (Leviathan): import|make|destroy|show',
+    load: async () => (await import('./commands/leviathan.js')).cinCommand,
+    verbs: ['import', 'make', 'destroy', 'show'],
+    flags: async () => (await import('./commands/leviathan.js')).leviathanSpecs,
+  },
+  completion: { help: 'print a shell completion script: completion bash|zsh', load: async () => completionCommand, verbs: ['bash', 'zsh'] },
 };
+
+async function completionCommand(argv: string[]): Promise<void> {
+  const { completionScript } = await import('./commands/completion.js');
+  const table: Record<string, { verbs: string[]; flags: string[] }> = {};
+  for (const [name, c] of Object.entries(commands)) table[name] = { verbs: c.verbs ?? [], flags: c.flags ? (await c.flags()).map((f) => f.name) : [] };
+  process.stdout.write(completionScript(argv[0], table));
+}
 
 function usage(): string {
   const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.help}`);

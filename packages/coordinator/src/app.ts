@@ -18,7 +18,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
-import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
+import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, SwitchyardError, VERSION, wantsPretty } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
@@ -31,7 +31,10 @@ import { HostDirectory } from './hosts/routes.js';
 import { l4Feature } from './l4/feature.js';
 import { L4Repository } from './l4/repository.js';
 import { leviathanFeature } from './leviathan/feature.js';
+import { metricsFeature } from './metrics/feature.js';
+import { CoordinatorMetrics } from './metrics/registry.js';
 import { portmasterFeature } from './portmaster/feature.js';
+import { statusFeature } from './status/feature.js';
 
 export interface Coordinator {
   app: FastifyInstance;
@@ -56,7 +59,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const config = CoordinatorConfig.parse(input);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
   const app = fastify({
-    logger: { level: config.logLevel, name: 'coordinator' },
+    // JSON goes through pino's own fast stdout writer; people get readable lines.
+    logger: { level: config.logLevel, name: 'coordinator', ...(wantsPretty(config.logFormat, process.stdout) ? { stream: logDestination(config.logFormat, process.stdout) } : {}) },
     bodyLimit: MiB,
     ...(https ? { https } : {}),
     // Keep-alive sockets must not hold close() hostage.
@@ -78,20 +82,22 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   // A call's gRPC deadline is the request's: a write cut short by a shorter one
   // would only turn into a 504 (sent, outcome unknown) sooner.
   const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
+  const metrics = new CoordinatorMetrics();
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config, etcd),
-    write: makeWrite(config, etcd),
+    call: makeCall(config, etcd, metrics),
+    write: makeWrite(config, etcd, metrics),
+    metrics,
   };
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, config.token);
+  installAuth(app, config.token, config.metricsPublic ? ['/healthz', '/metrics'] : ['/healthz']);
 
   // Clients of the tools Switchyard replaces post JSON with whatever content
   // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
@@ -120,6 +126,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
   const features: Feature[] = [
+    // First: its request hook must see the routes of every feature after it.
+    ...(config.metrics ? [metricsFeature(ctx)] : []),
     healthFeature(ctx),
     l4Feature(ctx, l4, hosts),
     hostsFeature(ctx, hosts),
@@ -127,6 +135,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     leviathanFeature(ctx),
     discoveryFeature(ctx, l4),
     ...(config.dnsListen ? [dnsFeature(ctx, config.dnsListen)] : []),
+    statusFeature(ctx),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];
 

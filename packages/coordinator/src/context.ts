@@ -13,8 +13,9 @@ import type { Etcd3 } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { WebSocket } from 'ws';
-import { etcdCall, etcdWrite, membersOf, type Keyspace } from '@switchyard/shared';
+import { etcdCall, etcdWrite, membersOf, type Keyspace, type SwitchyardError } from '@switchyard/shared';
 import type { CoordinatorConfig } from './config.js';
+import type { CoordinatorMetrics } from './metrics/registry.js';
 
 export interface CoordinatorContext {
   etcd: Etcd3;
@@ -23,13 +24,16 @@ export interface CoordinatorContext {
   /** Unique per process: names this coordinator's lease-bound records. */
   coordinatorId: string;
   log: FastifyBaseLogger;
-  /** Runs an etcd read with the request deadline; failures become 503s. */
+  /** Runs an etcd read with the request deadline; failures become 503s (and count in metrics). */
   call<T>(fn: () => Promise<T>, what?: string): Promise<T>;
   /**
    * Runs one etcd write with the request deadline: 503 only when it was not
    * applied, 504 OUTCOME_UNKNOWN when it was sent and no answer came (etcdWrite).
+   * Failures count in metrics.
    */
   write<T>(fn: () => Promise<T>, what?: string, opts?: { ms?: number }): Promise<T>;
+  /** This coordinator's Prometheus metrics (served by the metrics feature). */
+  metrics: CoordinatorMetrics;
 }
 
 export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
@@ -47,12 +51,20 @@ export interface Feature {
   stop?(): Promise<void> | void;
 }
 
-export function makeCall(config: CoordinatorConfig, etcd: Etcd3) {
-  const members = membersOf(etcd);
-  return <T>(fn: () => Promise<T>, what?: string) => etcdCall(fn, config.etcdTimeoutMs, what, members);
+/** Counts a failed etcd call in the metrics and passes the error on. */
+function counted<T>(p: Promise<T>, metrics?: CoordinatorMetrics): Promise<T> {
+  return metrics ? p.catch((e: unknown) => {
+    metrics.etcdError(e as SwitchyardError);
+    throw e;
+  }) : p;
 }
 
-export function makeWrite(config: CoordinatorConfig, etcd: Etcd3) {
+export function makeCall(config: CoordinatorConfig, etcd: Etcd3, metrics?: CoordinatorMetrics) {
   const members = membersOf(etcd);
-  return <T>(fn: () => Promise<T>, what?: string, opts: { ms?: number } = {}) => etcdWrite(fn, { ms: opts.ms ?? config.etcdTimeoutMs, what, members });
+  return <T>(fn: () => Promise<T>, what?: string) => counted(etcdCall(fn, config.etcdTimeoutMs, what, members), metrics);
+}
+
+export function makeWrite(config: CoordinatorConfig, etcd: Etcd3, metrics?: CoordinatorMetrics) {
+  const members = membersOf(etcd);
+  return <T>(fn: () => Promise<T>, what?: string, opts: { ms?: number } = {}) => counted(etcdWrite(fn, { ms: opts.ms ?? config.etcdTimeoutMs, what, members }), metrics);
 }

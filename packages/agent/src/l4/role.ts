@@ -23,7 +23,8 @@ import type { Logger } from 'pino';
 import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type MirrorChange, type ServiceReport } from '@switchyard/shared';
 import type { RoleStatus } from '../status.js';
 import type { AgentConfig } from '../config.js';
-import { SyncLoop } from '../loop.js';
+import { SyncLoop, type SyncObserver } from '../loop.js';
+import type { RoleProgress } from '../metrics.js';
 import type { StatusReporter } from '../status.js';
 import type { AgentRole } from '../role.js';
 import type { L4Dataplane } from './dataplane.js';
@@ -53,6 +54,8 @@ export class L4Role implements AgentRole {
   /** `reports` flattened, rebuilt only when a service's reports change. */
   private flatReports: ServiceReport[] = [];
   private lastFullSync?: string;
+  /** The revision the last pass applied. */
+  private applied = 0;
 
   constructor(
     etcd: Etcd3,
@@ -62,6 +65,7 @@ export class L4Role implements AgentRole {
     private readonly status: StatusReporter,
     private readonly log: Logger,
     prober: Prober,
+    observer?: SyncObserver,
   ) {
     this.health = new HealthChecker({
       prober,
@@ -102,6 +106,7 @@ export class L4Role implements AgentRole {
       minIntervalMs: config.minSyncIntervalMs,
       resyncMs: config.resyncMs,
       log,
+      ...(observer ? { observer } : {}),
     });
   }
 
@@ -197,6 +202,8 @@ export class L4Role implements AgentRole {
     if (reportsChanged) this.flatReports = [...this.reports.values()].flat();
     const now = new Date().toISOString();
     if (full) this.lastFullSync = now;
+    // As /hosts reports it: applied, with the services that failed listed as errors.
+    this.applied = revision;
     this.publish({
       appliedRevision: revision,
       lastSync: now,
@@ -207,6 +214,18 @@ export class L4Role implements AgentRole {
     this.log.debug({ full, revision, changed: changed.size, ms: Math.round(performance.now() - started) }, 'synced');
     if (outcome.failed) throw new Error('some services were not applied');
     return outcome.recheckMs !== undefined ? { recheckMs: outcome.recheckMs } : {};
+  }
+
+  progress(): RoleProgress {
+    let servers = 0;
+    for (const s of this.desired.values()) servers += s.servers.length;
+    return {
+      seenRevision: this.mirror.revision,
+      appliedRevision: this.applied,
+      dataplane: this.dataplane.name,
+      objects: { service: this.desired.size, server: servers },
+      ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy } } : {}),
+    };
   }
 
   async stop(opts: { flush: boolean }): Promise<void> {

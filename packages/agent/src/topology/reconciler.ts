@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import type { Keyspace, LevUnderlay } from '@switchyard/shared';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
 import { LeasedKey } from '../leased-key.js';
-import { SyncLoop } from '../loop.js';
+import { SyncLoop, type SyncObserver } from '../loop.js';
 import { commandsFor, execute, type ExecMode } from './execute.js';
 import { desiredFor, emptyObserved, type ObservedTopology, type TopologyOp } from './model.js';
 import { CreatedNamespaces } from './namespaces.js';
@@ -61,12 +61,18 @@ export interface TopologyOptions {
   leaseTtlSeconds?: number;
   /** Plan and log only; run no command. */
   dryRun?: boolean;
+  /** Told of every sync pass (metrics). */
+  observer?: SyncObserver;
 }
 
 export interface RunningTopology {
   /** The Leviathan revision fully applied (0 before the first sync). */
   readonly appliedRevision: number;
   readonly underlay: string | undefined;
+  /** The newest desired revision seen on the watch. */
+  readonly seenRevision: number;
+  /** What the last successful sync left in place, by kind (cen, cin, container). */
+  readonly objects: Record<string, number>;
   /** Resolves once a sync at or after revision `rev` has succeeded. */
   waitApplied(rev: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -138,6 +144,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   let observed: ObservedTopology | undefined;
   /** Dry-run: the namespaces the dry passes would have created. */
   const dryCreated = new Set<string>();
+  let objects: Record<string, number> = { cen: 0, cin: 0, container: 0 };
 
   async function apply(ops: TopologyOp[], revision: number, full: boolean): Promise<void> {
     const commands = commandsFor(ops, mode, opts.netns);
@@ -174,6 +181,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
       // Reported before waiters hear of it: whoever waited for a revision may GET its status at once.
       const revision = Math.max(applied.value, snap.revision);
       await status.report(revision, d.objects);
+      objects = { cen: d.objects.cens.length, cin: d.objects.cins.length, container: d.objects.containers.length };
       applied.advance(revision);
     } catch (err) {
       await status.report(applied.value, d.objects, (err as Error).message).catch(() => undefined);
@@ -187,6 +195,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
     resyncMs: opts.resyncMs ?? 60_000,
     ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
     ...(opts.backoffMaxMs !== undefined ? { backoffMaxMs: opts.backoffMaxMs } : {}),
+    ...(opts.observer ? { observer: opts.observer } : {}),
     log,
   });
   await sources.start(() => loop.trigger());
@@ -198,6 +207,12 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
       return applied.value;
     },
     underlay: underlay.address,
+    get seenRevision() {
+      return sources.revision;
+    },
+    get objects() {
+      return objects;
+    },
     waitApplied(rev: number, timeoutMs = 30_000) {
       const done = applied.wait(rev, timeoutMs, `topology of ${hostId}`);
       loop.trigger();

@@ -9,6 +9,7 @@
  * netns. With `--dataplane dry-run` it plans and logs, and runs nothing.
  */
 import { ExecaRunner, type Runner } from '../exec/runner.js';
+import type { RoleProgress } from '../metrics.js';
 import type { AgentRole, RoleContext } from '../role.js';
 import { commandsFor, execute } from './execute.js';
 import { desiredFor } from './model.js';
@@ -41,7 +42,14 @@ export class TopologyRole implements AgentRole {
       minSyncIntervalMs: config.minSyncIntervalMs,
       leaseTtlSeconds: config.leaseTtlSeconds,
       dryRun: this.dryRun,
+      observer: this.ctx.metrics.syncObserver(this.name),
     });
+  }
+
+  progress(): RoleProgress | undefined {
+    const r = this.running;
+    if (!r) return undefined;
+    return { seenRevision: r.seenRevision, appliedRevision: r.appliedRevision, dataplane: this.dryRun ? 'dry-run' : 'netns', objects: r.objects };
   }
 
   async stop({ flush }: { flush: boolean }): Promise<void> {

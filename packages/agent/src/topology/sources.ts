@@ -73,6 +73,11 @@ export class TopologySources {
     await Promise.all([this.desired.stop(), this.hosts.stop()]);
   }
 
+  /** The newest revision of the desired state seen on the watch. */
+  get revision(): number {
+    return this.desired.revision;
+  }
+
   snapshot(): TopologySnapshot {
     const s: TopologySnapshot = { revision: this.desired.revision, cens: [], cins: [], containers: [], underlays: new Map(), created: new Set() };
     for (const { value } of this.desired.entries.values()) {

@@ -5,11 +5,8 @@
 import { serviceId, type Protocol } from '@switchyard/shared';
 import { ApiClient, print } from '../client.js';
 import { clientFlags, helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
-
-const waitFlags: FlagSpec[] = [
-  { name: 'wait', kind: 'bool', default: 'false', help: 'after a write, wait until every live agent has applied it' },
-  { name: 'wait-timeout', kind: 'duration', default: '30s', help: 'how long --wait waits' },
-];
+import { finishWrite, writeFlags as waitFlags } from '../progress.js';
+import { importFile } from './import.js';
 
 const serviceFields: FlagSpec[] = [
   { name: 'host', kind: 'string', help: 'virtual IP of the service', env: '' },
@@ -39,14 +36,6 @@ function pick(values: FlagValues, map: Record<string, string>): Record<string, u
 const serviceMap = { host: 'host', port: 'port', type: 'type', scheduler: 'scheduler', persistence: 'persistence', netmask: 'netmask', hosts: 'hosts' };
 const serverMap = { host: 'host', port: 'port', forwarder: 'forwarder', weight: 'weight', upper: 'upper_threshold', lower: 'lower_threshold' };
 
-async function finishWrite(api: ApiClient, values: FlagValues, data: unknown, revision?: number): Promise<void> {
-  print(values, data);
-  if (values.wait && revision !== undefined) {
-    await api.waitApplied(revision, values['wait-timeout'] as number);
-    process.stderr.write(`applied revision ${revision} on every live host\n`);
-  }
-}
-
 function need(pos: string[], n: number, usage: string): string[] {
   if (pos.length < n) throw new UsageError(`usage: ${usage}`);
   return pos;
@@ -59,13 +48,16 @@ function idFrom(pos: string | undefined, values: FlagValues): string {
   throw new UsageError('give a service id, or --host and --port (and --type) to name it');
 }
 
+export const serviceSpecs = [...clientFlags, ...serviceFields, ...waitFlags];
+export const serverSpecs = [...clientFlags, ...serverFields, ...waitFlags];
+
 export async function serviceCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
-  const specs = [...clientFlags, ...serviceFields, ...waitFlags];
-  const usage = 'switchyard service add|list|show|set|remove [ID] [flags]';
+  const specs = serviceSpecs;
+  const usage = 'switchyard service add|list|show|set|remove [ID] [flags] | import FILE';
   const { values, positionals, help } = parseFlags(rest, specs);
   if (help || !verb || verb.startsWith('-')) {
-    process.stdout.write(helpText(usage, 'Manage L4 virtual services (Portal API).', specs));
+    process.stdout.write(helpText(usage, 'Manage L4 virtual services (Portal API). `import FILE` replaces the whole set atomically, as PUT /services does.', specs));
     if (!verb && !help) throw new UsageError('missing subcommand');
     return;
   }
@@ -90,6 +82,18 @@ export async function serviceCommand(argv: string[]): Promise<void> {
       const r = await api.request('DELETE', `/services/${encodeURIComponent(idFrom(positionals[0], values))}`);
       return finishWrite(api, values, r.data, r.revision);
     }
+    case 'import': {
+      // The whole set, replaced atomically: what PUT /services does.
+      const [file] = need(positionals, 1, 'switchyard service import FILE (a JSON list of services, as PUT /services takes; - for stdin)');
+      return importFile(api, values, file, {
+        method: 'PUT',
+        path: '/services',
+        count: (body) => (Array.isArray(body) ? body.length : undefined),
+        what: 'services',
+        expect: 'a JSON list of services',
+        waitable: true,
+      });
+    }
     default:
       throw new UsageError(`unknown subcommand "service ${verb}" (${usage})`);
   }
@@ -97,7 +101,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
 
 export async function serverCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
-  const specs = [...clientFlags, ...serverFields, ...waitFlags];
+  const specs = serverSpecs;
   const usage = 'switchyard server add|list|show|remove SERVICE_ID [SERVER_ID] [flags]';
   const { values, positionals, help } = parseFlags(rest, specs);
   if (help || !verb || verb.startsWith('-')) {

@@ -42,9 +42,11 @@ function need(pos: string[], n: number, usage: string): string[] {
 const enc = encodeURIComponent;
 const svcPath = (name: string) => `/v1/services/${enc(name)}`;
 
+export const portsSpecs = [...clientFlags, ...serviceFields, ...portFlags];
+
 export async function portsCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
-  const specs = [...clientFlags, ...serviceFields, ...portFlags];
+  const specs = portsSpecs;
   const { values, positionals, help } = parseFlags(rest, specs);
   if (help || !verb || verb.startsWith('-')) {
     process.stdout.write(helpText(USAGE, DESCRIPTION, specs));

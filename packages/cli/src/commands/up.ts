@@ -4,7 +4,6 @@
  * Ctrl-C stops them in reverse order.
  */
 import { resolve } from 'node:path';
-import { buildCoordinator } from '@switchyard/coordinator';
 import { startEtcd } from '../embedded-etcd.js';
 import { helpText, parseFlags, type FlagSpec, type FlagValues } from '../flags.js';
 import { onShutdown, runShutdown } from '../lifecycle.js';
@@ -16,12 +15,15 @@ const own: FlagSpec[] = [
   { name: 'etcd-port', kind: 'int', default: '2379', help: 'client port of the embedded etcd (its peer port is the next one)' },
   { name: 'no-agent', kind: 'bool', default: 'false', help: 'run etcd and the coordinator only' },
 ];
-// `up` owns etcd, so the --etcd flags of the parts it starts do not apply.
-const upFlags: FlagSpec[] = [
-  ...own,
-  ...coordinatorFlags.filter((f) => f.name !== 'etcd'),
-  ...agentFlags.filter((f) => !['etcd', 'prefix', 'log-level'].includes(f.name)),
-];
+/** Where `up` serves the agent's metrics unless told otherwise (9464: the usual Prometheus exporter port). */
+export const UP_AGENT_METRICS = '127.0.0.1:9464';
+
+// `up` owns etcd, so the --etcd flags of the parts it starts do not apply;
+// flags both parts have (--prefix, --log-level, …) are given once and go to
+// both; it turns the agent's metrics on.
+export const upFlags: FlagSpec[] = [...own, ...coordinatorFlags, ...agentFlags]
+  .filter((f, i, all) => f.name !== 'etcd' && all.findIndex((g) => g.name === f.name) === i)
+  .map((f) => (f.name === 'metrics-listen' ? { ...f, default: UP_AGENT_METRICS } : f));
 
 export async function upCommand(argv: string[]): Promise<void> {
   const { values, help } = parseFlags(argv, upFlags);
@@ -46,15 +48,18 @@ async function startAll(values: FlagValues): Promise<void> {
   onShutdown(() => etcd.stop());
   process.stderr.write(`switchyard: etcd at ${etcd.url} (data in ${dataDir})\n`);
 
-  const coordinator = await buildCoordinator(coordinatorConfigFrom({ ...values, etcd: etcd.url }));
+  const { buildCoordinator } = await import('@switchyard/coordinator');
+  const coordinator = await buildCoordinator(coordinatorConfigFrom({ ...values, etcd: [etcd.url] }));
   onShutdown(() => coordinator.close());
   const address = await coordinator.listen();
   process.stderr.write(`switchyard: coordinator at ${address} (OpenAPI UI at ${address}/docs)\n`);
+  if (values.metrics) process.stderr.write(`switchyard: coordinator metrics at ${address}/metrics\n`);
 
   if (!values['no-agent']) {
     const { startAgent } = await import('@switchyard/agent');
-    const agent = await startAgent(agentConfigFrom({ ...values, etcd: etcd.url, prefix: values.prefix, 'log-level': values['log-level'] }));
+    const agent = await startAgent(agentConfigFrom({ ...values, etcd: [etcd.url] }));
     onShutdown(() => agent.stop());
     process.stderr.write(`switchyard: agent "${values['host-id']}" running (dataplane ${agent.dataplane})\n`);
+    if (agent.metricsUrl) process.stderr.write(`switchyard: agent metrics at ${agent.metricsUrl}\n`);
   }
 }

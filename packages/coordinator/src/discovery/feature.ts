@@ -58,6 +58,7 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   const writer = new RecordWriter(ctx.etcd, lease, log);
   const lb = new LbRegistry(ctx, l4, lease, log);
   const providers = new Set<Provider>();
+  ctx.metrics.countProviders(() => providers.size);
   /** Record keys held by live (or connecting) providers of this coordinator. */
   const reserved = new Set<string>();
   // lb ownership is per connection: this process's id and a counter, unique

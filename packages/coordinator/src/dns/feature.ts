@@ -15,7 +15,11 @@ export function dnsFeature(ctx: CoordinatorContext, listen: { host: string; port
   const log = ctx.log.child({ component: 'dns' });
   const zone = new Zone({ root: ctx.config.dnsRoot, leasedTtl: leaseSeconds(ctx.config.providerTtlMs) });
   let synced = false;
-  const responder = new Responder(zone, () => synced);
+  const responder = new Responder(
+    zone,
+    () => synced,
+    (qtype, rcode) => ctx.metrics.dnsQuery(qtype, rcode),
+  );
   const server = new DnsServer(responder, log);
   const mirror = new PrefixMirror<SkyDnsRecord>(ctx.etcd, {
     prefix: skydns.dirForName(zone.root),

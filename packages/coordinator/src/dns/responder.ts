@@ -98,6 +98,8 @@ export class Responder {
   constructor(
     private readonly zone: Zone,
     private readonly ready: () => boolean = () => true,
+    /** Told of every answer sent: the question type (0 when there is none) and the response code (metrics). */
+    private readonly onAnswer?: (qtype: number, rcode: number) => void,
   ) {}
 
   /** The response to `query`, or undefined to drop it (not a query at all). */
@@ -106,8 +108,14 @@ export class Responder {
     // A response (QR set) is never answered: no reflection loops.
     if (query[2] & 0x80) return undefined;
     this.stats.queries++;
-    const opcode = (query[2] >> 3) & 0x0f;
     const q = parseQuestion(query);
+    const out = this.answer(query, q, transport);
+    this.onAnswer?.(q?.qtype ?? 0, out[3] & 0x0f);
+    return out;
+  }
+
+  private answer(query: Buffer, q: Question | undefined, transport: Transport): Buffer {
+    const opcode = (query[2] >> 3) & 0x0f;
     if (opcode !== 0) return assemble(query, q ? q.end : HEADER, bare(RCODE.NOTIMP));
     if (!q || query.readUInt16BE(4) !== 1) {
       this.stats.malformed++;

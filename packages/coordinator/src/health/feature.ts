@@ -26,7 +26,10 @@ export function healthFeature(ctx: CoordinatorContext): Feature {
             }),
             HEALTH_DEADLINE_MS,
             'health check',
-          );
+          ).catch((e: SwitchyardError) => {
+            ctx.metrics.etcdError(e);
+            throw e;
+          });
           return { status: 'ok' as const, etcdRevision: Number(res.header.revision), version: VERSION };
         },
       );

@@ -1,12 +1,12 @@
 /**
  * Portal's token check: header `X-AUTH-TOKEN`, or the same name as a query
- * parameter. Every route but /healthz requires it when a token is set.
+ * parameter. Every route but /healthz (and /metrics with --metrics-public)
+ * requires it when a token is set.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SwitchyardError } from '@switchyard/shared';
 
-const OPEN_ROUTES = new Set(['/healthz']);
 
 function same(a: string, b: string): boolean {
   const x = Buffer.from(a);
@@ -28,10 +28,12 @@ export function checkToken(token: string | undefined, request: { headers: Fastif
   return given !== undefined && same(given, token);
 }
 
-export function installAuth(app: FastifyInstance, token: string | undefined): void {
+/** `open`: paths served without the token (load balancers' probes, Prometheus with --metrics-public). */
+export function installAuth(app: FastifyInstance, token: string | undefined, open: string[]): void {
   if (!token) return;
+  const openPaths = new Set(open);
   app.addHook('onRequest', async (request) => {
-    if (OPEN_ROUTES.has(request.url.split('?')[0])) return;
+    if (openPaths.has(request.url.split('?')[0])) return;
     if (!checkToken(token, request)) throw new SwitchyardError('UNAUTHORIZED', 'missing or wrong X-AUTH-TOKEN');
   });
 }

@@ -10,6 +10,7 @@ import { leviathanRoutes } from './routes.js';
 export function leviathanFeature(ctx: CoordinatorContext): Feature {
   const repo = new LeviathanRepository(ctx);
   const monitors = new MonitorHub(repo, ctx.log.child({ component: 'leviathan-monitor' }), { pingIntervalMs: ctx.config.pingIntervalMs });
+  ctx.metrics.countMonitors(() => monitors.connectionCount);
   return {
     name: 'leviathan',
     routes: leviathanRoutes(repo, ctx.config.defaultHost),

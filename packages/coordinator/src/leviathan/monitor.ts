@@ -98,6 +98,11 @@ export class MonitorHub {
     this.pingIntervalMs = opts.pingIntervalMs ?? 10_000;
   }
 
+  /** Open monitor connections (switchyard_monitors_connected). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   start(): void {
     this.repo.mirror.on('change', this.onChange);
     this.repo.mirror.on('resync', this.onChange);

@@ -7,7 +7,7 @@ export function portmasterFeature(ctx: CoordinatorContext): Feature {
   const repo = new PortmasterRepository(ctx);
   return {
     name: 'portmaster',
-    routes: portmasterRoutes(repo),
+    routes: portmasterRoutes(repo, ctx.metrics),
     // Must not block on etcd: the first request waits for the first list instead.
     start: () => void repo.start(),
     stop: () => repo.stop(),

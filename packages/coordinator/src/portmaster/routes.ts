@@ -15,8 +15,9 @@
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { fail, PmInstance, PmOffer, PmOfferInput, PmService, PmServiceInput, PmServiceUpdate } from '@switchyard/shared';
+import { fail, PmInstance, PmOffer, PmOfferInput, PmService, PmServiceInput, PmServiceUpdate, SwitchyardError } from '@switchyard/shared';
 import { written } from '../http/revision.js';
+import type { CoordinatorMetrics } from '../metrics/registry.js';
 import type { PortmasterRepository } from './repository.js';
 
 const tags = ['ports (Portmaster)'];
@@ -24,6 +25,18 @@ const ServiceParams = z.object({ name: z.string() });
 const OfferParams = z.object({ name: z.string(), secret: z.string() });
 const PortParams = z.object({ name: z.string(), portOrName: z.string() });
 const NoContent = z.null().describe('No Content');
+
+/** The `result` label of switchyard_port_offers_total for a refused offer. */
+const OFFER_REFUSALS: Partial<Record<string, string>> = {
+  PM_EXHAUSTED: 'exhausted',
+  PM_NAME_EXISTS: 'name_exists',
+  PM_BUSY: 'busy',
+  PM_SERVICE_NOT_FOUND: 'service_not_found',
+};
+
+export function offerRefusal(e: unknown): string {
+  return (e instanceof SwitchyardError && OFFER_REFUSALS[e.code]) || 'error';
+}
 
 function notAllowed(method: string): never {
   throw fail('PM_METHOD_NOT_ALLOWED', `Method '${method}' not allowed.`);
@@ -34,7 +47,7 @@ function notAllowed(method: string): never {
  * checked against etcd's latest state first, so what another coordinator made
  * a moment ago is found.
  */
-export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsyncZod {
+export function portmasterRoutes(repo: PortmasterRepository, metrics: CoordinatorMetrics): FastifyPluginAsyncZod {
   return async (app) => {
     // ---------- services ----------
     app.get('/v1/services', { schema: { tags, summary: 'List port services, by name', response: { 200: z.array(PmService) } } }, () => repo.listServices());
@@ -99,7 +112,11 @@ export function portmasterRoutes(repo: PortmasterRepository): FastifyPluginAsync
         },
       },
       async (req, reply) => {
-        const { value, revision } = await repo.confirm(() => repo.offer(req.params.name, req.body.name));
+        const { value, revision } = await repo.confirm(() => repo.offer(req.params.name, req.body.name)).catch((e: unknown) => {
+          metrics.portOffers.inc({ result: offerRefusal(e) });
+          throw e;
+        });
+        metrics.portOffers.inc({ result: 'offered' });
         written(reply, revision).code(201);
         return value;
       },

@@ -46,8 +46,14 @@ export class ConsistentReads {
   async ready(): Promise<void> {
     for (const m of this.mirrors) {
       if (m.healthy) continue;
-      if (membersOf(this.ctx.etcd)?.allDown) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: no member answers; watch disconnected');
-      await m.healthyWithin(this.ctx.config.etcdTimeoutMs);
+      try {
+        if (membersOf(this.ctx.etcd)?.allDown) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: no member answers; watch disconnected');
+        await m.healthyWithin(this.ctx.config.etcdTimeoutMs);
+      } catch (e) {
+        // Not an etcd call of its own, but etcd's absence behind a request all the same.
+        this.ctx.metrics?.etcdError(e as SwitchyardError);
+        throw e;
+      }
     }
   }
 

@@ -33,6 +33,9 @@ import { SwitchyardError } from '../errors.js';
 import { ClusterMembers, MemberUnavailableError, type MemberProbeOptions } from './members.js';
 import { retryUnapplied } from './retry.js';
 
+/** Where a daemon looks for etcd unless told: the embedded etcd of `switchyard up`. */
+export const DEFAULT_ETCD_ENDPOINTS: readonly string[] = ['http://127.0.0.1:2379'];
+
 export interface EtcdClientOptions extends MemberProbeOptions {
   /** `http://host:port` URLs of the cluster members. */
   hosts: string[];
