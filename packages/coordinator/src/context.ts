@@ -15,10 +15,10 @@ export interface CoordinatorContext {
   /** Unique per process: names this coordinator's lease-bound records. */
   coordinatorId: string;
   log: FastifyBaseLogger;
-  /** Runs an etcd operation with the request deadline; failures become 503s. */
-  call<T>(fn: () => Promise<T>, what?: string): Promise<T>;
+  /** Runs an etcd operation with the request deadline (or `timeoutMs`, for bulk work); failures become 503s. */
+  call<T>(fn: () => Promise<T>, what?: string, timeoutMs?: number): Promise<T>;
 }
 
 export function makeCall(config: CoordinatorConfig) {
-  return <T>(fn: () => Promise<T>, what?: string) => etcdCall(fn, config.etcdTimeoutMs, what);
+  return <T>(fn: () => Promise<T>, what?: string, timeoutMs?: number) => etcdCall(fn, timeoutMs ?? config.etcdTimeoutMs, what);
 }

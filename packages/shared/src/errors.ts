@@ -15,9 +15,9 @@ export const errorRegistry = {
   NOT_FOUND: { status: 404, message: 'Not Found' },
   CONFLICT: { status: 409, message: 'Conflict' },
   BODY_TOO_LARGE: { status: 413, message: 'Body is too large' },
+  TOO_LARGE: { status: 413, message: 'Too large for one etcd request' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported media type' },
   ETCD_UNAVAILABLE: { status: 503, message: 'etcd is unavailable' },
-  ETCD_REJECTED: { status: 507, message: 'etcd refused the write' },
   INTERNAL: { status: 500, message: 'Internal error' },
 
   // L4 (Portal)

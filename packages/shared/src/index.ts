@@ -12,3 +12,4 @@ export * from './etcd/prefix-mirror.js';
 export const VERSION = '0.1.0';
 export * from './etcd/txn.js';
 export * from './etcd/group-commit.js';
+export * from './etcd/generations.js';

@@ -70,14 +70,17 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what = 'etcd call'): P
 
 /**
  * Maps an etcd client error to the registry: unreachable cluster → 503,
- * a request etcd refuses (too large, too many ops) → 507 with etcd's words.
+ * a request etcd refuses as too large (too many ops, too many bytes) → 413
+ * with etcd's words.
  */
 export function toSwitchyardError(e: unknown): SwitchyardError {
   if (e instanceof SwitchyardError) return e;
   const err = e as Error;
   const msg = String(err?.message ?? err);
-  if (/too many operations|request is too large|request too large|exceeds/i.test(msg)) {
-    return new SwitchyardError('ETCD_REJECTED', `etcd refused the write: ${msg}`, { cause: e });
+  // Too big for etcd (its limits, or gRPC's RESOURCE_EXHAUSTED for a message
+  // over the server's receive limit): the request's fault, never an outage.
+  if (/too many operations|request is too large|request too large|exceeds|RESOURCE_EXHAUSTED|larger than max/i.test(msg)) {
+    return new SwitchyardError('TOO_LARGE', `etcd refused the write as too large: ${msg}`, { cause: e });
   }
   // Unreachable, timed out, circuit open, client closed: the cluster is not answering.
   if (
