@@ -261,7 +261,10 @@ export class L4Repository {
       if (services.length === 0 && listed.keys.length === 0) return { value: services, revision: listed.newest };
       const gen = newGenerationId();
       const records = services.map((s): [string, string] => [s.id, this.expect(keys.service(gen, s.id), s)]);
-      const pending = await this.ctx.call(() => writeGeneration(this.etcd, keys, records, { id: gen }), 'writing services', this.bulkTimeoutMs(records.length));
+      const timeoutMs = this.bulkTimeoutMs(records.length);
+      // writeGeneration keeps its own deadline (and abandons what it wrote
+      // when it passes); the call's is a safety net behind it.
+      const pending = await this.ctx.call(() => writeGeneration(this.etcd, keys, records, { id: gen, timeoutMs }), 'writing services', timeoutMs + 5000);
       try {
         const res = await this.ctx.call(
           () => switchGeneration(this.etcd, keys, pending, from, [unchangedSince(keys.set(from.id), listed.revision)]),

@@ -147,6 +147,12 @@ export interface WriteGenerationOptions extends ChunkLimits {
   ttlSeconds?: number;
   /** Chunk transactions in flight at once (default 4). */
   parallel?: number;
+  /**
+   * Give up (and abandon the generation) once this long has passed (default
+   * 60 s). Checked between chunks, each of which has the client's own call
+   * deadline, so the writer never outlives its caller with its lease alive.
+   */
+  timeoutMs?: number;
 }
 
 /**
@@ -169,22 +175,33 @@ export async function writeGeneration(
   const lease = etcd.lease(opts.ttlSeconds ?? 10);
   try {
     const leaseId = await lease.grant();
-    const reg = await etcd.kv.txn({
-      compare: [cmp.absent(keys.registered(id))],
-      success: [op.put(keys.registered(id), ''), op.put(keys.pending(id), '', leaseId)],
-      failure: [],
-    });
-    if (!reg.succeeded) throw new SwitchyardError('CONFLICT', `generation ${id} exists already`);
+    // No compare: the id is fresh and random, so the keys can only be ours,
+    // and a client retry of this transaction after a lost answer is harmless.
+    await etcd.kv.txn({ compare: [], success: [op.put(keys.registered(id), ''), op.put(keys.pending(id), '', leaseId)], failure: [] });
     const alive = [cmp.present(keys.pending(id))];
+    const deadline = performance.now() + (opts.timeoutMs ?? 60_000);
     let next = 0;
+    let failed = false;
     const worker = async () => {
-      while (next < chunks.length) {
+      while (next < chunks.length && !failed) {
+        if (performance.now() > deadline) throw new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: writing ${chunks.length} chunks took over ${opts.timeoutMs ?? 60_000} ms`);
         const chunk = chunks[next++];
         const res = await etcd.kv.txn({ compare: alive, success: chunk, failure: [] });
         if (!res.succeeded) throw new SwitchyardError('CONFLICT', 'the replacement was collected while it was being written (its writer stalled past its lease); try again');
       }
     };
-    await Promise.all(Array.from({ length: Math.min(opts.parallel ?? 4, chunks.length) }, worker));
+    // Every worker stops before the generation is abandoned: a chunk still
+    // in flight must not land after the abandoning delete.
+    const results = await Promise.allSettled(
+      Array.from({ length: Math.min(opts.parallel ?? 4, chunks.length) }, () =>
+        worker().catch((e: unknown) => {
+          failed = true;
+          throw e;
+        }),
+      ),
+    );
+    const rejected = results.find((r) => r.status === 'rejected');
+    if (rejected) throw rejected.reason;
     return { id, lease };
   } catch (e) {
     await abandonGeneration(etcd, keys, { id, lease }).catch(() => undefined);
