@@ -35,6 +35,7 @@ import {
   switchGeneration,
   SwitchyardError,
   toService,
+  toServiceView,
   transact,
   unchangedSince,
   writeGeneration,
@@ -48,8 +49,12 @@ import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 
 interface Stored {
   service: Service;
-  /** The exact JSON body GET answers with. */
+  /** The exact JSON body GET answers with (Portal's field set, see toServiceView). */
   json: string;
+}
+
+function stored(service: Service): Stored {
+  return { service, json: JSON.stringify(toServiceView(service)) };
 }
 
 const MAX_CAS_ATTEMPTS = 8;
@@ -106,7 +111,7 @@ export class L4Repository {
    * brings one back byte for byte, it is not parsed and checked a second time
    * (that would double the CPU cost of every write).
    */
-  private readonly ownWrites = new Map<string, Stored>();
+  private readonly ownWrites = new Map<string, { text: string; value: Stored }>();
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
@@ -121,12 +126,11 @@ export class L4Repository {
           if (rel.includes('/')) return undefined;
           const text = value.toString();
           const own = this.ownWrites.get(key);
-          if (own && own.json === text) {
+          if (own && own.text === text) {
             this.ownWrites.delete(key);
-            return own;
+            return own.value;
           }
-          const service = Service.parse(JSON.parse(text));
-          return { service, json: JSON.stringify(service) };
+          return stored(Service.parse(JSON.parse(text)));
         }),
       onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid service value in etcd'),
     });
@@ -181,8 +185,7 @@ export class L4Repository {
     await this.reads.fresh();
     const e = this.mirrored(this.generation(), id);
     if (e) return e.value;
-    const service = (await this.fromEtcd(id)).service;
-    return { service, json: JSON.stringify(service) };
+    return stored((await this.fromEtcd(id)).service);
   }
 
   private mirrored(gen: Generation, id: string): { value: Stored; modRevision: number } | undefined {
@@ -316,13 +319,21 @@ export class L4Repository {
     throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
   }
 
+  /**
+   * DELETE /services/:id. Idempotent, as Portal's: deleting a service that is
+   * not there succeeds (a retried delete, or two clients cleaning up, is not
+   * an error).
+   */
   async remove(id: string): Promise<Written<null>> {
     const keys = this.ctx.keys.l4;
     let gen = this.generation();
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const res = await this.ctx.call(() => transact(this.etcd, [generationIs(keys, gen)], [op.del(keys.service(gen.id, id))], [op.get(keys.current)]));
       if (res.succeeded) {
-        if (Number(res.responses[0].response_delete_range?.deleted ?? 0) === 0) throw fail('SERVICE_NOT_FOUND');
+        // Nothing deleted: the state the caller waits for is what the mirror
+        // already shows (the cluster's revision may belong to another prefix,
+        // which agents never reach).
+        if (Number(res.responses[0].response_delete_range?.deleted ?? 0) === 0) return { value: null, revision: this.mirror.revision };
         return { value: null, revision: this.reads.noteWrite(Number(res.header.revision)) };
       }
       gen = generationOf(res.responses[0]?.response_range?.kvs[0]);
@@ -349,9 +360,13 @@ export class L4Repository {
     return this.mutate(id, (svc) => ({ result: servers, next: { ...svc, servers } }));
   }
 
+  /**
+   * DELETE /services/:id/servers/:serverId. Idempotent for the server, as
+   * Portal's; an unknown service stays a 404 (Portal answered a 500 there).
+   */
   removeServer(id: string, serverId: string): Promise<Written<null>> {
     return this.mutate(id, (svc) => {
-      if (!svc.servers.some((s) => s.id === serverId)) throw fail('SERVER_NOT_FOUND');
+      if (!svc.servers.some((s) => s.id === serverId)) return { result: null };
       return { result: null, next: { ...svc, servers: svc.servers.filter((s) => s.id !== serverId) } };
     });
   }
@@ -391,13 +406,13 @@ export class L4Repository {
 
   /** Serialises a service this coordinator is about to write, remembering it for the mirror. */
   private expect(key: string, service: Service): string {
-    const json = JSON.stringify(service);
-    assertFits(key, json);
+    const text = JSON.stringify(service);
+    assertFits(key, text);
     // Bounded: entries of writes that lost their race are replaced or dropped
     // here (a PUT of 10,000 services adds 10,000 at once).
     if (this.ownWrites.size > 50_000) this.ownWrites.clear();
-    this.ownWrites.set(key, { service, json });
-    return json;
+    this.ownWrites.set(key, { text, value: stored(service) });
+    return text;
   }
 
   /**
