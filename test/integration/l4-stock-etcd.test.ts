@@ -205,7 +205,12 @@ describe('PUT /services on a stock etcd', () => {
       req(other, 'POST', '/services', { host: '10.250.0.1', port: 86 }),
     ]);
     expect([ra.status, rb.status, rp.status]).toEqual([200, 200, 200]);
-    const ids = ((await req(c, 'GET', '/services')).body as Service[]).map((s) => s.id);
+    // Each coordinator's list trails the other's writes by its watch delay: wait until both show the same.
+    const list = async (x: Coordinator) => ((await req(x, 'GET', '/services')).body as Service[]).map((s) => s.id);
+    const ids = await eventually(async () => {
+      const [mine, theirs] = [await list(c), await list(other)];
+      return JSON.stringify(mine) === JSON.stringify(theirs) ? mine : undefined;
+    }, 10_000);
     const set = ids.filter((id) => id !== 'tcp-10_250_0_1-86');
     // One PUT's set, whole (the other came first and was replaced), with the POST if it came after it.
     expect(set.length).toBe(1_000);
@@ -213,8 +218,6 @@ describe('PUT /services on a stock etcd', () => {
     const l = await layout(c);
     expect(l.other).toEqual([]);
     expect(l.records).toHaveLength(ids.length);
-    // The other coordinator's list trails by its watch delay, then shows the same.
-    await eventually(async () => JSON.stringify(((await req(other, 'GET', '/services')).body as Service[]).map((s) => s.id)) === JSON.stringify(ids), 10_000);
   }, 60_000);
 
   it('a single-service write after a switch lands in the new generation (its stale view is retried)', async () => {
