@@ -20,7 +20,7 @@ import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
 import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
-import { makeCall, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
+import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
 import { installErrorHandling } from './http/errors.js';
 import { discoveryFeature } from './discovery/feature.js';
@@ -75,14 +75,17 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     });
   }
 
-  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: Math.min(2000, config.etcdTimeoutMs) });
+  // A call's gRPC deadline is the request's: a write cut short by a shorter one
+  // would only turn into a 504 (sent, outcome unknown) sooner.
+  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config),
+    call: makeCall(config, etcd),
+    write: makeWrite(config, etcd),
   };
 
   app.setValidatorCompiler(validatorCompiler);

@@ -9,7 +9,11 @@
  *    not answer the previous ping (one sweep over all providers, not one
  *    timer per connection);
  *  - the coordinator dies: etcd drops the lease and with it every record of
- *    this process within --provider-ttl.
+ *    this process within --provider-ttl;
+ *  - etcd stops answering (no member answers its probe): every provider gets
+ *    `{"error","code":"ETCD_UNAVAILABLE"}` and stays connected; when etcd is
+ *    back, `{"event":"etcd-available"}` (its record is written again if the
+ *    lease expired meanwhile).
  *
  * Record ids are skyapi's (`skyapiRecordId`): derived from what the provider
  * is, so a process that reconnects gets its SRV target name back. Two live
@@ -23,6 +27,7 @@ import type { WebSocket } from 'ws';
 import { type SwitchyardError } from '@switchyard/shared';
 import type { CoordinatorContext, Feature } from '../context.js';
 import type { L4Repository } from '../l4/repository.js';
+import { onEtcdOutage } from '../store/etcd-outage.js';
 import { leaseSeconds } from '../store/lease-ttl.js';
 import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
 import { CoordinatorLease } from './lease.js';
@@ -61,6 +66,12 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   let seq = 0;
   let sweeper: NodeJS.Timeout | undefined;
   let stopping = false;
+  let unsubscribe = () => undefined as void;
+
+  function tellAll(frame: unknown): void {
+    const text = JSON.stringify(frame);
+    for (const p of providers) if (p.ws.readyState === p.ws.OPEN) p.ws.send(text);
+  }
 
   function sweep(): void {
     for (const p of providers) {
@@ -144,6 +155,13 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
       },
     },
     start() {
+      unsubscribe = onEtcdOutage(ctx.etcd, {
+        down: (e) => {
+          log.warn({ providers: providers.size }, 'etcd unavailable; telling providers');
+          tellAll({ error: e.message, code: e.code });
+        },
+        up: () => tellAll({ event: 'etcd-available' }),
+      });
       lb.start();
       // Grant the lease now so the first provider does not wait for it; an
       // unreachable etcd is retried by the writer.
@@ -153,6 +171,7 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
     },
     async stop() {
       stopping = true;
+      unsubscribe();
       if (sweeper) clearInterval(sweeper);
       // app.close() has terminated the sockets: the releases are under way.
       await lb.stop();

@@ -34,7 +34,9 @@
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import {
+  AGAIN,
   atomically,
+  retryCas,
   fail,
   generationIs,
   generationOf,
@@ -94,13 +96,6 @@ export function planClean(state: PairState, serverId: string): { next?: Service 
   const service = state.service?.value;
   if (!service?.servers.some((s) => s.id === serverId)) return {};
   return { next: { ...service, servers: service.servers.filter((s) => s.id !== serverId) } };
-}
-
-/** Compare-and-swap attempts against other coordinators (and REST writes) before giving up. */
-const MAX_CAS_ATTEMPTS = 8;
-
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
 }
 
 /** `key` is as it was read: same mod revision, or still absent. */
@@ -180,7 +175,8 @@ export class LbRegistry {
   private async readPair(serviceId: string, serverId: string): Promise<PairState & { gen: Generation }> {
     const keys = this.ctx.keys;
     let guess = this.l4.generation();
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    // A few reads at most: each retry follows a PUT /services that switched generations.
+    for (let attempt = 0; attempt < 8; attempt++) {
       const res = await this.ctx.call(() =>
         atomically(this.etcd, [op.get(keys.l4.current), op.get(keys.l4.service(guess.id, serviceId)), op.get(keys.disco.lbOwned(serviceId, serverId))]),
       );
@@ -202,8 +198,8 @@ export class LbRegistry {
   private async register(claim: LbClaim): Promise<void> {
     const keys = this.ctx.keys;
     const { serviceId, server, connId } = claim;
-    const leaseId = await this.ctx.call(() => this.lease.id(), 'granting the coordinator lease');
-    for (let attempt = 0; ; attempt++) {
+    const leaseId = await this.ctx.write(() => this.lease.id(), 'granting the coordinator lease');
+    await retryCas(async () => {
       const state = await this.readPair(serviceId, server.id);
       if (!state.service) throw fail('SERVICE_NOT_FOUND');
       const plan = planClaim({ ...state, service: state.service }, server);
@@ -215,14 +211,10 @@ export class LbRegistry {
         unchanged(keys.l4.service(state.gen.id, serviceId), state.service.modRevision),
         unchanged(keys.disco.lbOwned(serviceId, server.id), state.owned?.modRevision),
       ];
-      const res = await this.ctx.call(() => this.etcd.kv.txn({ compare, success, failure: [] }));
-      if (res.succeeded) {
-        this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
-        break;
-      }
-      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently; try again`);
-      await backoff(attempt);
-    }
+      const res = await this.ctx.write(() => this.etcd.kv.txn({ compare, success, failure: [] }), 'registering a provider');
+      if (!res.succeeded) return AGAIN;
+      this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
+    }, { what: `service ${serviceId}` });
     // Released while the transaction was in flight: its delete may have
     // come first, so delete again.
     if (claim.released) await this.unregister(claim);
@@ -239,7 +231,7 @@ export class LbRegistry {
   private async unregister(claim: LbClaim): Promise<void> {
     const keys = this.ctx.keys.disco;
     try {
-      const res = await this.ctx.call(() => this.etcd.delete().key(keys.lbReg(claim.serviceId, claim.server.id, claim.connId)).exec());
+      const res = await this.ctx.write(() => this.etcd.delete().key(keys.lbReg(claim.serviceId, claim.server.id, claim.connId)).exec(), 'unregistering a provider');
       // Judge "was it the last one?" on a mirror that has seen our delete.
       await this.ctx.call(() => this.mirror.waitFor(Number(res.header.revision)), 'waiting for the lb watch');
     } catch (err) {
@@ -301,13 +293,13 @@ export class LbRegistry {
   private async clean(serviceId: string, serverId: string): Promise<void> {
     const keys = this.ctx.keys;
     const regs = keys.disco.lbRegs(serviceId, serverId);
-    for (let attempt = 0; ; attempt++) {
+    await retryCas(async () => {
       const state = await this.readPair(serviceId, serverId);
       const plan = planClean(state, serverId);
       if (!plan) return;
       const success: IRequestOp[] = [op.del(keys.disco.lbOwned(serviceId, serverId))];
       if (plan.next) success.unshift(op.put(keys.l4.service(state.gen.id, serviceId), JSON.stringify(plan.next)));
-      const res = await this.ctx.call(() =>
+      const res = await this.ctx.write(() =>
         this.etcd.kv.txn({
           compare: [
             { key: Buffer.from(regs), range_end: prefixEnd(regs), target: 'Create', result: 'Equal', create_revision: '0' },
@@ -318,6 +310,7 @@ export class LbRegistry {
           success,
           failure: [{ request_range: { key: Buffer.from(regs), range_end: prefixEnd(regs), limit: '1', keys_only: true } }],
         }),
+        'removing a provider-managed server',
       );
       if (res.succeeded) {
         this.log.info({ service: serviceId, server: serverId }, 'provider-managed real server removed');
@@ -325,9 +318,8 @@ export class LbRegistry {
       }
       // A provider registered meanwhile: the server stays, it is theirs now.
       if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0) return;
-      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently`);
-      await backoff(attempt);
-    }
+      return AGAIN;
+    }, { exhausted: () => new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently`) });
   }
 }
 

@@ -203,8 +203,9 @@ export class L4Repository {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const key = keys.service(gen.id, service.id);
       const json = this.expect(key, service);
-      const res = await this.ctx.call(() =>
-        this.writes.submit({ compare: [generationIs(keys, gen), cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(keys.current), op.get(key)] }),
+      const res = await this.ctx.write(
+        () => this.writes.submit({ compare: [generationIs(keys, gen), cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(keys.current), op.get(key)] }),
+        'creating a service',
       );
       if (res.succeeded) return { value: service, revision: this.reads.noteWrite(res.revision) };
       this.ownWrites.delete(key);
@@ -267,9 +268,9 @@ export class L4Repository {
       const timeoutMs = this.bulkTimeoutMs(records.length);
       // writeGeneration keeps its own deadline (and abandons what it wrote
       // when it passes); the call's is a safety net behind it.
-      const pending = await this.ctx.call(() => writeGeneration(this.etcd, keys, records, { id: gen, timeoutMs }), 'writing services', timeoutMs + 5000);
+      const pending = await this.ctx.write(() => writeGeneration(this.etcd, keys, records, { id: gen, timeoutMs }), 'writing services', { ms: timeoutMs + 5000 });
       try {
-        const res = await this.ctx.call(
+        const res = await this.ctx.write(
           () => switchGeneration(this.etcd, keys, pending, from, [unchangedSince(keys.set(from.id), listed.revision)]),
           'switching to the new services',
         );
@@ -281,7 +282,7 @@ export class L4Repository {
         throw e;
       }
       for (const s of services) this.ownWrites.delete(keys.service(gen, s.id));
-      await this.ctx.call(() => abandonGeneration(this.etcd, keys, pending), 'abandoning a replaced set');
+      await this.ctx.write(() => abandonGeneration(this.etcd, keys, pending), 'abandoning a replaced set');
     }
     throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
   }
@@ -306,7 +307,7 @@ export class L4Repository {
       const json = JSON.stringify(next);
       assertFits(newKey, json);
       const compare = [generationIs(keys, current.gen), cmp.modIs(oldKey, current.modRevision)];
-      const res = await this.ctx.call(() =>
+      const res = await this.ctx.write(() =>
         newKey === oldKey
           ? transact(this.etcd, compare, [op.put(oldKey, json)])
           : transact(this.etcd, [...compare, cmp.absent(newKey)], [op.del(oldKey), op.put(newKey, json)], [op.get(newKey)]),
@@ -328,7 +329,7 @@ export class L4Repository {
     const keys = this.ctx.keys.l4;
     let gen = this.generation();
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-      const res = await this.ctx.call(() => transact(this.etcd, [generationIs(keys, gen)], [op.del(keys.service(gen.id, id))], [op.get(keys.current)]));
+      const res = await this.ctx.write(() => transact(this.etcd, [generationIs(keys, gen)], [op.del(keys.service(gen.id, id))], [op.get(keys.current)]), 'deleting a service');
       if (res.succeeded) {
         // Nothing deleted: the state the caller waits for is what the mirror
         // already shows (the cluster's revision may belong to another prefix,
@@ -395,8 +396,9 @@ export class L4Repository {
       const key = keys.service(current.gen.id, id);
       const json = JSON.stringify(next);
       assertFits(key, json);
-      const res = await this.ctx.call(() =>
-        this.writes.submit({ compare: [generationIs(keys, current.gen), cmp.modIs(key, current.modRevision)], success: [op.put(key, json)] }),
+      const res = await this.ctx.write(
+        () => this.writes.submit({ compare: [generationIs(keys, current.gen), cmp.modIs(key, current.modRevision)], success: [op.put(key, json)] }),
+        'changing a service',
       );
       if (res.succeeded) return { value: result, revision: this.reads.noteWrite(res.revision) };
       await backoff(attempt);
