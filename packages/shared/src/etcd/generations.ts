@@ -114,19 +114,32 @@ export function newGenerationId(): string {
  * too large for any request is a 413 before anything is written.
  */
 export function chunkPuts(records: Iterable<[key: string, value: string]>, limits: ChunkLimits = {}): IRequestOp[][] {
+  return chunkOps([...records].map(([key, value]) => ({ op: op.put(key, value), size: assertFits(key, value) })), limits);
+}
+
+/** The bytes an operation adds to a request (key, value, range end, framing). */
+export function opSize(o: IRequestOp): number {
+  const put = o.request_put;
+  const del = o.request_delete_range;
+  const len = (b: unknown) => (b === undefined || b === null ? 0 : Buffer.byteLength(b as Buffer | string));
+  return 16 + (put ? len(put.key) + len(put.value) : del ? len(del.key) + len(del.range_end) : 0);
+}
+
+/** Operations grouped into transactions under the limits, in order (sizes from opSize unless given). */
+export function chunkOps(ops: Iterable<IRequestOp | { op: IRequestOp; size: number }>, limits: ChunkLimits = {}): IRequestOp[][] {
   const maxOps = limits.maxOps ?? ETCD_DEFAULT_MAX_TXN_OPS;
   const maxBytes = limits.maxBytes ?? 1024 * 1024;
   const chunks: IRequestOp[][] = [];
   let chunk: IRequestOp[] = [];
   let bytes = 0;
-  for (const [key, value] of records) {
-    const size = assertFits(key, value);
+  for (const item of ops) {
+    const [o, size] = 'op' in item && 'size' in item ? [item.op, item.size] : [item as IRequestOp, opSize(item as IRequestOp)];
     if (chunk.length > 0 && (chunk.length >= maxOps || bytes + size > maxBytes)) {
       chunks.push(chunk);
       chunk = [];
       bytes = 0;
     }
-    chunk.push(op.put(key, value));
+    chunk.push(o);
     bytes += size;
   }
   if (chunk.length > 0) chunks.push(chunk);
