@@ -27,8 +27,10 @@ import { installErrorHandling } from './http/errors.js';
 import { HostDirectory, hostRoutes } from './hosts/routes.js';
 import { L4Repository } from './l4/repository.js';
 import { l4Routes } from './l4/routes.js';
-import { portmasterFeature } from './portmaster/index.js';
+import { PortmasterRepository, portmasterFeature } from './portmaster/index.js';
+import { LeviathanRepository } from './leviathan/repository.js';
 import { leviathanFeature } from './leviathan/feature.js';
+import { createDashboard } from './ui/feature.js';
 import { createDiscovery } from './discovery/feature.js';
 import { createDnsResponder } from './dns/feature.js';
 
@@ -144,12 +146,16 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
 
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
+  // Built here, not inside their features, because the dashboard reads their mirrors too.
+  const portmaster = new PortmasterRepository(ctx);
+  const leviathan = new LeviathanRepository(ctx);
   const features: Feature[] = [
     { name: 'l4', routes: l4Routes(l4), start: () => void l4.start(), stop: () => l4.stop() },
     { name: 'hosts', routes: hostRoutes(hosts), start: () => void hosts.start(), stop: () => hosts.stop() },
-    portmasterFeature(ctx),
-    leviathanFeature(ctx),
+    portmasterFeature(ctx, portmaster),
+    leviathanFeature(ctx, leviathan),
     createDiscovery(ctx, l4).feature,
+    createDashboard(ctx, { l4, hosts, portmaster, leviathan }).feature,
     ...(config.dnsListen ? [createDnsResponder(ctx, config.dnsListen).feature] : []),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];

@@ -1,12 +1,15 @@
 /**
  * Portal's token check: header `X-AUTH-TOKEN`, or the same name as a query
- * parameter. Every route but /healthz requires it when a token is set.
+ * parameter. Every route but /healthz and the dashboard's own files requires
+ * it when a token is set (the page holds no data; it asks for the token and
+ * sends it with every call and on its feed).
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SwitchyardError } from '@switchyard/shared';
+import { UI_PUBLIC_PATHS } from '../ui/feature.js';
 
-const OPEN_ROUTES = new Set(['/healthz']);
+const OPEN_ROUTES = new Set<string>(['/healthz', ...UI_PUBLIC_PATHS]);
 
 function same(a: string, b: string): boolean {
   const x = Buffer.from(a);

@@ -6,8 +6,7 @@ import { portmasterRoutes } from './routes.js';
 
 export { PortmasterRepository } from './repository.js';
 
-export function portmasterFeature(ctx: CoordinatorContext): Feature {
-  const repo = new PortmasterRepository(ctx);
+export function portmasterFeature(ctx: CoordinatorContext, repo = new PortmasterRepository(ctx)): Feature {
   return {
     name: 'portmaster',
     routes: portmasterRoutes(repo),
