@@ -46,7 +46,7 @@ export function ConfirmDialog({ action, onDone }: { action: Action; onDone(resul
 
   return (
     <dialog ref={ref} class="confirm" aria-labelledby="confirm-title" onCancel={(e) => (busy ? e.preventDefault() : onDone())}>
-      <form method="dialog" onSubmit={submit}>
+      <form method="dialog" noValidate onSubmit={submit}>
         <h2 id="confirm-title">{action.title}</h2>
         <p>{action.body}</p>
         {action.number && (
