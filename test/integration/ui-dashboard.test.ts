@@ -160,6 +160,8 @@ describe('without a token', () => {
 
     await page.getByRole('link', { name: /^Ports/ }).click();
     await page.locator('[data-pm="web"]').getByText('3 instances').waitFor();
+    await page.locator('[data-pm="web"]').getByText('Instances (3)').click();
+    await page.getByRole('button', { name: 'Dismiss message' }).click();
     await page.screenshot({ path: `${SHOTS}/dashboard-ports.png`, fullPage: true });
 
     await page.getByRole('link', { name: /^Networks/ }).click();

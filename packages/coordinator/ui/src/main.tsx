@@ -188,4 +188,7 @@ function App() {
   );
 }
 
-render(<App />, document.getElementById('app') as HTMLElement);
+const root = document.getElementById('app') as HTMLElement;
+// render() adds to what is there: the "Loading…" placeholder goes first.
+root.replaceChildren();
+render(<App />, root);

@@ -26,6 +26,8 @@ export function ago(iso: string | null, now: number): string {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
+const plural = (n: number, word: string) => `${n.toLocaleString()} ${word}${n === 1 ? '' : 's'}`;
+
 const hostPort = (h: string, p: number) => (h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`);
 
 function Search({ id, label, value, onInput }: { id: string; label: string; value: string; onInput(v: string): void }) {
@@ -283,8 +285,8 @@ export function HostsView({ store, now }: ViewProps) {
                     ) : (
                       <details>
                         <summary>
-                          {h.errors.length > 0 && <Badge kind="bad">{h.errors.length} errors</Badge>}
-                          {h.warnings.length > 0 && <Badge kind="warn">{h.warnings.length} warnings</Badge>}
+                          {h.errors.length > 0 && <Badge kind="bad">{plural(h.errors.length, 'error')}</Badge>}
+                          {h.warnings.length > 0 && <Badge kind="warn">{plural(h.warnings.length, 'warning')}</Badge>}
                         </summary>
                         <ul class="reports">
                           {[...h.errors, ...h.warnings].map((r, i) => (
