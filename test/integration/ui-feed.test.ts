@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
-import type { FeedMessage, Patch, Snapshot } from '../../packages/coordinator/src/ui/protocol.js';
+import type { FeedMessage, MoreServices, Patch, Snapshot } from '../../packages/coordinator/src/ui/protocol.js';
 import { AssetStore } from '../../packages/coordinator/src/ui/assets.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { uniquePrefix } from '../helpers/etcd.js';
@@ -63,6 +63,8 @@ describe('the feed', () => {
     base = await a.listen();
     const r = await b.app.inject({ method: 'POST', url: '/services', payload: { host: '10.9.0.1', port: 80, servers: [{ host: '10.9.1.1', port: 8080, weight: 3 }] } });
     expect(r.statusCode).toBe(200);
+    // The snapshot is what a's watch has seen: let it see b's write first.
+    await a.l4.mirror.waitFor(Number(r.headers['x-switchyard-revision']));
   });
 
   afterAll(async () => {
@@ -75,6 +77,7 @@ describe('the feed', () => {
     const f = await feed(base);
     const snap = await f.until(isSnapshot);
     expect(snap.services.map((x) => x.s.id)).toEqual(['tcp-10_9_0_1-80']);
+    expect(snap.totalServices).toBe(1);
     expect(snap.services[0].s.servers[0]).toMatchObject({ host: '10.9.1.1', weight: 3 });
     expect(snap.services[0].rev).toBeGreaterThan(0);
     expect(snap.l4Revision).toBe(snap.services[0].rev);
@@ -125,6 +128,42 @@ describe('the feed', () => {
     expect(p.providers?.put.find((x) => x.key === key)).toEqual({ key, name: `x1.api.services.uifeed${process.pid}.test`, host: '10.9.2.1', port: 9000, live: true });
     await lease.revoke();
     await f.until((m): m is Patch => m.t === 'patch' && !!m.providers?.del.includes(key));
+  });
+});
+
+describe('a big snapshot', () => {
+  let c: Coordinator;
+  let base: string;
+
+  beforeAll(async () => {
+    c = await testCoordinator('ui-feed-big', { dnsRoot: `uifeedbig${process.pid}.test` });
+    base = await c.listen();
+    const services = Array.from({ length: 2300 }, (_, i) => ({ host: `10.8.${i >> 8}.${i & 255}`, port: 80 }));
+    expect((await c.app.inject({ method: 'PUT', url: '/services', payload: services })).statusCode).toBe(200);
+  });
+
+  afterAll(async () => {
+    await c?.close();
+  });
+
+  it('comes as a first screen, then the rest in order, then patches', async () => {
+    const f = await feed(base);
+    const snap = await f.until(isSnapshot);
+    expect(snap.totalServices).toBe(2300);
+    expect(snap.services).toHaveLength(200);
+    const ids = snap.services.map((x) => x.s.id);
+    expect(ids).toEqual([...ids].sort());
+    const more = (m: FeedMessage): m is MoreServices => m.t === 'services';
+    const second = await f.until(more);
+    expect(second).toMatchObject({ last: false });
+    expect(second.services).toHaveLength(2000);
+    const third = await f.until(more);
+    expect(third.last).toBe(true);
+    const all = [...ids, ...second.services.map((x) => x.s.id), ...third.services.map((x) => x.s.id)];
+    expect(new Set(all).size).toBe(2300);
+    expect(all).toEqual([...all].sort());
+    expect((await c.app.inject({ method: 'DELETE', url: `/services/${ids[0]}` })).statusCode).toBe(200);
+    await f.until((m): m is Patch => m.t === 'patch' && !!m.services?.del.includes(ids[0]));
   });
 });
 

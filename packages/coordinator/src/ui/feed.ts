@@ -46,6 +46,10 @@ interface PmIndex {
   ports: Map<number, PortHolder & { offer: boolean }>;
 }
 
+/** Services in the snapshot message itself: a first screen and then some (a page shows 50). */
+const FIRST_SERVICES = 200;
+const SERVICES_PER_MESSAGE = 2000;
+
 const byKey = <T>(key: (x: T) => string) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
 
 export class DashboardFeed {
@@ -130,7 +134,7 @@ export class DashboardFeed {
     ws.on('error', () => this.clients.delete(ws));
     // Client frames mean nothing here; a page only listens.
     this.clients.add(ws);
-    ws.send(this.snapshotText());
+    for (const m of this.snapshotMessages()) ws.send(m);
   };
 
   get connected(): number {
@@ -140,23 +144,31 @@ export class DashboardFeed {
   // ---------- snapshot ----------
 
   /**
-   * The whole state as one message. Services are the bulk (10,000 of them in
-   * a big cluster): their JSON is spliced in as the L4 mirror already holds
-   * it instead of being serialised again.
+   * The whole state, as the messages a new page gets: the snapshot with the
+   * first services (by id), then the rest in chunks. Services are the bulk
+   * (10,000 of them in a big cluster): their JSON is spliced in as the L4
+   * mirror already holds it instead of being serialised again. Built
+   * synchronously, so no patch can slip in between the chunks.
    */
-  snapshotText(): string {
-    const services = [...this.src.l4.mirror.entries.values()].map((e) => `{"rev":${e.modRevision},"s":${e.value.json}}`);
+  snapshotMessages(): string[] {
+    const entries = [...this.src.l4.mirror.entries.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const items = entries.map((e) => `{"rev":${e.modRevision},"s":${e.value.json}}`);
     const rest: Omit<Snapshot, 'services'> = {
       t: 'snapshot',
       revision: this.revision(),
       l4Revision: this.l4Revision,
+      totalServices: items.length,
       hosts: this.hostIds().flatMap((id) => this.src.hosts.build(id) ?? []),
       pm: [...this.pm.keys()].flatMap((n) => this.pmItem(n) ?? []).sort(byKey((p) => p.name)),
       lev: this.levItem(),
       providers: [...this.dns.entries.keys()].flatMap((k) => this.provider(k) ?? []),
     };
-    const text = JSON.stringify(rest);
-    return `{"services":[${services.join(',')}],${text.slice(1)}`;
+    const out = [`{"services":[${items.slice(0, FIRST_SERVICES).join(',')}],${JSON.stringify(rest).slice(1)}`];
+    for (let i = FIRST_SERVICES; i < items.length; i += SERVICES_PER_MESSAGE) {
+      const last = i + SERVICES_PER_MESSAGE >= items.length;
+      out.push(`{"t":"services","last":${last},"services":[${items.slice(i, i + SERVICES_PER_MESSAGE).join(',')}]}`);
+    }
+    return out;
   }
 
   // ---------- changes ----------

@@ -65,9 +65,16 @@ interface Heads {
   l4Revision: number;
 }
 
+/**
+ * The first message. With many services it carries only the first ones (by
+ * id) so the page can draw its first screen at once; the rest follow in
+ * `services` messages, sent right after it and before any patch.
+ */
 export interface Snapshot extends Heads {
   t: 'snapshot';
   services: ServiceItem[];
+  /** How many services the whole snapshot holds. */
+  totalServices: number;
   hosts: Host[];
   pm: PmServiceItem[];
   lev: LevItem;
@@ -83,4 +90,11 @@ export interface Patch extends Heads {
   providers?: Keyed<ProviderItem>;
 }
 
-export type FeedMessage = Snapshot | Patch;
+/** More of the snapshot's services; `last` on the final one. */
+export interface MoreServices {
+  t: 'services';
+  services: ServiceItem[];
+  last: boolean;
+}
+
+export type FeedMessage = Snapshot | MoreServices | Patch;

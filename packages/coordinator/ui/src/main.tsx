@@ -15,7 +15,7 @@ import { HostsView, NetworksView, PortsView, ProvidersView, ServicesView, type V
 type Conn = 'connecting' | 'live' | 'reconnecting' | 'token';
 
 const SECTIONS = [
-  { id: 'services', label: 'Services', view: ServicesView, count: (s: Store) => s.services.size },
+  { id: 'services', label: 'Services', view: ServicesView, count: (s: Store) => (s.complete ? s.services.size : s.totalServices) },
   { id: 'hosts', label: 'Hosts', view: HostsView, count: (s: Store) => s.hosts.size },
   { id: 'ports', label: 'Ports', view: PortsView, count: (s: Store) => s.pm.size },
   { id: 'networks', label: 'Networks', view: NetworksView, count: (s: Store) => s.lev.cens.length + s.lev.cins.length },

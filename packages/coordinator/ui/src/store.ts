@@ -32,13 +32,25 @@ export class Store {
   readonly pm = new Map<string, PmServiceItem>();
   readonly providers = new Map<string, ProviderItem>();
   lev: LevItem = { cens: [], cins: [], containers: [] };
+  /** False while the snapshot's services are still arriving. */
+  complete = false;
+  totalServices = 0;
   private sortedIds?: string[];
   private reports?: Map<string, HostReport[]>;
 
   apply(msg: FeedMessage): void {
+    if (msg.t === 'services') {
+      for (const s of msg.services) this.services.set(s.s.id, s);
+      this.complete = msg.last;
+      this.sortedIds = undefined;
+      this.version++;
+      return;
+    }
     this.revision = msg.revision;
     this.l4Revision = msg.l4Revision;
     if (msg.t === 'snapshot') {
+      this.totalServices = msg.totalServices;
+      this.complete = msg.services.length === msg.totalServices;
       for (const m of [this.services, this.hosts, this.pm, this.providers]) m.clear();
       for (const s of msg.services) this.services.set(s.s.id, s);
       for (const h of msg.hosts) this.hosts.set(h.id, h);

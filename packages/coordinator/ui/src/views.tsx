@@ -142,6 +142,11 @@ export function ServicesView({ store, version, ask }: ViewProps) {
         <h2 id="services-title">L4 services</h2>
         <Search id="service-search" label="Search services" value={q} onInput={(v) => (setQ(v), setPage(0))} />
       </div>
+      {!store.complete && (
+        <p class="hint" role="status">
+          Loading services: {store.services.size.toLocaleString()} of {store.totalServices.toLocaleString()}…
+        </p>
+      )}
       {shown.length === 0 ? (
         <p class="empty">{ids.length === 0 ? 'No L4 services yet. Create one with POST /services or `switchyard service add`.' : 'No service matches.'}</p>
       ) : (
