@@ -90,8 +90,11 @@ function App() {
       const socket = new WebSocket(feedUrl());
       ws = socket;
       socket.onmessage = (ev) => {
-        store.apply(JSON.parse(ev.data as string) as FeedMessage);
+        const msg = JSON.parse(ev.data as string) as FeedMessage;
+        store.apply(msg);
         setConn('live');
+        // The first screen at once; the rest of a big snapshot and patches at most once a frame.
+        if (msg.t === 'snapshot') return setVersion(store.version);
         frame ||= requestAnimationFrame(() => {
           frame = 0;
           setVersion(store.version);
