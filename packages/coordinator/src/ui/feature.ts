@@ -6,20 +6,15 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { SwitchyardError } from '@switchyard/shared';
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+import type { CoordinatorContext, Feature } from '../context.js';
 import { AssetStore, type AssetName } from './assets.js';
 import { DashboardFeed, type FeedOptions, type FeedSources } from './feed.js';
 
 /** Paths of the page's own files: open without a token (they hold no data), so the page can load and ask for one. */
 export const UI_PUBLIC_PATHS = ['/ui', '/ui/', '/ui/app.js', '/ui/app.css'] as const;
 
-export interface Dashboard {
-  feature: Feature;
-  feed: DashboardFeed;
-}
-
-export function createDashboard(ctx: CoordinatorContext, sources: FeedSources, opts: FeedOptions & { assets?: AssetStore } = {}): Dashboard {
+/** `sources` are the other features' repositories, whose mirrors the feed reads. */
+export function uiFeature(ctx: CoordinatorContext, sources: FeedSources, opts: FeedOptions & { assets?: AssetStore } = {}): Feature {
   const feed = new DashboardFeed(ctx, sources, opts);
   const assets = opts.assets ?? new AssetStore();
 
@@ -43,13 +38,10 @@ export function createDashboard(ctx: CoordinatorContext, sources: FeedSources, o
   };
 
   return {
-    feed,
-    feature: {
-      name: 'ui',
-      routes,
-      websockets: { '/ui/feed': feed.handle },
-      start: () => feed.start(),
-      stop: () => feed.stop(),
-    },
+    name: 'ui',
+    routes,
+    websockets: { '/ui/feed': feed.handle },
+    start: () => feed.start(),
+    stop: () => feed.stop(),
   };
 }
