@@ -139,7 +139,10 @@ describe('a big snapshot', () => {
     c = await testCoordinator('ui-feed-big', { dnsRoot: `uifeedbig${process.pid}.test` });
     base = await c.listen();
     const services = Array.from({ length: 2300 }, (_, i) => ({ host: `10.8.${i >> 8}.${i & 255}`, port: 80 }));
-    expect((await c.app.inject({ method: 'PUT', url: '/services', payload: services })).statusCode).toBe(200);
+    const r = await c.app.inject({ method: 'PUT', url: '/services', payload: services });
+    expect(r.statusCode).toBe(200);
+    // The snapshot is what the watch has seen, which may trail the write's acknowledgement.
+    await c.l4.mirror.waitFor(Number(r.headers['x-switchyard-revision']));
   });
 
   afterAll(async () => {
