@@ -5,6 +5,7 @@ import { defineConfig } from 'vitest/config';
 //   integration real etcd (started by the global setup), HTTP via inject() and real sockets
 //   kernel      real etcd + real kernel in network namespaces the tests create (root)
 //   vm          real IPVS in a qemu guest (skips outside CI when the tools are missing)
+//   faults      real multi-member etcd clusters the tests start, freeze and kill (one file at a time: timing)
 export default defineConfig({
   // Tests run the TypeScript sources of the workspace packages directly (the
   // "source" export condition), so no build is needed between edit and test.
@@ -31,6 +32,16 @@ export default defineConfig({
           globalSetup: ['test/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'faults',
+          include: ['test/faults/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
           fileParallelism: false,
         },
       },

@@ -30,7 +30,7 @@ afterAll(() => clients?.close());
 async function setup(name: string) {
   const prefix = `${uniquePrefix(name)}/`;
   const config = CoordinatorConfig.parse({ etcd: [sharedEtcdUrl()], etcdTimeoutMs: 2000 });
-  const ctx = { etcd: direct, config, call: makeCall(config) } as unknown as CoordinatorContext;
+  const ctx = { etcd: direct, config, call: makeCall(config, direct) } as unknown as CoordinatorContext;
   const mirror = new PrefixMirror(viaProxy, { prefix, parse: (_k, v) => v.toString() });
   await mirror.start();
   return { prefix, mirror, reads: new ConsistentReads(ctx, name, [mirror]) };

@@ -20,7 +20,7 @@ import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
 import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
-import { makeCall, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
+import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
 import { installErrorHandling } from './http/errors.js';
 import { discoveryFeature } from './discovery/feature.js';
@@ -67,6 +67,10 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     // Two log lines per request cost more than the request itself on the hot
     // routes; requests are logged at debug level below instead.
     logController: new LogController({ disableRequestLogging: true }),
+    // `/cpool/` is `/cpool`: Leviathan's router (cowboy) treats a path with
+    // and without its trailing slash as one, and its clients use both. The
+    // router ignores it for every route, so no route can be told apart by it.
+    routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<ZodTypeProvider>();
   if (config.logLevel === 'debug' || config.logLevel === 'trace') {
     app.addHook('onResponse', async (request, reply) => {
@@ -74,14 +78,17 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     });
   }
 
-  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: Math.min(2000, config.etcdTimeoutMs) });
+  // A call's gRPC deadline is the request's: a write cut short by a shorter one
+  // would only turn into a 504 (sent, outcome unknown) sooner.
+  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
   const ctx: CoordinatorContext = {
     etcd,
     keys: keyspace(config.prefix),
     config,
     coordinatorId: randomUUID(),
     log: app.log,
-    call: makeCall(config),
+    call: makeCall(config, etcd),
+    write: makeWrite(config, etcd),
   };
 
   app.setValidatorCompiler(validatorCompiler);
@@ -138,7 +145,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     }
   }
   app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (request.url ?? '/').split('?')[0];
+    // A trailing slash is ignored here as by the HTTP router.
+    const path = (request.url ?? '/').split('?')[0].replace(/(.)\/$/, '$1');
     const route = sockets.get(path);
     if (!route || !checkToken(config.token, { headers: request.headers, url: request.url ?? '/' })) {
       socket.end(route ? 'HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');

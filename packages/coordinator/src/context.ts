@@ -13,7 +13,7 @@ import type { Etcd3 } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { WebSocket } from 'ws';
-import { etcdCall, type Keyspace } from '@switchyard/shared';
+import { etcdCall, etcdWrite, membersOf, type Keyspace } from '@switchyard/shared';
 import type { CoordinatorConfig } from './config.js';
 
 export interface CoordinatorContext {
@@ -23,8 +23,13 @@ export interface CoordinatorContext {
   /** Unique per process: names this coordinator's lease-bound records. */
   coordinatorId: string;
   log: FastifyBaseLogger;
-  /** Runs an etcd operation with the request deadline; failures become 503s. */
+  /** Runs an etcd read with the request deadline; failures become 503s. */
   call<T>(fn: () => Promise<T>, what?: string): Promise<T>;
+  /**
+   * Runs one etcd write with the request deadline: 503 only when it was not
+   * applied, 504 OUTCOME_UNKNOWN when it was sent and no answer came (etcdWrite).
+   */
+  write<T>(fn: () => Promise<T>, what?: string, opts?: { ms?: number }): Promise<T>;
 }
 
 export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
@@ -42,6 +47,12 @@ export interface Feature {
   stop?(): Promise<void> | void;
 }
 
-export function makeCall(config: CoordinatorConfig) {
-  return <T>(fn: () => Promise<T>, what?: string) => etcdCall(fn, config.etcdTimeoutMs, what);
+export function makeCall(config: CoordinatorConfig, etcd: Etcd3) {
+  const members = membersOf(etcd);
+  return <T>(fn: () => Promise<T>, what?: string) => etcdCall(fn, config.etcdTimeoutMs, what, members);
+}
+
+export function makeWrite(config: CoordinatorConfig, etcd: Etcd3) {
+  const members = membersOf(etcd);
+  return <T>(fn: () => Promise<T>, what?: string, opts: { ms?: number } = {}) => etcdWrite(fn, { ms: opts.ms ?? config.etcdTimeoutMs, what, members });
 }

@@ -16,7 +16,10 @@ export const errorRegistry = {
   CONFLICT: { status: 409, message: 'Conflict' },
   BODY_TOO_LARGE: { status: 413, message: 'Body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported media type' },
-  ETCD_UNAVAILABLE: { status: 503, message: 'etcd is unavailable' },
+  /** The request was not applied: etcd was not answering (refused before it was sent, or refused by etcd before proposing it). */
+  ETCD_UNAVAILABLE: { status: 503, message: 'etcd is unavailable; the request was not applied' },
+  /** A write was sent and no answer came in time: it may have been applied. Every write route is safe to repeat (README "Failures"). */
+  OUTCOME_UNKNOWN: { status: 504, message: 'etcd did not answer in time; the write may have been applied. Repeating the same request is safe' },
   ETCD_REJECTED: { status: 507, message: 'etcd refused the write' },
   INTERNAL: { status: 500, message: 'Internal error' },
 

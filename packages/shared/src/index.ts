@@ -8,6 +8,8 @@ export * from './schemas/leviathan.js';
 export * from './schemas/skydns.js';
 export * from './schemas/portmaster.js';
 export * from './etcd/client.js';
+export * from './etcd/members.js';
+export * from './etcd/retry.js';
 export * from './etcd/prefix-mirror.js';
 export const VERSION = '0.1.0';
 export * from './etcd/txn.js';

@@ -34,7 +34,9 @@
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import {
+  AGAIN,
   atomically,
+  retryCas,
   fail,
   ipFamily,
   isSwitchyardError,
@@ -89,13 +91,6 @@ export function planClean(state: PairState, serverId: string): { next?: Service 
   const service = state.service?.value;
   if (!service?.servers.some((s) => s.id === serverId)) return {};
   return { next: { ...service, servers: service.servers.filter((s) => s.id !== serverId) } };
-}
-
-/** Compare-and-swap attempts against other coordinators (and REST writes) before giving up. */
-const MAX_CAS_ATTEMPTS = 8;
-
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
 }
 
 /** `key` is as it was read: same mod revision, or still absent. */
@@ -186,8 +181,8 @@ export class LbRegistry {
   private async register(claim: LbClaim): Promise<void> {
     const keys = this.ctx.keys;
     const { serviceId, server, connId } = claim;
-    const leaseId = await this.ctx.call(() => this.lease.id(), 'granting the coordinator lease');
-    for (let attempt = 0; ; attempt++) {
+    const leaseId = await this.ctx.write(() => this.lease.id(), 'granting the coordinator lease');
+    await retryCas(async () => {
       const state = await this.readPair(serviceId, server.id);
       if (!state.service) throw fail('SERVICE_NOT_FOUND');
       const plan = planClaim({ ...state, service: state.service }, server);
@@ -195,14 +190,10 @@ export class LbRegistry {
       const success: IRequestOp[] =
         plan.kind === 'add' ? [op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)), op.put(keys.disco.lbOwned(serviceId, server.id), '{}'), reg] : [reg];
       const compare = [unchanged(keys.l4.service(serviceId), state.service.modRevision), unchanged(keys.disco.lbOwned(serviceId, server.id), state.owned?.modRevision)];
-      const res = await this.ctx.call(() => this.etcd.kv.txn({ compare, success, failure: [] }));
-      if (res.succeeded) {
-        this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
-        break;
-      }
-      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently; try again`);
-      await backoff(attempt);
-    }
+      const res = await this.ctx.write(() => this.etcd.kv.txn({ compare, success, failure: [] }), 'registering a provider');
+      if (!res.succeeded) return AGAIN;
+      this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
+    }, { what: `service ${serviceId}` });
     // Released while the transaction was in flight: its delete may have
     // come first, so delete again.
     if (claim.released) await this.unregister(claim);
@@ -219,7 +210,7 @@ export class LbRegistry {
   private async unregister(claim: LbClaim): Promise<void> {
     const keys = this.ctx.keys.disco;
     try {
-      const res = await this.ctx.call(() => this.etcd.delete().key(keys.lbReg(claim.serviceId, claim.server.id, claim.connId)).exec());
+      const res = await this.ctx.write(() => this.etcd.delete().key(keys.lbReg(claim.serviceId, claim.server.id, claim.connId)).exec(), 'unregistering a provider');
       // Judge "was it the last one?" on a mirror that has seen our delete.
       await this.ctx.call(() => this.mirror.waitFor(Number(res.header.revision)), 'waiting for the lb watch');
     } catch (err) {
@@ -281,13 +272,13 @@ export class LbRegistry {
   private async clean(serviceId: string, serverId: string): Promise<void> {
     const keys = this.ctx.keys;
     const regs = keys.disco.lbRegs(serviceId, serverId);
-    for (let attempt = 0; ; attempt++) {
+    await retryCas(async () => {
       const state = await this.readPair(serviceId, serverId);
       const plan = planClean(state, serverId);
       if (!plan) return;
       const success: IRequestOp[] = [op.del(keys.disco.lbOwned(serviceId, serverId))];
       if (plan.next) success.unshift(op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)));
-      const res = await this.ctx.call(() =>
+      const res = await this.ctx.write(() =>
         this.etcd.kv.txn({
           compare: [
             { key: Buffer.from(regs), range_end: prefixEnd(regs), target: 'Create', result: 'Equal', create_revision: '0' },
@@ -297,6 +288,7 @@ export class LbRegistry {
           success,
           failure: [{ request_range: { key: Buffer.from(regs), range_end: prefixEnd(regs), limit: '1', keys_only: true } }],
         }),
+        'removing a provider-managed server',
       );
       if (res.succeeded) {
         this.log.info({ service: serviceId, server: serverId }, 'provider-managed real server removed');
@@ -304,9 +296,8 @@ export class LbRegistry {
       }
       // A provider registered meanwhile: the server stays, it is theirs now.
       if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0) return;
-      if (attempt + 1 >= MAX_CAS_ATTEMPTS) throw new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently`);
-      await backoff(attempt);
-    }
+      return AGAIN;
+    }, { exhausted: () => new SwitchyardError('CONFLICT', `service ${serviceId} is being changed concurrently`) });
   }
 }
 

@@ -19,8 +19,10 @@ import {
   SwitchyardError,
   keysAt,
   replacePrefix,
+  retryCas,
+  AGAIN,
   toService,
-  transact,
+  toServiceView,
   unchangedSince,
   type Server,
   type ServiceInput,
@@ -30,11 +32,13 @@ import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 
 interface Stored {
   service: Service;
-  /** The exact JSON body GET answers with. */
+  /** The exact JSON body GET answers with (Portal's field set, see toServiceView). */
   json: string;
 }
 
-const MAX_CAS_ATTEMPTS = 8;
+function stored(service: Service): Stored {
+  return { service, json: JSON.stringify(toServiceView(service)) };
+}
 
 /** A stored value as a service, or undefined when it is not valid JSON or not a valid service. */
 function parseStored(text: string): Service | undefined {
@@ -44,11 +48,6 @@ function parseStored(text: string): Service | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Jittered pause between compare-and-swap attempts against other coordinators. */
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * 5 * 2 ** attempt));
 }
 
 /** Runs tasks with the same key one at a time, in arrival order. */
@@ -78,7 +77,7 @@ export class L4Repository {
    * brings one back byte for byte, it is not parsed and checked a second time
    * (that would double the CPU cost of every write).
    */
-  private readonly ownWrites = new Map<string, Stored>();
+  private readonly ownWrites = new Map<string, { text: string; value: Stored }>();
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
@@ -90,12 +89,11 @@ export class L4Repository {
       parse: (key, value) => {
         const text = value.toString();
         const own = this.ownWrites.get(key);
-        if (own && own.json === text) {
+        if (own && own.text === text) {
           this.ownWrites.delete(key);
-          return own;
+          return own.value;
         }
-        const service = Service.parse(JSON.parse(text));
-        return { service, json: JSON.stringify(service) };
+        return stored(Service.parse(JSON.parse(text)));
       },
       onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid service value in etcd'),
     });
@@ -129,8 +127,7 @@ export class L4Repository {
     const key = this.ctx.keys.l4.service(id);
     const e = this.mirror.get(key);
     if (e) return e.value;
-    const service = (await this.fromEtcd(id)).service;
-    return { service, json: JSON.stringify(service) };
+    return stored((await this.fromEtcd(id)).service);
   }
 
   // ---------- writes ----------
@@ -140,7 +137,7 @@ export class L4Repository {
     const service = toService(input);
     const key = this.ctx.keys.l4.service(service.id);
     const json = this.expect(key, service);
-    const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(key)] }));
+    const res = await this.ctx.write(() => this.writes.submit({ compare: [cmp.absent(key)], success: [op.put(key, json)], failure: [op.get(key)] }), 'creating a service');
     if (res.succeeded) return { value: service, revision: this.reads.noteWrite(res.revision) };
     this.ownWrites.delete(key);
     const kv = res.responses[0].response_range?.kvs[0];
@@ -167,7 +164,7 @@ export class L4Repository {
       if (ids.has(s.id)) throw fail('INVALID', `duplicate service ${s.id} in the list`);
       ids.add(s.id);
     }
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       const listed = await this.ctx.call(() => keysAt(this.etcd, keys.services), 'listing services');
       // Pinning (`hosts`) is Switchyard's own field: Portal clients never send
       // it, so a service they list again keeps the pinning it had. The mirror
@@ -186,10 +183,18 @@ export class L4Repository {
       // Nothing stored and nothing wanted: no write, and no revision of ours
       // (the cluster's may belong to another prefix, which agents never reach).
       if (ops.length === 0) return { value: services, revision: listed.newest };
-      const res = await this.ctx.call(() => transact(this.etcd, [unchangedSince(keys.services, listed.revision)], ops), 'replacing all services');
+      // One transaction of up to 2n + 1 operations: etcd takes seconds for
+      // 10,000 services on a busy host, so it gets a bulk deadline rather than
+      // the request deadline (a 504 for a write that was merely slow helps nobody).
+      const ms = this.ctx.config.etcdTimeoutMs * (ops.length > 1000 ? 4 : 1);
+      const res = await this.ctx.write(
+        () => this.etcd.kv.txn({ compare: [unchangedSince(keys.services, listed.revision)], success: ops, failure: [] }, { deadline: Date.now() + ms }),
+        'replacing all services',
+        { ms },
+      );
       if (res.succeeded) return { value: services, revision: this.reads.noteWrite(Number(res.header.revision)) };
-    }
-    throw new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again');
+      return AGAIN;
+    }, { exhausted: () => new SwitchyardError('CONFLICT', 'services are being changed concurrently; try again') });
   }
 
   /**
@@ -199,29 +204,38 @@ export class L4Repository {
    */
   async update(id: string, input: ServiceInput): Promise<Written<Service>> {
     const oldKey = this.ctx.keys.l4.service(id);
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async (attempt) => {
       const current = await this.current(id, attempt > 0);
       const next = toService(input, current.service);
       const newKey = this.ctx.keys.l4.service(next.id);
       const json = JSON.stringify(next);
       let txn = this.etcd.if(oldKey, 'Mod', '==', current.modRevision);
       if (newKey !== oldKey) txn = txn.and(newKey, 'Create', '==', 0);
-      const res = await this.ctx.call(() =>
+      const res = await this.ctx.write(() =>
         newKey === oldKey
           ? txn.then(this.etcd.put(oldKey).value(json)).commit()
           : txn.then(this.etcd.delete().key(oldKey), this.etcd.put(newKey).value(json)).else(this.etcd.get(newKey)).commit(),
+        `updating service ${id}`,
       );
       if (res.succeeded) return { value: next, revision: this.reads.noteWrite(Number(res.header.revision)) };
       if (newKey !== oldKey && (res.responses[0]?.response_range?.kvs.length ?? 0) > 0) {
         throw fail('SERVICE_EXISTS', `a service with id ${next.id} already exists`);
       }
-    }
-    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { what: `service ${id}` });
   }
 
+  /**
+   * DELETE /services/:id. Idempotent, as Portal's: deleting a service that is
+   * not there succeeds (a retried delete, or two clients cleaning up, is not
+   * an error).
+   */
   async remove(id: string): Promise<Written<null>> {
-    const res = await this.ctx.call(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec());
-    if (Number(res.deleted) === 0) throw fail('SERVICE_NOT_FOUND');
+    const res = await this.ctx.write(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec(), `deleting service ${id}`);
+    // Nothing deleted: the state the caller waits for is what the mirror
+    // already shows (the cluster's revision may belong to another prefix,
+    // which agents never reach).
+    if (Number(res.deleted) === 0) return { value: null, revision: this.mirror.revision };
     return { value: null, revision: this.reads.noteWrite(Number(res.header.revision)) };
   }
 
@@ -244,9 +258,13 @@ export class L4Repository {
     return this.mutate(id, (svc) => ({ result: servers, next: { ...svc, servers } }));
   }
 
+  /**
+   * DELETE /services/:id/servers/:serverId. Idempotent for the server, as
+   * Portal's; an unknown service stays a 404 (Portal answered a 500 there).
+   */
   removeServer(id: string, serverId: string): Promise<Written<null>> {
     return this.mutate(id, (svc) => {
-      if (!svc.servers.some((s) => s.id === serverId)) throw fail('SERVER_NOT_FOUND');
+      if (!svc.servers.some((s) => s.id === serverId)) return { result: null };
       return { result: null, next: { ...svc, servers: svc.servers.filter((s) => s.id !== serverId) } };
     });
   }
@@ -263,7 +281,7 @@ export class L4Repository {
 
   private async casLoop<R>(id: string, change: (svc: Service) => { result: R; next?: Service }): Promise<Written<R>> {
     const key = this.ctx.keys.l4.service(id);
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return retryCas(async (attempt) => {
       const current = await this.current(id, attempt > 0);
       const { result, next } = change(current.service);
       if (!next) return { value: result, revision: Math.max(current.modRevision, this.mirror.revision) };
@@ -272,20 +290,22 @@ export class L4Repository {
           throw fail('INVALID', `server ${s.id}: must be of the same address family as the service host`);
         }
       }
-      const res = await this.ctx.call(() => this.writes.submit({ compare: [cmp.modIs(key, current.modRevision)], success: [op.put(key, JSON.stringify(next))] }));
+      const res = await this.ctx.write(
+        () => this.writes.submit({ compare: [cmp.modIs(key, current.modRevision)], success: [op.put(key, JSON.stringify(next))] }),
+        `changing service ${id}`,
+      );
       if (res.succeeded) return { value: result, revision: this.reads.noteWrite(res.revision) };
-      await backoff(attempt);
-    }
-    throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { what: `service ${id}` });
   }
 
   /** Serialises a service this coordinator is about to write, remembering it for the mirror. */
   private expect(key: string, service: Service): string {
-    const json = JSON.stringify(service);
+    const text = JSON.stringify(service);
     // Bounded: entries of writes that lost their race are replaced or dropped here.
     if (this.ownWrites.size > 10_000) this.ownWrites.clear();
-    this.ownWrites.set(key, { service, json });
-    return json;
+    this.ownWrites.set(key, { text, value: stored(service) });
+    return text;
   }
 
   /**

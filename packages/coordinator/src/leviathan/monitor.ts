@@ -7,7 +7,11 @@
  *   ← {"type":"event","monitorID":M,"event":"create"|"delete"|"update","message":[{containerID,ipaddress,tag}]}
  *
  * Beyond Leviathan: several monitors per connection, `delete` and `update`
- * events, and `{"type":"stop","sequence":S,"monitorID":M}`.
+ * events, and `{"type":"stop","sequence":S,"monitorID":M}`. When etcd stops
+ * answering, every connection gets
+ *   ← {"type":"error","sequence":null,"code":"ETCD_UNAVAILABLE","response":{"message":…}}
+ * and when it is back `{"type":"status","code":"ETCD_AVAILABLE",…}`, after
+ * which events resume with whatever changed meanwhile.
  *
  * A `monitorID` in a start REPLACES that monitor (Leviathan's words); one
  * this connection does not hold is an error, not a new monitor, so the
@@ -26,6 +30,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import { MonitorStart, MonitorStop, type MonitorItem } from '@switchyard/shared';
+import { onEtcdOutage } from '../store/etcd-outage.js';
 import type { LevModel } from './model.js';
 import type { LeviathanRepository } from './repository.js';
 
@@ -82,6 +87,7 @@ export class MonitorHub {
   private readonly pingIntervalMs: number;
   private sweeper?: NodeJS.Timeout;
   private readonly onChange = () => this.schedule();
+  private unsubscribe = () => undefined as void;
 
   constructor(
     private readonly repo: LeviathanRepository,
@@ -97,9 +103,18 @@ export class MonitorHub {
     this.repo.mirror.on('resync', this.onChange);
     this.sweeper = setInterval(() => this.sweep(), this.pingIntervalMs);
     this.sweeper.unref();
+    this.unsubscribe = onEtcdOutage(this.repo.mirror.client, {
+      down: (e) => this.broadcast({ type: 'error', sequence: null, code: e.code, response: { message: `${e.message}; monitor events pause` } }),
+      up: () => this.broadcast({ type: 'status', sequence: null, code: 'ETCD_AVAILABLE', response: { message: 'etcd answers again; monitor events resume' } }),
+    });
+  }
+
+  private broadcast(msg: unknown): void {
+    for (const conn of this.connections) this.send(conn, msg);
   }
 
   stop(): void {
+    this.unsubscribe();
     clearInterval(this.sweeper);
     this.repo.mirror.off('change', this.onChange);
     this.repo.mirror.off('resync', this.onChange);

@@ -21,6 +21,8 @@ import {
   LevPool,
   op,
   PrefixMirror,
+  retryCas,
+  AGAIN,
   StoredCen,
   StoredCin,
   StoredContainer,
@@ -162,7 +164,7 @@ export class LeviathanRepository {
   }
 
   private async changeOnce<R>(change: (m: LevModel) => R): Promise<{ value: R; revision: number }> {
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       await this.fresh();
       const before = this.model();
       const after = cloneModel(before);
@@ -172,7 +174,7 @@ export class LeviathanRepository {
       if (ops.length === 0) return { value, revision: this.mirror.revision };
       const epoch = this.mirror.get(this.ctx.keys.lev.epoch);
       const key = Buffer.from(this.ctx.keys.lev.epoch);
-      const res = await this.ctx.call(
+      const res = await this.ctx.write(
         () =>
           this.etcd.kv.txn({
             compare: [epoch ? { key, target: 'Mod', result: 'Equal', mod_revision: epoch.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 }],
@@ -187,8 +189,8 @@ export class LeviathanRepository {
       }
       // Someone else wrote: catch up to at least their revision and recompute.
       await this.reads.caughtUp(revision);
-    }
-    throw new SwitchyardError('CONFLICT', 'container networks are being changed concurrently; try again');
+      return AGAIN;
+    }, { attempts: MAX_ATTEMPTS, pause: false, exhausted: () => new SwitchyardError('CONFLICT', 'container networks are being changed concurrently; try again') });
   }
 
   /** PUT /leviathan/pool: refused while any CIN holds a subnet of the current pool. */

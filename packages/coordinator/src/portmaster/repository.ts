@@ -39,6 +39,8 @@ import {
   prefixEnd,
   PrefixMirror,
   rangesOverlap,
+  retryCas,
+  AGAIN,
   SwitchyardError,
   type MirrorChange,
   type PmInstance,
@@ -50,6 +52,7 @@ import type { CoordinatorContext } from '../context.js';
 import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 import { OfferLeases } from './offer-leases.js';
 import { ServiceView, type Holder } from './service-view.js';
+import { UncertainOffers } from './uncertain-offers.js';
 
 export type PmRecord =
   | { kind: 'ranges'; ranges: PmRangesRecord }
@@ -76,6 +79,8 @@ export class PortmasterRepository {
   private readonly etcd: Etcd3;
   private readonly log: FastifyBaseLogger;
   private readonly reads: ConsistentReads;
+  /** Offers answered 504: withdrawn if they turn out to have been applied. */
+  private readonly uncertain: UncertainOffers;
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
@@ -88,9 +93,11 @@ export class PortmasterRepository {
     });
     this.mirror.on('change', (c: MirrorChange<PmRecord>) => this.apply(c));
     this.reads = new ConsistentReads(ctx, 'port allocations', [this.mirror]);
+    this.uncertain = new UncertainOffers(ctx, this.mirror, { ttlMs: ctx.config.offerTtlMs, log: this.log });
   }
 
   start(): Promise<void> {
+    this.uncertain.start();
     return this.mirror.start();
   }
 
@@ -100,6 +107,7 @@ export class PortmasterRepository {
   }
 
   async stop(): Promise<void> {
+    this.uncertain.stop();
     await this.mirror.stop();
   }
 
@@ -159,7 +167,7 @@ export class PortmasterRepository {
   }
 
   private async txn(compare: ICompare[], success: IRequestOp[], what: string): Promise<{ succeeded: boolean; revision: number }> {
-    const res = await this.ctx.call(() => this.etcd.kv.txn({ compare, success, failure: [] }), what);
+    const res = await this.ctx.write(() => this.etcd.kv.txn({ compare, success, failure: [] }), what);
     return { succeeded: res.succeeded, revision: Number(res.header.revision) };
   }
 
@@ -184,7 +192,7 @@ export class PortmasterRepository {
   async createService(input: PmServiceInput): Promise<Written<PmService>> {
     const service: PmService = { name: input.name, description: input.description ?? null, start: input.start, end: input.end };
     const keys = this.ctx.keys.pm;
-    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       await this.reads.fresh();
       const { ranges, modRevision } = this.ranges();
       // Portmaster's order: field checks (unique name, bounds), then start < end, then overlap.
@@ -205,14 +213,14 @@ export class PortmasterRepository {
       // Lost to another writer (the header is the cluster's revision, not a
       // write of ours): look again once the mirror shows what won.
       await this.reads.caughtUp(res.revision);
-    }
-    throw new SwitchyardError('CONFLICT', 'port services are being changed concurrently; try again');
+      return AGAIN;
+    }, { attempts: MAX_SERVICE_ATTEMPTS, pause: false, exhausted: () => new SwitchyardError('CONFLICT', 'port services are being changed concurrently; try again') });
   }
 
   async updateService(name: string, input: PmServiceUpdate): Promise<Written<PmService>> {
     if (input.name !== undefined && input.name !== name) throw fail('INVALID', `renaming a service is not supported (${name} → ${input.name})`);
     const keys = this.ctx.keys.pm;
-    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       await this.reads.fresh();
       const view = this.serviceView(name);
       const current = view.service as PmService;
@@ -241,14 +249,14 @@ export class PortmasterRepository {
       // Lost to another writer (the header is the cluster's revision, not a
       // write of ours): look again once the mirror shows what won.
       await this.reads.caughtUp(res.revision);
-    }
-    throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { attempts: MAX_SERVICE_ATTEMPTS, pause: false, what: `service ${name}` });
   }
 
   /** Deletes the service and, in the same transaction, every offer and port it holds. */
   async deleteService(name: string): Promise<Written<null>> {
     const keys = this.ctx.keys.pm;
-    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       await this.reads.fresh();
       const view = this.serviceView(name);
       const { ranges, modRevision } = this.ranges();
@@ -273,8 +281,8 @@ export class PortmasterRepository {
       // Lost to another writer (the header is the cluster's revision, not a
       // write of ours): look again once the mirror shows what won.
       await this.reads.caughtUp(res.revision);
-    }
-    throw new SwitchyardError('CONFLICT', `service ${name} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { attempts: MAX_SERVICE_ATTEMPTS, pause: false, what: `service ${name}` });
   }
 
   // ---------- offers ----------
@@ -304,51 +312,70 @@ export class PortmasterRepository {
       await this.reads.fresh();
       fresh = true;
     };
-    for (let attempt = 0; ; ) {
-      const view = this.serviceView(serviceName);
-      const port = view.lowestFree();
-      // Portmaster's order: a full range is reported before a taken name.
-      if (port === undefined) {
-        // Every port is held or being tried by one of our own offers; those may still lose.
-        if (view.reserved.size === 0) {
-          await refuse('PM_EXHAUSTED');
+    /** The service's view and the port to try next, once there is one to try. */
+    const pick = async (): Promise<{ view: ServiceView; port: number }> => {
+      for (;;) {
+        const view = this.serviceView(serviceName);
+        const port = view.lowestFree();
+        // Portmaster's order: a full range is reported before a taken name.
+        if (port === undefined) {
+          // Every port is held or being tried by one of our own offers; those may still lose.
+          if (view.reserved.size === 0) {
+            await refuse('PM_EXHAUSTED');
+            continue;
+          }
+          if (!(await view.changed(deadline - Date.now()))) throw fail('PM_BUSY');
           continue;
         }
-        if (!(await view.changed(deadline - Date.now()))) throw fail('PM_BUSY');
-        continue;
-      }
-      if (view.byName.has(instance)) {
-        await refuse('PM_NAME_EXISTS');
-        continue;
-      }
-      if (++attempt > MAX_OFFER_ATTEMPTS) throw fail('PM_BUSY', `no port could be taken in ${MAX_OFFER_ATTEMPTS} tries: other coordinators keep winning; try again`);
-      view.reserve(port);
-      let revision = 0;
-      try {
-        const lease = await this.ctx.call(() => this.leases.forOfferStartedAt(startedAt), 'granting an offer lease');
-        const offer: PmOffer = { service: serviceName, name: instance, port, secret: randomUUID(), created };
-        const res = await this.txn(
-          [cmp.modIs(keys.service(serviceName), view.modRevision), cmp.absent(keys.port(serviceName, port)), cmp.absent(keys.name(serviceName, instance))],
-          [
-            op.put(keys.port(serviceName, port), JSON.stringify({ name: instance, created, secret: offer.secret } satisfies PmPortRecord), lease),
-            op.put(keys.name(serviceName, instance), JSON.stringify({ port }), lease),
-            op.put(keys.offer(serviceName, offer.secret), JSON.stringify(offer), lease),
-          ],
-          'offering a port',
-        );
-        revision = res.revision;
-        if (res.succeeded) {
-          this.reads.noteWrite(revision);
-          this.log.debug({ service: serviceName, name: instance, port }, 'port offered');
-          return { value: offer, revision };
+        if (view.byName.has(instance)) {
+          await refuse('PM_NAME_EXISTS');
+          continue;
         }
-      } finally {
-        this.settle(view, port, revision);
+        return { view, port };
       }
-      // Lost: the port, the name or the service changed under us. Look again
-      // once the mirror shows what won.
-      await this.reads.caughtUp(revision);
-    }
+    };
+    return retryCas(
+      async () => {
+        const { view, port } = await pick();
+        view.reserve(port);
+        let revision = 0;
+        const offer: PmOffer = { service: serviceName, name: instance, port, secret: randomUUID(), created };
+        try {
+          const lease = await this.ctx.write(() => this.leases.forOfferStartedAt(startedAt), 'granting an offer lease');
+          const res = await this.txn(
+            [cmp.modIs(keys.service(serviceName), view.modRevision), cmp.absent(keys.port(serviceName, port)), cmp.absent(keys.name(serviceName, instance))],
+            [
+              op.put(keys.port(serviceName, port), JSON.stringify({ name: instance, created, secret: offer.secret } satisfies PmPortRecord), lease),
+              op.put(keys.name(serviceName, instance), JSON.stringify({ port }), lease),
+              op.put(keys.offer(serviceName, offer.secret), JSON.stringify(offer), lease),
+            ],
+            'offering a port',
+          ).catch((e: unknown) => {
+            // Nobody will ever hold this offer's secret: if it was applied, it
+            // must not keep its port for the offer TTL (uncertain-offers.ts).
+            if (e instanceof SwitchyardError && e.code === 'OUTCOME_UNKNOWN') this.uncertain.note(offer);
+            throw e;
+          });
+          revision = res.revision;
+          if (res.succeeded) {
+            this.reads.noteWrite(revision);
+            this.log.debug({ service: serviceName, name: instance, port }, 'port offered');
+            return { value: offer, revision };
+          }
+        } finally {
+          this.settle(view, port, revision);
+        }
+        // Lost: the port, the name or the service changed under us. Look again
+        // once the mirror shows what won.
+        await this.reads.caughtUp(revision);
+        return AGAIN;
+      },
+      {
+        attempts: MAX_OFFER_ATTEMPTS,
+        pause: false,
+        exhausted: () => fail('PM_BUSY', `no port could be taken in ${MAX_OFFER_ATTEMPTS} tries: other coordinators keep winning; try again`),
+      },
+    );
   }
 
   /**
@@ -465,7 +492,7 @@ export class PortmasterRepository {
   /** DELETE /v1/services/:name/ports/:portOrName: frees the port and the instance name. */
   async release(serviceName: string, portOrName: string): Promise<Written<PmInstance>> {
     const keys = this.ctx.keys.pm;
-    for (let attempt = 0; attempt < MAX_SERVICE_ATTEMPTS; attempt++) {
+    return retryCas(async () => {
       await this.reads.fresh();
       const h = this.findInstance(serviceName, portOrName);
       const res = await this.txn(
@@ -481,7 +508,7 @@ export class PortmasterRepository {
       // Lost to another writer (the header is the cluster's revision, not a
       // write of ours): look again once the mirror shows what won.
       await this.reads.caughtUp(res.revision);
-    }
-    throw new SwitchyardError('CONFLICT', `port ${portOrName} of ${serviceName} is being changed concurrently; try again`);
+      return AGAIN;
+    }, { attempts: MAX_SERVICE_ATTEMPTS, pause: false, what: `port ${portOrName} of ${serviceName}` });
   }
 }

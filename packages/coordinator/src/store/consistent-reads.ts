@@ -8,7 +8,7 @@
  *    coordinator acknowledged, so a client never reads older state than a
  *    write it was told succeeded.
  */
-import { newestUnder, SwitchyardError, type PrefixMirror } from '@switchyard/shared';
+import { membersOf, newestUnder, SwitchyardError, type PrefixMirror } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
 
 /** What a write answers: the value and the etcd revision that holds it. */
@@ -38,12 +38,16 @@ export class ConsistentReads {
     this.newest = opts.newest ?? (() => newestUnder(this.ctx.etcd, this.primary.prefix));
   }
 
-  /** Every mirror is listed and its watch connected. */
+  /**
+   * Every mirror is listed and its watch connected. A watch that is moving
+   * to another member (the one it was on stopped answering) is waited for,
+   * within the request deadline; with no member answering, 503 at once.
+   */
   async ready(): Promise<void> {
     for (const m of this.mirrors) {
       if (m.healthy) continue;
-      await this.ctx.call(() => m.start(), `initial list of ${this.what}`);
-      if (!m.healthy) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: watch disconnected');
+      if (membersOf(this.ctx.etcd)?.allDown) throw new SwitchyardError('ETCD_UNAVAILABLE', 'etcd is unavailable: no member answers; watch disconnected');
+      await m.healthyWithin(this.ctx.config.etcdTimeoutMs);
     }
   }
 

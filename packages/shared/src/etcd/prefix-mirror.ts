@@ -14,6 +14,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { SwitchyardError } from '../errors.js';
+import { membersOf } from './client.js';
 import { prefixEnd } from './txn.js';
 
 export interface MirrorEntry<T> {
@@ -58,11 +59,11 @@ export class PrefixMirror<T> extends EventEmitter {
   private firstSync?: Promise<void>;
 
   constructor(
-    private readonly client: Etcd3,
+    readonly client: Etcd3,
     private readonly opts: PrefixMirrorOptions<T>,
   ) {
     super();
-    this.retryMs = opts.retryMs ?? 500;
+    this.retryMs = opts.retryMs ?? 200;
     this.pageSize = opts.pageSize ?? 5000;
   }
 
@@ -117,6 +118,27 @@ export class PrefixMirror<T> extends EventEmitter {
     });
   }
 
+  /**
+   * Resolves once the mirror is listed and its watch connected — at once when
+   * it is; a watch that moves to another member (one stopped answering) is
+   * back within a second. Rejects (503) after `timeoutMs`.
+   */
+  healthyWithin(timeoutMs: number): Promise<void> {
+    if (this.healthy) return Promise.resolve();
+    void this.start();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.off('resync', done);
+        reject(new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: the watch of ${this.opts.prefix} did not reconnect within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.once('resync', done);
+    });
+  }
+
   private advance(rev: number): void {
     if (rev <= this.revision) return;
     this.revision = rev;
@@ -154,6 +176,9 @@ export class PrefixMirror<T> extends EventEmitter {
           const old = this.watcher;
           this.watcher = undefined;
           if (old) await old.cancel().catch(() => undefined);
+          // A list needs a leader (it is a linearizable read): during an
+          // election, wait for one rather than fail and sleep retryMs.
+          await membersOf(this.client)?.leaderKnown(performance.now() + 10_000);
           const next = new Map<string, MirrorEntry<T>>();
           const rev = await this.listPaged((kv) => {
             const e = this.toEntry(kv);
