@@ -31,8 +31,8 @@ export function uiFeature(ctx: CoordinatorContext, sources: FeedSources, opts: F
       return reply.send(a.body);
     };
     const hide = { schema: { hide: true } };
+    // The router ignores trailing slashes: this also answers /ui/.
     app.get('/ui', hide, serve('index.html'));
-    app.get('/ui/', hide, serve('index.html'));
     app.get('/ui/app.js', hide, serve('app.js'));
     app.get('/ui/app.css', hide, serve('app.css'));
   };
