@@ -51,6 +51,9 @@ export const errorRegistry = {
   POOL_EXHAUSTED: { status: 409, message: 'Address pool exhausted' },
   CONTAINER_ELSEWHERE: { status: 409, message: 'Container is on another host' },
   CEN_WIRING: { status: 400, message: 'A "wire" CEN joins exactly two containers' },
+
+  // dashboard
+  UI_NOT_BUILT: { status: 503, message: 'The dashboard was not built' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof errorRegistry;
