@@ -23,6 +23,15 @@ function applyKeyed<T>(map: Map<string, T>, patch: Keyed<T> | undefined, key: (x
   return membership;
 }
 
+/**
+ * The snapshot splices in the JSON GET /services/:id answers, Portal's view:
+ * a service without servers has no `servers` key. The page always wants the list.
+ */
+function withServers(item: ServiceItem): ServiceItem {
+  (item.s as { servers?: ServiceItem['s']['servers'] }).servers ??= [];
+  return item;
+}
+
 export class Store {
   version = 0;
   revision = 0;
@@ -40,7 +49,7 @@ export class Store {
 
   apply(msg: FeedMessage): void {
     if (msg.t === 'services') {
-      for (const s of msg.services) this.services.set(s.s.id, s);
+      for (const s of msg.services) this.services.set(s.s.id, withServers(s));
       this.complete = msg.last;
       this.sortedIds = undefined;
       this.version++;
@@ -52,7 +61,7 @@ export class Store {
       this.totalServices = msg.totalServices;
       this.complete = msg.services.length === msg.totalServices;
       for (const m of [this.services, this.hosts, this.pm, this.providers]) m.clear();
-      for (const s of msg.services) this.services.set(s.s.id, s);
+      for (const s of msg.services) this.services.set(s.s.id, withServers(s));
       for (const h of msg.hosts) this.hosts.set(h.id, h);
       for (const p of msg.pm) this.pm.set(p.name, p);
       for (const p of msg.providers) this.providers.set(p.key, p);
