@@ -7,5 +7,6 @@ RUN apt-get update \
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.base.json ./
 COPY packages ./packages
+COPY scripts/build-ui.mjs ./scripts/
 RUN npm ci --no-audit --no-fund && npm run build && npm prune --omit=dev
 ENTRYPOINT ["node", "packages/cli/dist/main.js"]

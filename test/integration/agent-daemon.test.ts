@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
-import { AgentStatus, keyspace } from '@switchyard/shared';
+import { AgentStatus, INITIAL_GENERATION, keyspace } from '@switchyard/shared';
 import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl, uniquePrefix } from '../helpers/etcd.js';
@@ -92,7 +92,7 @@ describe('agent daemon (dry-run, real etcd)', () => {
     let last = 0;
     for (let i = 0; i < 50; i++) {
       const svc = { id: `tcp-10_9_0_${i}-80`, host: `10.9.0.${i}`, port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-      last = Number((await etcd.put(keys.l4.service(svc.id)).value(JSON.stringify(svc)).exec()).header.revision);
+      last = Number((await etcd.put(keys.l4.service(INITIAL_GENERATION, svc.id)).value(JSON.stringify(svc)).exec()).header.revision);
     }
     const status = await until('burst applied', () => (agent.status.written && agent.status.written.appliedRevision >= last ? agent.status.written : undefined));
     expect(status.services).toBe(50);
@@ -114,7 +114,7 @@ describe('agent daemon (dry-run, real etcd)', () => {
       const client = new Etcd3({ hosts: server.url });
       try {
         const svc = { id: 'tcp-10_8_0_1-80', host: '10.8.0.1', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-        const rev = Number((await client.put(keys.l4.service(svc.id)).value(JSON.stringify(svc)).exec()).header.revision);
+        const rev = Number((await client.put(keys.l4.service(INITIAL_GENERATION, svc.id)).value(JSON.stringify(svc)).exec()).header.revision);
         const after = await until('applied after the outage', () => (agent.status.written && agent.status.written.appliedRevision >= rev ? agent.status.written : undefined), 20_000);
         expect(after.appliedRevision).toBeGreaterThan(first.appliedRevision);
         expect(after.services).toBe(1);

@@ -9,6 +9,7 @@
  * checked as raw text: Portal's field order and field set, and its newline.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readGeneration } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 
@@ -28,7 +29,8 @@ async function cli(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body
 }
 
 async function stored(id: string): Promise<unknown> {
-  return c.ctx.etcd.get(c.ctx.keys.l4.service(id)).json();
+  const gen = await readGeneration(c.ctx.etcd, c.ctx.keys.l4);
+  return c.ctx.etcd.get(c.ctx.keys.l4.service(gen.id, id)).json();
 }
 
 describe('services', () => {
@@ -165,11 +167,11 @@ describe('servers', () => {
 
 describe('what Switchyard keeps stricter than Portal (README: differences)', () => {
   it('an invalid scheduler is a 400 (Portal stored it and failed in ipvsadm later), and nothing is written', async () => {
-    const before = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).strings();
+    const before = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.root).strings();
     const r = await cli('POST', 'services', '{"host":"10.0.0.3","port":80,"type":"tcp","scheduler":"bogus","persistence":0,"netmask":""}');
     expect(r.status).toBe(400);
     expect(r.text.endsWith('\n')).toBe(true);
-    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).strings()).toEqual(before);
+    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.root).strings()).toEqual(before);
   });
 
   it('add-server under an unknown service is a 404, not a new service', async () => {

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readGeneration } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { startCli } from '../helpers/cli.js';
 import { testCoordinator } from '../helpers/coordinator.js';
@@ -90,7 +91,8 @@ describe('/provide?lb=', () => {
     expect((await servers()).map((s) => s.id)).toEqual(['10_60_0_2-9000']);
     // Everything that happens to the service and the marker from here on.
     const seen: string[][] = [];
-    const serviceWatch = await etcd.watch().key(c.ctx.keys.l4.service(svc)).create();
+    const gen = await readGeneration(etcd, c.ctx.keys.l4);
+    const serviceWatch = await etcd.watch().key(c.ctx.keys.l4.service(gen.id, svc)).create();
     serviceWatch.on('put', (kv) => seen.push((JSON.parse(kv.value.toString()) as { servers: { id: string }[] }).servers.map((s) => s.id)));
     const markerEvents: string[] = [];
     const markerWatch = await etcd.watch().key(c.ctx.keys.disco.lbOwned(svc, '10_60_0_2-9000')).create();

@@ -355,12 +355,13 @@ describe('the record writer', () => {
   const value = '{"host":"10.0.0.1","port":1,"priority":1,"weight":100}';
 
   it('writes a burst of records, and of deletes, in one transaction where etcd allows it', async () => {
-    const etcd = etcdClient();
+    // An etcd whose limits were raised (every other test runs on the defaults).
+    const server = await startPrivateEtcd(undefined, ['--max-txn-ops', '100000', '--max-request-bytes', '33554432']);
+    const etcd = new Etcd3({ hosts: server.url });
     const { dir } = uniqueRoot();
     const lease = new CoordinatorLease(etcd, 5, log);
     const writer = new RecordWriter(etcd, lease, log);
     try {
-      // The shared etcd takes 100,000 ops per txn (the embedded etcd's flags).
       for (let i = 0; i < 2000; i++) writer.put(`${dir}services/burst/r${i}`, value);
       await writer.settled();
       expect((await records(etcd, dir)).length).toBe(2000);
@@ -372,13 +373,15 @@ describe('the record writer', () => {
     } finally {
       writer.stop();
       await lease.stop();
+      etcd.close();
+      await server.cleanup();
     }
   });
 
   it('falls back to smaller transactions when etcd refuses a big one, and loses nothing', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'sy-etcd-'));
-    // etcd's default --max-txn-ops (the last flag wins).
-    const server = await startEtcd({ dataDir, extraArgs: ['--max-txn-ops', '128'] });
+    // etcd's default --max-txn-ops, as every test's etcd has.
+    const server = await startEtcd({ dataDir });
     const etcd = new Etcd3({ hosts: server.url });
     const lease = new CoordinatorLease(etcd, 5, log);
     const writer = new RecordWriter(etcd, lease, log, { retryMs: 60_000 });

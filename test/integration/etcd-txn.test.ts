@@ -16,8 +16,8 @@ let etcd: Awaited<ReturnType<typeof startPrivateEtcd>>;
 let client: Etcd3;
 
 beforeAll(async () => {
-  // Later flags win: back to etcd's defaults.
-  etcd = await startPrivateEtcd(undefined, ['--max-txn-ops', '128', '--max-request-bytes', String(1.5 * 1024 * 1024)]);
+  // etcd's default limits, as every test runs on.
+  etcd = await startPrivateEtcd();
   client = createEtcdClient({ hosts: [etcd.url] });
 });
 

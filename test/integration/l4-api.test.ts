@@ -3,6 +3,7 @@
  * path and every validation rule. Bad input must answer 4xx and write nothing.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { readGeneration } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 
@@ -27,6 +28,16 @@ async function snapshot(): Promise<Record<string, string>> {
   return c.ctx.etcd.getAll().prefix(c.ctx.keys.prefix).strings();
 }
 
+/** Where the services of the generation in force now are stored. */
+async function setPrefix(): Promise<string> {
+  return c.ctx.keys.l4.set((await readGeneration(c.ctx.etcd, c.ctx.keys.l4)).id);
+}
+
+/** The etcd key of a service in the generation in force now. */
+async function svcKey(id: string): Promise<string> {
+  return `${await setPrefix()}${id}`;
+}
+
 const web = { host: '192.168.0.15', port: 80 };
 const webId = 'tcp-192_168_0_15-80';
 
@@ -48,10 +59,10 @@ describe('services', () => {
     expect(r.body).toEqual({ id: webId, host: '192.168.0.15', port: 80, type: 'tcp', scheduler: 'wlc', persistence: 0, netmask: '' });
     const rev = Number(r.headers['x-switchyard-revision']);
     expect(rev).toBeGreaterThan(0);
-    const stored = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).json();
+    const stored = await c.ctx.etcd.get(await svcKey(webId)).json();
     // Stored with its (empty) servers list; printed without it, as Portal prints it.
     expect(stored).toEqual({ ...r.body, servers: [] });
-    const kv = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).exec();
+    const kv = await c.ctx.etcd.get(await svcKey(webId)).exec();
     expect(Number(kv.kvs[0].mod_revision)).toBe(rev);
   });
 
@@ -62,7 +73,7 @@ describe('services', () => {
     expect(again.status).toBe(200);
     expect(again.body.scheduler).toBe('rr');
     // Nothing was written: the revision is the one that made the service, not a later one.
-    const kv = await c.ctx.etcd.get(c.ctx.keys.l4.service(webId)).exec();
+    const kv = await c.ctx.etcd.get(await svcKey(webId)).exec();
     expect(Number(again.headers['x-switchyard-revision'])).toBe(Number(kv.kvs[0].mod_revision));
     expect(Number(again.headers['x-switchyard-revision'])).toBeLessThan(Number(first.headers['x-switchyard-revision']));
     expect((await req('GET', '/services')).body).toHaveLength(2);
@@ -79,7 +90,7 @@ describe('services', () => {
   it('ignores a stored value that is not a valid service (it never reaches an agent)', async () => {
     await req('POST', '/services', web);
     const forged = { id: 'tcp-10_0_0_9-80', host: '10.0.0.9; flush ruleset', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-    const put = await c.ctx.etcd.put(c.ctx.keys.l4.service(forged.id)).value(JSON.stringify(forged)).exec();
+    const put = await c.ctx.etcd.put(await svcKey(forged.id)).value(JSON.stringify(forged)).exec();
     await c.l4.mirror.waitFor(Number(put.header.revision));
     expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual([webId]);
     expect((await req('GET', `/services/${forged.id}`)).status).toBe(404);
@@ -87,10 +98,10 @@ describe('services', () => {
     const post = await req('POST', '/services', { host: '10.0.0.9', port: 80 });
     expect(post.status).toBe(409);
     expect(post.body.error).toMatch(/invalid value is stored under service id tcp-10_0_0_9-80/);
-    expect(await c.ctx.etcd.get(c.ctx.keys.l4.service(forged.id)).json()).toEqual(forged);
+    expect(await c.ctx.etcd.get(await svcKey(forged.id)).json()).toEqual(forged);
     // PUT /services replaces everything under the prefix, invalid values included.
     expect((await req('PUT', '/services', [web])).status).toBe(200);
-    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual([c.ctx.keys.l4.service(webId)]);
+    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.root).keys()).toEqual([c.ctx.keys.l4.current, await svcKey(webId)]);
   });
 
   it('a read sees every write this coordinator acknowledged', async () => {
@@ -138,8 +149,9 @@ describe('services', () => {
     expect((await req('GET', '/services/udp-fd00__1-443')).status).toBe(200);
   });
 
-  it('PUT /services replaces the whole set atomically, in one revision', async () => {
+  it('PUT /services replaces the whole set atomically: one switch of the current generation, the old one gone in it', async () => {
     await req('POST', '/services', web);
+    const before = await setPrefix();
     const list = Array.from({ length: 50 }, (_, i) => ({ host: '10.1.0.1', port: 1000 + i, servers: [{ host: '10.2.0.1', port: 80 }] }));
     const r = await req('PUT', '/services', list);
     expect(r.status).toBe(200);
@@ -147,30 +159,37 @@ describe('services', () => {
     const all = await req('GET', '/services');
     expect(all.body.map((s: { id: string }) => s.id)).not.toContain(webId);
     expect(all.body).toHaveLength(50);
-    const kvs = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).exec();
-    const revs = new Set(kvs.kvs.map((kv) => kv.mod_revision));
-    expect(revs.size).toBe(1);
-    expect(Number([...revs][0])).toBe(Number(r.headers['x-switchyard-revision']));
+    const after = await setPrefix();
+    expect(after).not.toBe(before);
+    // The switch is the write the answer names; the records predate it.
+    const cur = (await c.ctx.etcd.get(c.ctx.keys.l4.current).exec()).kvs[0];
+    expect(Number(cur.mod_revision)).toBe(Number(r.headers['x-switchyard-revision']));
+    const kvs = await c.ctx.etcd.getAll().prefix(after).exec();
+    expect(kvs.kvs).toHaveLength(50);
+    for (const kv of kvs.kvs) expect(Number(kv.mod_revision)).toBeLessThan(Number(cur.mod_revision));
+    // Nothing else is left: the old generation and the writer's markers went with the switch.
+    const rest = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.root).keys();
+    expect(rest.filter((k) => !k.startsWith(after))).toEqual([c.ctx.keys.l4.current]);
   });
 
-  it('PUT /services deletes old services before, between and after the new ones, and ones written straight to etcd', async () => {
+  it('PUT /services drops old services, and ones written straight to etcd', async () => {
     await req('PUT', '/services', Array.from({ length: 9 }, (_, i) => ({ host: '10.5.0.1', port: i + 1 })));
     const keep = [2, 5, 8].map((port) => ({ host: '10.5.0.1', port }));
     expect((await req('PUT', '/services', keep)).status).toBe(200);
     const ids = ['tcp-10_5_0_1-2', 'tcp-10_5_0_1-5', 'tcp-10_5_0_1-8'];
-    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual(ids.map((id) => c.ctx.keys.l4.service(id)));
-    // Alone in the gap between -5 and -8, written by someone else: the listing
-    // of what is stored must find it, or that gap is skipped.
+    let set = await setPrefix();
+    expect(await c.ctx.etcd.getAll().prefix(set).keys()).toEqual(ids.map((id) => `${set}${id}`));
     const other = { id: 'tcp-10_5_0_1-6', host: '10.5.0.1', port: 6, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
+    await c.ctx.etcd.put(`${set}${other.id}`).value(JSON.stringify(other));
     expect((await req('PUT', '/services', keep)).status).toBe(200);
-    expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).keys()).toEqual(ids.map((id) => c.ctx.keys.l4.service(id)));
+    set = await setPrefix();
+    expect(await c.ctx.etcd.getAll().prefix(set).keys()).toEqual(ids.map((id) => `${set}${id}`));
     expect((await req('GET', '/services')).body.map((x: { id: string }) => x.id)).toEqual(ids);
   });
 
   it('finds a service another writer made a moment ago, before its mirror has (a 404 is checked against etcd)', async () => {
     const other = { id: 'tcp-10_6_0_1-80', host: '10.6.0.1', port: 80, type: 'tcp', scheduler: 'rr', persistence: 0, netmask: '', servers: [] };
-    await c.ctx.etcd.put(c.ctx.keys.l4.service(other.id)).value(JSON.stringify(other));
+    await c.ctx.etcd.put(await svcKey(other.id)).value(JSON.stringify(other));
     // No wait for the watch: both answers must see it at once.
     const { servers: _none, ...printed } = other;
     expect((await req('GET', `/services/${other.id}`)).body).toEqual(printed);
@@ -182,7 +201,7 @@ describe('services', () => {
     const r = await req('PUT', '/services', list);
     expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(200);
     expect(r.body).toHaveLength(10_000);
-    const count = await c.ctx.etcd.getAll().prefix(c.ctx.keys.l4.services).count();
+    const count = await c.ctx.etcd.getAll().prefix(await setPrefix()).count();
     expect(count).toBe(10_000);
     expect((await req('GET', '/services')).body).toHaveLength(10_000);
   });
@@ -204,7 +223,7 @@ describe('services', () => {
     const replaced = await req('PUT', '/services/udp-192_168_0_16-81', { host: '192.168.0.16', port: 81, type: 'udp', servers: [] });
     expect(replaced.status).toBe(200);
     expect('servers' in replaced.body).toBe(false);
-    expect((await c.ctx.etcd.get(c.ctx.keys.l4.service('udp-192_168_0_16-81')).json())).toMatchObject({ servers: [] });
+    expect((await c.ctx.etcd.get(await svcKey('udp-192_168_0_16-81')).json())).toMatchObject({ servers: [] });
   });
 
   it('PUT /services/:id onto another existing id is refused with 409 and changes nothing', async () => {
@@ -296,7 +315,7 @@ describe('servers', () => {
     expect(answers.slice(0, 60).map((a) => a.body.host)).toEqual(hosts);
     expect(answers.slice(60).map((a) => a.body.scheduler)).toEqual(['rr', 'rr', 'rr']);
     for (const a of answers.slice(0, 60)) {
-      const kv = (await c.ctx.etcd.get(c.ctx.keys.l4.service(a.body.id)).exec()).kvs[0];
+      const kv = (await c.ctx.etcd.get(await svcKey(a.body.id)).exec()).kvs[0];
       expect(Number(kv.mod_revision)).toBe(Number(a.headers['x-switchyard-revision']));
     }
     expect((await req('GET', '/services')).body).toHaveLength(62); // and the servers block's own service
@@ -329,7 +348,8 @@ describe('bad input writes nothing and is a 4xx', () => {
     ['duplicate servers', 'POST', '/services', { ...web, servers: [{ host: '10.0.0.2', port: 80 }, { host: '10.0.0.2', port: 80 }] }, 400],
     ['duplicate services in a PUT', 'PUT', '/services', [web, web], 400],
     ['a PUT list with one bad service', 'PUT', '/services', [web, { host: 'x', port: 1 }], 400],
-    ['a body over 1 MiB', 'PUT', '/services', JSON.stringify([{ host: '10.0.0.1', port: 1, pad: 'x'.repeat(1024 * 1024) }]), 413],
+    // PUT /services (a whole set, written in chunks) takes up to 64 MiB; every other route 1 MiB.
+    ['a body over 1 MiB', 'POST', '/services', JSON.stringify({ host: '10.0.0.1', port: 1, pad: 'x'.repeat(1024 * 1024) }), 413],
   ];
   it.each(bad)('%s', async (_name, method, url, payload, status) => {
     await req('POST', '/services', web);

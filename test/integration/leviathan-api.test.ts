@@ -193,3 +193,26 @@ describe('containers and CPools', () => {
     expect((await call('DELETE', '/cen/cen5')).status).toBe(404);
   });
 });
+
+describe('large CEN files on an etcd with default limits (128 operations per transaction)', () => {
+  it('imports, makes and destroys 100 CENs × 10 containers (1,000 containers) in chunks chained on the epoch', async () => {
+    const cenList = Array.from({ length: 100 }, (_, i) => ({ cenID: `big${i}`, containerIDs: Array.from({ length: 10 }, (_, j) => `bc${i}-${j}`) }));
+    const imported = await call('POST', '/cen/import', { cenList });
+    expect(imported.status, JSON.stringify(imported.body)).toBe(200);
+    const keys = Object.keys(await dump());
+    expect(keys.filter((k) => k.includes('/lev/containers/bc'))).toHaveLength(1000);
+    expect(keys.filter((k) => k.includes('/lev/cens/big'))).toHaveLength(100);
+    // Idempotent: the same file again writes nothing.
+    const before = await dump();
+    expect((await call('POST', '/cen/import', { cenList })).status).toBe(200);
+    expect(await dump()).toEqual(before);
+
+    const ids = cenList.map((x) => x.cenID);
+    expect((await call('POST', '/cen/make', ids)).status).toBe(200);
+    const made = await dump();
+    for (const id of ids) expect(JSON.parse(made[`${c.ctx.keys.lev.cen(id)}`]).made).toBe(true);
+    expect((await call('POST', '/cen/destroy', ids)).status).toBe(200);
+    const destroyed = await dump();
+    for (const id of ids) expect(JSON.parse(destroyed[`${c.ctx.keys.lev.cen(id)}`]).made).toBe(false);
+  });
+});

@@ -2,10 +2,11 @@
  * The largest range Portmaster's rules allow (1024–49151, 48,128 ports),
  * completely allocated: a coordinator started on it lists it (over gRPC's
  * default 4 MiB message limit), refuses one more offer, and hands out the
- * one port that is released — the highest one, found without a scan.
+ * one port that is released — the highest one, found without a scan — and
+ * deletes the service with all its instances, on an etcd with default limits.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { op } from '@switchyard/shared';
+import { atomically, chunkPuts } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 
@@ -19,14 +20,17 @@ beforeAll(async () => {
   // Fill the range straight into etcd, as a long-lived cluster would have it.
   const keys = c.ctx.keys.pm;
   const created = new Date().toISOString();
-  for (let from = START; from <= END; from += 2000) {
-    const ops = [];
-    for (let p = from; p < Math.min(END + 1, from + 2000); p++) {
-      ops.push(op.put(keys.port('all', p), JSON.stringify({ name: `instance-number-${p}`, created })));
-      ops.push(op.put(keys.name('all', `instance-number-${p}`), JSON.stringify({ port: p })));
-    }
-    await c.ctx.etcd.kv.txn({ compare: [], success: ops, failure: [] });
+  const records: [string, string][] = [];
+  for (let p = START; p <= END; p++) {
+    records.push([keys.port('all', p), JSON.stringify({ name: `instance-number-${p}`, created })]);
+    records.push([keys.name('all', `instance-number-${p}`), JSON.stringify({ port: p })]);
   }
+  // In transactions etcd's default limits take (128 operations), 4 in flight.
+  const chunks = chunkPuts(records);
+  let next = 0;
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (next < chunks.length) await atomically(c.ctx.etcd, chunks[next++]);
+  }));
   await c.close();
   // A fresh coordinator has to list all of it.
   c = await testCoordinator('pm-scale', { prefix: c.ctx.keys.prefix });
@@ -51,3 +55,11 @@ it('a fully allocated 48,128-port range: listed, full, and the released highest 
   // One transaction, no scan: far below what walking 48k ports through etcd would take.
   expect(ms).toBeLessThan(1000);
 });
+
+it('deletes the service with its 48,128 instances on a stock etcd: one small transaction of range deletes', async () => {
+  const del = await c.app.inject({ method: 'DELETE', url: '/v1/services/all' });
+  expect(del.statusCode, del.body).toBeLessThan(300);
+  expect((await c.app.inject({ method: 'GET', url: '/v1/services/all' })).statusCode).toBe(404);
+  expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.pm.ports('all')).count()).toBe(0);
+  expect(await c.ctx.etcd.getAll().prefix(c.ctx.keys.pm.names('all')).count()).toBe(0);
+}, 60_000);

@@ -31,10 +31,13 @@ import { HostDirectory } from './hosts/routes.js';
 import { l4Feature } from './l4/feature.js';
 import { L4Repository } from './l4/repository.js';
 import { leviathanFeature } from './leviathan/feature.js';
+import { LeviathanRepository } from './leviathan/repository.js';
 import { metricsFeature } from './metrics/feature.js';
 import { CoordinatorMetrics } from './metrics/registry.js';
 import { portmasterFeature } from './portmaster/feature.js';
+import { PortmasterRepository } from './portmaster/repository.js';
 import { statusFeature } from './status/feature.js';
+import { UI_PUBLIC_PATHS, uiFeature } from './ui/feature.js';
 
 export interface Coordinator {
   app: FastifyInstance;
@@ -97,7 +100,9 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
-  installAuth(app, config.token, config.metricsPublic ? ['/healthz', '/metrics'] : ['/healthz']);
+  // Open without the token: probes of /healthz, the dashboard's own files (they
+  // hold no data: the page asks for the token), and /metrics with --metrics-public.
+  installAuth(app, config.token, ['/healthz', ...UI_PUBLIC_PATHS, ...(config.metricsPublic ? ['/metrics'] : [])]);
 
   // Clients of the tools Switchyard replaces post JSON with whatever content
   // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
@@ -125,15 +130,19 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   // and exposed to tests and embedders through the Coordinator.
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
+  // Built here, not inside their features, because the dashboard reads their mirrors too.
+  const portmaster = new PortmasterRepository(ctx);
+  const leviathan = new LeviathanRepository(ctx);
   const features: Feature[] = [
     // First: its request hook must see the routes of every feature after it.
     ...(config.metrics ? [metricsFeature(ctx)] : []),
     healthFeature(ctx),
     l4Feature(ctx, l4, hosts),
     hostsFeature(ctx, hosts),
-    portmasterFeature(ctx),
-    leviathanFeature(ctx),
+    portmasterFeature(ctx, portmaster),
+    leviathanFeature(ctx, leviathan),
     discoveryFeature(ctx, l4),
+    uiFeature(ctx, { l4, hosts, portmaster, leviathan }),
     ...(config.dnsListen ? [dnsFeature(ctx, config.dnsListen)] : []),
     statusFeature(ctx),
     ...(deps.features ?? []).map((f) => f(ctx)),

@@ -15,12 +15,12 @@ export const errorRegistry = {
   NOT_FOUND: { status: 404, message: 'Not Found' },
   CONFLICT: { status: 409, message: 'Conflict' },
   BODY_TOO_LARGE: { status: 413, message: 'Body is too large' },
+  TOO_LARGE: { status: 413, message: 'Too large for one etcd request' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported media type' },
   /** The request was not applied: etcd was not answering (refused before it was sent, or refused by etcd before proposing it). */
   ETCD_UNAVAILABLE: { status: 503, message: 'etcd is unavailable; the request was not applied' },
   /** A write was sent and no answer came in time: it may have been applied. Every write route is safe to repeat (README "Failures"). */
   OUTCOME_UNKNOWN: { status: 504, message: 'etcd did not answer in time; the write may have been applied. Repeating the same request is safe' },
-  ETCD_REJECTED: { status: 507, message: 'etcd refused the write' },
   INTERNAL: { status: 500, message: 'Internal error' },
 
   // L4 (Portal)
@@ -51,6 +51,9 @@ export const errorRegistry = {
   POOL_EXHAUSTED: { status: 409, message: 'Address pool exhausted' },
   CONTAINER_ELSEWHERE: { status: 409, message: 'Container is on another host' },
   CEN_WIRING: { status: 400, message: 'A "wire" CEN joins exactly two containers' },
+
+  // dashboard
+  UI_NOT_BUILT: { status: 503, message: 'The dashboard was not built' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof errorRegistry;

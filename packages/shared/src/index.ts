@@ -18,3 +18,4 @@ export const VERSION = '0.1.0';
 export * from './etcd/txn.js';
 export * from './etcd/group-commit.js';
 export * from './listen.js';
+export * from './etcd/generations.js';

@@ -6,7 +6,10 @@
  * the SkyDNS records, whose location is fixed by what SkyDNS and CoreDNS's
  * etcd plugin read (`/skydns/<reversed domain>/...`).
  *
- *   <p>/l4/services/<serviceId>             L4 virtual service, servers embedded (JSON)
+ *   <p>/l4/current                          the generation of services GET and agents read (plain id; absent = "0")
+ *   <p>/l4/sets/<gen>/<serviceId>           L4 virtual service of generation <gen>, servers embedded (JSON)
+ *   <p>/l4/gens/<gen>                       a generation being written by PUT /services (orphan finder)
+ *   <p>/l4/pending/<gen>                    the same, on its writer's lease: gone = writer done or dead
  *   <p>/hosts/<hostId>/agent                agent registration, on the agent's lease
  *   <p>/hosts/<hostId>/status               what the agent has applied (JSON)
  *   <p>/hosts/<hostId>/owned/<dataplane>     kernel objects the agent created (JSON list), e.g. IPVS services
@@ -39,6 +42,54 @@ function tail(key: string, base: string): string | undefined {
   return rest.length > 0 ? rest : undefined;
 }
 
+/**
+ * A set of records replaced as a whole, by generations (see
+ * etcd/generations.ts): readers follow `root` and see only the records of
+ * the generation `current` names; a replacement is written under a fresh
+ * generation nobody reads yet, then `current` is switched in one small
+ * transaction.
+ */
+export interface GenerationKeys {
+  /** Everything: what a reader watches (current and every generation, one watch, one order). */
+  root: string;
+  current: string;
+  /** Prefix of one generation's records. */
+  set(gen: string): string;
+  /** Generations registered by a writer and not yet switched to or abandoned. */
+  registry: string;
+  registered(gen: string): string;
+  /** Writers' liveness markers, each on its writer's lease. */
+  pendings: string;
+  pending(gen: string): string;
+  /** What a key under `root` is. */
+  parse(key: string): { kind: 'current' } | { kind: 'record'; gen: string; rel: string } | { kind: 'registered' | 'pending'; gen: string } | undefined;
+}
+
+/** The generation in force while `current` has never been written. */
+export const INITIAL_GENERATION = '0';
+
+export function generationKeys(root: string): GenerationKeys {
+  const sets = `${root}sets/`;
+  return {
+    root,
+    current: `${root}current`,
+    set: (gen) => `${sets}${gen}/`,
+    registry: `${root}gens/`,
+    registered: (gen) => `${root}gens/${gen}`,
+    pendings: `${root}pending/`,
+    pending: (gen) => `${root}pending/${gen}`,
+    parse(key) {
+      const rest = tail(key, root);
+      if (rest === 'current') return { kind: 'current' };
+      const m = rest && /^(sets|gens|pending)\/([^/]+)(?:\/(.+))?$/.exec(rest);
+      if (!m) return undefined;
+      if (m[1] === 'sets') return m[3] ? { kind: 'record', gen: m[2], rel: m[3] } : undefined;
+      if (m[3] !== undefined) return undefined;
+      return { kind: m[1] === 'gens' ? 'registered' : 'pending', gen: m[2] };
+    },
+  };
+}
+
 function normalisePrefix(prefix: string): string {
   const p = prefix.replace(/\/+$/, '');
   if (!p.startsWith('/')) throw new Error(`etcd prefix must start with "/": ${prefix}`);
@@ -57,7 +108,7 @@ export type PmKey =
 
 export function keyspace(prefix: string = DEFAULT_PREFIX) {
   const p = normalisePrefix(prefix);
-  const l4 = `${p}/l4/services/`;
+  const l4 = generationKeys(`${p}/l4/`);
   const hosts = `${p}/hosts/`;
   const pm = `${p}/pm/`;
   const lev = `${p}/lev/`;
@@ -66,10 +117,15 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
   return {
     prefix: p,
 
+    /** L4 services, replaced as a whole by generations (PUT /services). */
     l4: {
-      services: l4,
-      service: (id: string) => `${l4}${id}`,
-      parseService: (key: string) => tail(key, l4),
+      ...l4,
+      service: (gen: string, id: string) => `${l4.set(gen)}${id}`,
+      /** `{gen, id}` of a service key, or undefined. */
+      parseService: (key: string): { gen: string; id: string } | undefined => {
+        const k = l4.parse(key);
+        return k?.kind === 'record' && !k.rel.includes('/') ? { gen: k.gen, id: k.rel } : undefined;
+      },
     },
 
     hosts: {

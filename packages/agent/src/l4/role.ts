@@ -1,7 +1,10 @@
 /**
- * The L4 role: follows `<p>/l4/services/` with a PrefixMirror (list at R,
- * watch from R+1, list again on cancel/compaction) and keeps the dataplane
- * equal to the services this host applies (`serviceAppliesTo`). Changes mark
+ * The L4 role: follows `<p>/l4/` with a PrefixMirror (list at R, watch from
+ * R+1, list again on cancel/compaction) and keeps the dataplane equal to the
+ * services of the current generation this host applies (`serviceAppliesTo`).
+ * A PUT /services switches generations in one revision: the desired map is
+ * rebuilt from the new generation in that same event, so a pass never sees
+ * half of the old set and half of the new (etcd/generations.ts). Changes mark
  * their service ids dirty and trigger the sync loop, so a burst becomes one
  * pass; a relist or the periodic resync makes the pass full.
  *
@@ -20,7 +23,17 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
-import { PrefixMirror, Service, serviceAppliesTo, type Keyspace, type MirrorChange, type ServiceReport } from '@switchyard/shared';
+import {
+  mirroredGeneration,
+  parseGenerationRecord,
+  PrefixMirror,
+  Service,
+  serviceAppliesTo,
+  type GenerationRecord,
+  type Keyspace,
+  type MirrorChange,
+  type ServiceReport,
+} from '@switchyard/shared';
 import type { RoleStatus } from '../status.js';
 import type { AgentConfig } from '../config.js';
 import { SyncLoop, type SyncObserver } from '../loop.js';
@@ -35,7 +48,9 @@ const HEALTH_STATUS_MS = 200;
 
 export class L4Role implements AgentRole {
   readonly name = 'l4';
-  private readonly mirror: PrefixMirror<Service>;
+  private readonly mirror: PrefixMirror<GenerationRecord<Service>>;
+  /** The generation the desired map holds. */
+  private gen: string;
   private readonly loop: SyncLoop;
   /** The services this host applies, by id (follows the mirror). */
   private readonly desired = new Map<string, Service>();
@@ -91,12 +106,13 @@ export class L4Role implements AgentRole {
       }
       for (const id of this.desired.keys()) this.refresh(id);
     });
-    this.mirror = new PrefixMirror<Service>(etcd, {
-      prefix: keys.l4.services,
-      parse: (_key, value) => Service.parse(JSON.parse(value.toString())),
+    this.mirror = new PrefixMirror<GenerationRecord<Service>>(etcd, {
+      prefix: keys.l4.root,
+      parse: (key, raw) => parseGenerationRecord(keys.l4, key, raw, (rel, value) => (rel.includes('/') ? undefined : Service.parse(JSON.parse(value.toString())))),
       onInvalid: (key, err) => log.warn({ key, err: (err as Error).message }, 'ignoring invalid service in etcd'),
     });
-    this.mirror.on('change', (c: MirrorChange<Service>) => this.onChange(c));
+    this.gen = mirroredGeneration(this.mirror, keys.l4).id;
+    this.mirror.on('change', (c: MirrorChange<GenerationRecord<Service>>) => this.onChange(c));
     this.mirror.on('resync', () => this.loop.requestFull());
     this.mirror.on('revision', () => this.loop.trigger());
     const prepareFull = dataplane.prepareFull?.bind(dataplane);
@@ -110,15 +126,22 @@ export class L4Role implements AgentRole {
     });
   }
 
-  private onChange(c: MirrorChange<Service>): void {
-    const before = c.previous?.value.id ?? this.keys.l4.parseService(c.key);
-    if (before) {
-      this.desired.delete(before);
-      this.refresh(before);
+  private onChange(c: MirrorChange<GenerationRecord<Service>>): void {
+    const now = mirroredGeneration(this.mirror, this.keys.l4).id;
+    if (now !== this.gen) {
+      this.switchTo(now);
+      return;
     }
-    if (c.type === 'put' && serviceAppliesTo(c.entry.value, this.config.hostId)) {
-      this.desired.set(c.entry.value.id, c.entry.value);
-      this.refresh(c.entry.value.id);
+    // Records of other generations (one being written, one being deleted) are not desired state.
+    const k = this.keys.l4.parseService(c.key);
+    if (!k || k.gen !== this.gen) return;
+    const prev = c.previous?.value;
+    const before = prev?.kind === 'record' ? prev.value.id : k.id;
+    this.desired.delete(before);
+    this.refresh(before);
+    if (c.type === 'put' && c.entry.value.kind === 'record' && serviceAppliesTo(c.entry.value.value, this.config.hostId)) {
+      this.desired.set(c.entry.value.value.id, c.entry.value.value);
+      this.refresh(c.entry.value.value.id);
     }
     this.loop.trigger();
   }
@@ -161,12 +184,35 @@ export class L4Role implements AgentRole {
     this.status.update(this.name, this.health.size > 0 ? { ...status, health: hostHealth(this.health) } : status);
   }
 
+  /**
+   * `current` names another generation: the desired map becomes that one,
+   * whole, in this event (every record of it arrived in earlier revisions).
+   * Records of it that arrive later in the same relist are added one by one
+   * by onChange, before any pass runs.
+   */
+  private switchTo(gen: string): void {
+    this.gen = gen;
+    const touched = new Set(this.desired.keys());
+    this.desired.clear();
+    const set = this.keys.l4.set(gen);
+    for (const [key, e] of this.mirror.entries) {
+      if (!key.startsWith(set) || e.value.kind !== 'record') continue;
+      const svc = e.value.value;
+      touched.add(svc.id);
+      if (serviceAppliesTo(svc, this.config.hostId)) this.desired.set(svc.id, svc);
+    }
+    // Each touched service: its checks and effective state follow, and it is dirty.
+    for (const id of touched) this.refresh(id);
+    this.log.info({ generation: gen, services: this.desired.size }, 'services replaced');
+    this.loop.trigger();
+  }
+
   async start(): Promise<void> {
     // The first pass waits for the first complete list: never apply an empty
     // desired state just because etcd has not answered yet.
     void this.heldMirror.start();
     void this.mirror.start().then(() => {
-      this.log.info({ revision: this.mirror.revision, services: this.mirror.entries.size }, 'services listed');
+      this.log.info({ revision: this.mirror.revision, services: this.desired.size }, 'services listed');
       this.loop.start();
     });
   }

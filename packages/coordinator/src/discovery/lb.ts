@@ -38,6 +38,9 @@ import {
   atomically,
   retryCas,
   fail,
+  generationIs,
+  generationOf,
+  type Generation,
   ipFamily,
   isSwitchyardError,
   op,
@@ -64,6 +67,8 @@ type LbKind = 'owned' | 'reg';
 
 /** The service and the `owned` marker of one (service, server) pair, read at one revision. */
 export interface PairState {
+  /** The service generation the pair was read in (a write compares it: a PUT /services may switch it). */
+  gen?: Generation;
   service?: { value: Service; modRevision: number };
   owned?: { modRevision: number };
 }
@@ -166,15 +171,27 @@ export class LbRegistry {
     return claim;
   }
 
-  /** Reads the service and the marker of a pair at one revision. */
-  private async readPair(serviceId: string, serverId: string): Promise<PairState> {
+  /** Reads the current generation, the service in it and the marker of a pair, at one revision. */
+  private async readPair(serviceId: string, serverId: string): Promise<PairState & { gen: Generation }> {
     const keys = this.ctx.keys;
-    const res = await this.ctx.call(() => atomically(this.etcd, [op.get(keys.l4.service(serviceId)), op.get(keys.disco.lbOwned(serviceId, serverId))]));
-    const [svc, owned] = res.responses.map((r) => r.response_range?.kvs[0]);
-    const state: PairState = {};
-    if (svc) state.service = { value: Service.parse(JSON.parse(svc.value.toString())), modRevision: Number(svc.mod_revision) };
-    if (owned) state.owned = { modRevision: Number(owned.mod_revision) };
-    return state;
+    let guess = this.l4.generation();
+    // A few reads at most: each retry follows a PUT /services that switched generations.
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const res = await this.ctx.call(() =>
+        atomically(this.etcd, [op.get(keys.l4.current), op.get(keys.l4.service(guess.id, serviceId)), op.get(keys.disco.lbOwned(serviceId, serverId))]),
+      );
+      const [cur, svc, owned] = res.responses.map((r) => r.response_range?.kvs[0]);
+      const gen = generationOf(cur);
+      if (gen.id !== guess.id) {
+        guess = gen; // a PUT /services switched generations: read in the new one
+        continue;
+      }
+      const state: PairState & { gen: Generation } = { gen };
+      if (svc) state.service = { value: Service.parse(JSON.parse(svc.value.toString())), modRevision: Number(svc.mod_revision) };
+      if (owned) state.owned = { modRevision: Number(owned.mod_revision) };
+      return state;
+    }
+    throw new SwitchyardError('CONFLICT', `service ${serviceId} is being replaced concurrently; try again`);
   }
 
   /** One transaction: the registration, and the server and its marker if the server was not there. */
@@ -188,8 +205,12 @@ export class LbRegistry {
       const plan = planClaim({ ...state, service: state.service }, server);
       const reg = op.put(keys.disco.lbReg(serviceId, server.id, connId), JSON.stringify(server), leaseId);
       const success: IRequestOp[] =
-        plan.kind === 'add' ? [op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)), op.put(keys.disco.lbOwned(serviceId, server.id), '{}'), reg] : [reg];
-      const compare = [unchanged(keys.l4.service(serviceId), state.service.modRevision), unchanged(keys.disco.lbOwned(serviceId, server.id), state.owned?.modRevision)];
+        plan.kind === 'add' ? [op.put(keys.l4.service(state.gen.id, serviceId), JSON.stringify(plan.next)), op.put(keys.disco.lbOwned(serviceId, server.id), '{}'), reg] : [reg];
+      const compare = [
+        generationIs(keys.l4, state.gen),
+        unchanged(keys.l4.service(state.gen.id, serviceId), state.service.modRevision),
+        unchanged(keys.disco.lbOwned(serviceId, server.id), state.owned?.modRevision),
+      ];
       const res = await this.ctx.write(() => this.etcd.kv.txn({ compare, success, failure: [] }), 'registering a provider');
       if (!res.succeeded) return AGAIN;
       this.log.debug({ service: serviceId, server: server.id, plan: plan.kind }, 'provider registered as a real server');
@@ -277,13 +298,14 @@ export class LbRegistry {
       const plan = planClean(state, serverId);
       if (!plan) return;
       const success: IRequestOp[] = [op.del(keys.disco.lbOwned(serviceId, serverId))];
-      if (plan.next) success.unshift(op.put(keys.l4.service(serviceId), JSON.stringify(plan.next)));
+      if (plan.next) success.unshift(op.put(keys.l4.service(state.gen.id, serviceId), JSON.stringify(plan.next)));
       const res = await this.ctx.write(() =>
         this.etcd.kv.txn({
           compare: [
             { key: Buffer.from(regs), range_end: prefixEnd(regs), target: 'Create', result: 'Equal', create_revision: '0' },
             unchanged(keys.disco.lbOwned(serviceId, serverId), state.owned?.modRevision),
-            unchanged(keys.l4.service(serviceId), state.service?.modRevision),
+            generationIs(keys.l4, state.gen),
+            unchanged(keys.l4.service(state.gen.id, serviceId), state.service?.modRevision),
           ],
           success,
           failure: [{ request_range: { key: Buffer.from(regs), range_end: prefixEnd(regs), limit: '1', keys_only: true } }],

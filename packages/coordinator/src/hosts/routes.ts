@@ -37,7 +37,8 @@ export class HostDirectory {
     return this.mirror.stop();
   }
 
-  private build(id: string): Host | undefined {
+  /** One host from the mirror, or undefined when it has neither registration nor status. */
+  build(id: string): Host | undefined {
     const reg = this.mirror.get(this.ctx.keys.hosts.agent(id))?.value;
     const st = this.mirror.get(this.ctx.keys.hosts.status(id))?.value;
     if (!reg && !st) return undefined;

@@ -1,7 +1,9 @@
 /**
  * Portal's token check: header `X-AUTH-TOKEN`, or the same name as a query
- * parameter. Every route but /healthz (and /metrics with --metrics-public)
- * requires it when a token is set.
+ * parameter. When a token is set, every route requires it but the open ones
+ * the app names: /healthz, the dashboard's own files (the page holds no
+ * data; it asks for the token and sends it with every call and on its feed)
+ * and /metrics with --metrics-public.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';

@@ -19,6 +19,11 @@ const Success = z.object({ msg: z.literal('Success') });
 const IdParams = z.object({ id: z.string() });
 const ServerParams = z.object({ id: z.string(), serverId: z.string() });
 const tags = ['l4 (Portal)'];
+/**
+ * PUT /services takes a whole set (10,000 services with their servers are a
+ * few MiB); it is written in chunks, so etcd's request limit does not bound it.
+ */
+const SET_BODY_LIMIT = 64 * 1024 * 1024;
 
 function sendJson(reply: FastifyReply, json: string) {
   return reply.type('application/json; charset=utf-8').send(json);
@@ -52,7 +57,10 @@ export function l4Routes(repo: L4Repository, hosts: HostDirectory): FastifyPlugi
 
     app.put(
       '/services',
-      { schema: { tags, summary: 'Replace the whole set of services, atomically', body: ServiceListInput, response: { 200: z.array(ServiceView) } } },
+      {
+        bodyLimit: SET_BODY_LIMIT,
+        schema: { tags, summary: 'Replace the whole set of services, atomically', body: ServiceListInput, response: { 200: z.array(ServiceView) } },
+      },
       async (req, reply) => {
         const { value, revision } = await repo.replaceAll(req.body);
         written(reply, revision);

@@ -7,8 +7,7 @@ import { MonitorHub } from './monitor.js';
 import { LeviathanRepository } from './repository.js';
 import { leviathanRoutes } from './routes.js';
 
-export function leviathanFeature(ctx: CoordinatorContext): Feature {
-  const repo = new LeviathanRepository(ctx);
+export function leviathanFeature(ctx: CoordinatorContext, repo = new LeviathanRepository(ctx)): Feature {
   const monitors = new MonitorHub(repo, ctx.log.child({ component: 'leviathan-monitor' }), { pingIntervalMs: ctx.config.pingIntervalMs });
   ctx.metrics.countMonitors(() => monitors.connectionCount);
   return {

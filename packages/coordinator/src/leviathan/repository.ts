@@ -6,19 +6,30 @@
  * created).
  *
  * A write reads the model from the mirror, applies a pure change from
- * model.ts to a copy, and writes every changed key in ONE transaction guarded
+ * model.ts to a copy, and writes every changed key in a transaction guarded
  * by the `lev/epoch` key's mod revision: if any other coordinator wrote in
  * between, the transaction fails, the mirror catches up and the change is
  * computed again. Leviathan writes are rare and small, so one guard for the
  * whole model is simpler than per-key compares and is obviously correct (a
  * change may read any part of the model: a CIN's addresses depend on its
  * CENs' members).
+ *
+ * A change too big for one transaction on an etcd with default limits (a
+ * 1,000-container CEN file) goes in chunks chained on the same guard: each
+ * chunk compares the epoch the previous one wrote, so nothing of another
+ * coordinator can slip in between. If something does (the chain breaks), or
+ * the coordinator dies midway, what was written stays — every Leviathan
+ * change is idempotent (import, make, destroy), so the retry (or the
+ * client's repeat) recomputes the change on the model as it now is and
+ * writes only what is left. Readers can see such a change part-applied.
  */
-import type { Etcd3, IRequestOp } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import {
   DEFAULT_LEV_POOL,
   LevHostStatus,
   LevPool,
+  chunkOps,
+  ETCD_DEFAULT_MAX_TXN_OPS,
   op,
   PrefixMirror,
   retryCas,
@@ -174,22 +185,27 @@ export class LeviathanRepository {
       if (ops.length === 0) return { value, revision: this.mirror.revision };
       const epoch = this.mirror.get(this.ctx.keys.lev.epoch);
       const key = Buffer.from(this.ctx.keys.lev.epoch);
-      const res = await this.ctx.write(
-        () =>
-          this.etcd.kv.txn({
-            compare: [epoch ? { key, target: 'Mod', result: 'Equal', mod_revision: epoch.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 }],
-            success: [...ops, op.put(this.ctx.keys.lev.epoch, String(Date.now()))],
-            failure: [],
-          }),
-        'writing container networks',
-      );
-      const revision = Number(res.header.revision);
-      if (res.succeeded) {
-        return { value, revision: this.reads.noteWrite(revision) };
+      let guard: ICompare = epoch ? { key, target: 'Mod', result: 'Equal', mod_revision: epoch.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 };
+      // One operation of each transaction is the epoch's own bump.
+      const chunks = chunkOps(ops, { maxOps: ETCD_DEFAULT_MAX_TXN_OPS - 1 });
+      let revision = 0;
+      for (const [i, chunk] of chunks.entries()) {
+        const compare = guard;
+        const res = await this.ctx.write(
+          () => this.etcd.kv.txn({ compare: [compare], success: [...chunk, op.put(this.ctx.keys.lev.epoch, String(Date.now()))], failure: [] }),
+          chunks.length > 1 ? `writing container networks (part ${i + 1} of ${chunks.length})` : 'writing container networks',
+        );
+        revision = Number(res.header.revision);
+        if (!res.succeeded) {
+          // Someone else wrote: catch up to at least their revision and
+          // recompute (on top of any parts of ours already written).
+          if (i > 0) this.reads.noteWrite(Number(guard.mod_revision));
+          await this.reads.caughtUp(revision);
+          return AGAIN;
+        }
+        guard = { key, target: 'Mod', result: 'Equal', mod_revision: revision };
       }
-      // Someone else wrote: catch up to at least their revision and recompute.
-      await this.reads.caughtUp(revision);
-      return AGAIN;
+      return { value, revision: this.reads.noteWrite(revision) };
     }, { attempts: MAX_ATTEMPTS, pause: false, exhausted: () => new SwitchyardError('CONFLICT', 'container networks are being changed concurrently; try again') });
   }
 

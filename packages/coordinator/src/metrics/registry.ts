@@ -135,7 +135,7 @@ export function etcdErrorKind(e: SwitchyardError): EtcdErrorKind | undefined {
     case 'OUTCOME_UNKNOWN':
       // Sent, and no answer within the deadline (a 504).
       return 'timeout';
-    case 'ETCD_REJECTED':
+    case 'TOO_LARGE':
       return 'rejected';
     case 'INTERNAL':
       return 'other';

@@ -3,8 +3,8 @@ import type { CoordinatorContext, Feature } from '../context.js';
 import { PortmasterRepository } from './repository.js';
 import { portmasterRoutes } from './routes.js';
 
-export function portmasterFeature(ctx: CoordinatorContext): Feature {
-  const repo = new PortmasterRepository(ctx);
+/** `repo` is given when another feature reads its mirror too (the dashboard). */
+export function portmasterFeature(ctx: CoordinatorContext, repo = new PortmasterRepository(ctx)): Feature {
   return {
     name: 'portmaster',
     routes: portmasterRoutes(repo, ctx.metrics),

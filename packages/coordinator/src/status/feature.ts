@@ -6,7 +6,7 @@
  * and costs the same whichever coordinator serves it.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { ClusterStatus, skydns, VERSION } from '@switchyard/shared';
+import { ClusterStatus, generationOf, skydns, VERSION } from '@switchyard/shared';
 import type { CoordinatorContext, Feature } from '../context.js';
 
 async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
@@ -25,9 +25,12 @@ async function clusterStatus(ctx: CoordinatorContext): Promise<ClusterStatus> {
   // prefix, so a host idle in L4 never reaches a Leviathan write's revision.)
   const newest = (prefix: string) =>
     ctx.call(async () => Number((await etcd.getAll().prefix(prefix).revision(revision).sort('Mod', 'Descend').limit(1).exec()).kvs[0]?.mod_revision ?? 0), 'newest');
-  const desired = await newest(keys.l4.services);
+  // Services live under the current generation (etcd/generations.ts); a switch is an L4 change too.
+  const gen = generationOf((await ctx.call(() => etcd.kv.range({ key: Buffer.from(keys.l4.current), revision: String(revision) }), 'current generation')).kvs[0]);
+  const l4Set = keys.l4.set(gen.id);
+  const desired = Math.max(gen.revision, await newest(l4Set));
   const [services, portServices, portOffers, portsHeld, cens, cins, containers, providers] = await Promise.all([
-    count(keys.l4.services),
+    count(l4Set),
     count(keys.pm.services),
     count(pmOffers),
     count(pmPorts),

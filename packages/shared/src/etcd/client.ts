@@ -106,16 +106,18 @@ export function createEtcdClient(opts: EtcdClientOptions): EtcdClient {
 
 /**
  * Maps an etcd client error to the registry: unreachable cluster → 503,
- * a request etcd refuses (too large, too many ops) → 507 with etcd's words.
- * Right for reads; writes go through writeError(), which tells "not applied"
- * from "unknown".
+ * a request etcd refuses as too large (too many ops, too many bytes) → 413
+ * with etcd's words. Right for reads; writes go through writeError(), which
+ * tells "not applied" from "unknown".
  */
 export function toSwitchyardError(e: unknown): SwitchyardError {
   if (e instanceof SwitchyardError) return e;
   const err = e as Error;
   const msg = String(err?.message ?? err);
+  // Too big for etcd (its limits, or gRPC's RESOURCE_EXHAUSTED for a message
+  // over the server's receive limit): the request's fault, never an outage.
   if (refusedPattern.test(msg)) {
-    return new SwitchyardError('ETCD_REJECTED', `etcd refused the write: ${msg}`, { cause: e });
+    return new SwitchyardError('TOO_LARGE', `etcd refused the write as too large: ${msg}`, { cause: e });
   }
   // Unreachable, timed out, refused up front, client closed: the cluster is not answering.
   if (
@@ -133,7 +135,7 @@ export function toSwitchyardError(e: unknown): SwitchyardError {
   return new SwitchyardError('INTERNAL', `${err instanceof GRPCGenericError ? 'etcd refused the request' : 'internal error'}: ${msg}`, { cause: e });
 }
 
-const refusedPattern = /too many operations|request is too large|request too large|exceeds|larger than max/i;
+const refusedPattern = /too many operations|request is too large|request too large|exceeds|RESOURCE_EXHAUSTED|larger than max/i;
 
 /**
  * etcd did not apply it, provably: refused before proposing (no leader, the

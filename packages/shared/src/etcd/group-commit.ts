@@ -11,9 +11,10 @@
  * exactly as the transaction it is.
  *
  * Rules that keep a batch valid for etcd:
- *  - no two sub-transactions in a batch (or in flight) touch the same key: etcd
- *    refuses a transaction that writes a key twice, and per-key order stays
- *    arrival order;
+ *  - no two sub-transactions in a batch (or in flight) touch the same key
+ *    when one of them writes it: etcd refuses a transaction that writes a key
+ *    twice, and per-key order stays arrival order (keys only compared or read
+ *    are shared freely);
  *  - a batch stays under etcd's default limits (128 operations, 1.5 MiB);
  *  - a batch etcd cannot be reached for fails every submission in it, as each
  *    would have failed alone; a batch etcd refuses (a cluster with smaller
@@ -52,23 +53,31 @@ export interface GroupCommitOptions {
 
 interface Entry {
   txn: SubTxn;
-  keys: string[];
+  keys: { writes: string[]; reads: string[] };
   bytes: number;
   queuedAt: number;
   resolve(r: SubTxnResult): void;
   reject(e: unknown): void;
 }
 
-/** Keys a sub-transaction compares or touches (range ends are ignored: ops here are single-key). */
-function keysOf(txn: SubTxn): string[] {
-  const keys = new Set<string>();
-  for (const c of txn.compare) if (c.key) keys.add(c.key.toString('latin1'));
+/**
+ * Keys a sub-transaction writes, and keys it only compares or reads (range
+ * ends are ignored: ops here are single-key). Many sub-transactions may
+ * compare one key — every L4 write compares the current generation — as long
+ * as none of them writes it.
+ */
+function keysOf(txn: SubTxn): { writes: string[]; reads: string[] } {
+  const writes = new Set<string>();
+  const reads = new Set<string>();
   for (const o of [...txn.success, ...(txn.failure ?? [])]) {
-    const k = o.request_put?.key ?? o.request_range?.key ?? o.request_delete_range?.key;
-    if (k) keys.add(k.toString('latin1'));
     if (o.request_txn) throw new Error('group commit: a sub-transaction cannot nest another');
+    const w = o.request_put?.key ?? o.request_delete_range?.key;
+    if (w) writes.add(w.toString('latin1'));
+    if (o.request_range?.key) reads.add(o.request_range.key.toString('latin1'));
   }
-  return [...keys];
+  for (const c of txn.compare) if (c.key) reads.add(c.key.toString('latin1'));
+  for (const k of writes) reads.delete(k);
+  return { writes: [...writes], reads: [...reads] };
 }
 
 /** etcd validated the request and said no — as opposed to not answering, or answering after applying it. */
@@ -93,8 +102,9 @@ export class GroupCommit {
   private readonly queueTimeoutMs: number;
   private pending: Entry[] = [];
   private inFlight = 0;
-  /** Keys of sub-transactions on the wire, counted (a key is busy while > 0). */
-  private readonly busy = new Map<string, number>();
+  /** Keys written / only read by sub-transactions on the wire, counted (busy while > 0). */
+  private readonly busyWrites = new Map<string, number>();
+  private readonly busyReads = new Map<string, number>();
   private scheduled = false;
 
   constructor(
@@ -134,15 +144,22 @@ export class GroupCommit {
       const batch = this.take();
       if (batch.length === 0) return; // everything pending waits on a busy key
       this.inFlight++;
-      for (const e of batch) for (const k of e.keys) this.busy.set(k, (this.busy.get(k) ?? 0) + 1);
+      for (const e of batch) {
+        for (const k of e.keys.writes) this.busyWrites.set(k, (this.busyWrites.get(k) ?? 0) + 1);
+        for (const k of e.keys.reads) this.busyReads.set(k, (this.busyReads.get(k) ?? 0) + 1);
+      }
       void this.send(batch).finally(() => {
         this.inFlight--;
-        for (const e of batch) {
-          for (const k of e.keys) {
-            const n = (this.busy.get(k) ?? 1) - 1;
-            if (n === 0) this.busy.delete(k);
-            else this.busy.set(k, n);
+        const release = (busy: Map<string, number>, keys: string[]) => {
+          for (const k of keys) {
+            const n = (busy.get(k) ?? 1) - 1;
+            if (n === 0) busy.delete(k);
+            else busy.set(k, n);
           }
+        };
+        for (const e of batch) {
+          release(this.busyWrites, e.keys.writes);
+          release(this.busyReads, e.keys.reads);
         }
         if (this.pending.length > 0) this.schedule();
       });
@@ -153,7 +170,9 @@ export class GroupCommit {
   private take(): Entry[] {
     const batch: Entry[] = [];
     const rest: Entry[] = [];
-    const taken = new Set<string>();
+    // Keys of entries already batched or held back, written or only read.
+    const takenWrites = new Set<string>();
+    const takenReads = new Set<string>();
     let bytes = 0;
     const now = performance.now();
     for (const e of this.pending) {
@@ -162,9 +181,14 @@ export class GroupCommit {
         continue;
       }
       const full = batch.length >= this.maxOps || (batch.length > 0 && bytes + e.bytes > this.maxBytes);
-      const clash = e.keys.some((k) => taken.has(k) || this.busy.has(k));
+      const { writes, reads } = e.keys;
+      // A write clashes with any use of its key; a read only with a write.
+      const clash =
+        writes.some((k) => takenWrites.has(k) || takenReads.has(k) || this.busyWrites.has(k) || this.busyReads.has(k)) ||
+        reads.some((k) => takenWrites.has(k) || this.busyWrites.has(k));
       // A later entry on a clashing key must not overtake this one either.
-      for (const k of e.keys) taken.add(k);
+      for (const k of writes) takenWrites.add(k);
+      for (const k of reads) takenReads.add(k);
       if (full || clash) {
         rest.push(e);
         continue;
