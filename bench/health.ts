@@ -59,8 +59,10 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
   const hostId = `bench-${label}`;
   try {
     const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i, port, health))));
+    // Preloaded straight into etcd under the current generation, in transactions etcd's default limits take.
+    const gen = coord.l4.generation().id;
     for (let i = 0; i < services.length; i += 100) {
-      await atomically(coord.ctx.etcd, services.slice(i, i + 100).map((s) => op.put(coord.ctx.keys.l4.service(s.id), JSON.stringify(s))));
+      await atomically(coord.ctx.etcd, services.slice(i, i + 100).map((s) => op.put(coord.ctx.keys.l4.service(gen, s.id), JSON.stringify(s))));
     }
     const agent = await startSwitchyard(['agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'info'], /agent started/);
     const pid = agent.pid as number;

@@ -120,7 +120,7 @@ describe('health checks on the real kernel (nftables)', () => {
     const view = await serviceView();
     expect(view.servers.find((s) => s.id === S1)).toMatchObject({ weight: 1, health: { up: 0, down: 1, hosts: 1, summary: '0/1 host see it up' } });
     expect(view.servers.find((s) => s.id === S2)).toMatchObject({ weight: 1, health: { up: 1, down: 0, hosts: 1, summary: '1/1 host see it up' } });
-    const stored = Service.parse(JSON.parse((await etcd.get(coord.ctx.keys.l4.service(SID)).string()) as string));
+    const stored = Service.parse(JSON.parse((await etcd.get(coord.ctx.keys.l4.service(coord.l4.generation().id, SID)).string()) as string));
     expect(stored.servers.map((s) => s.weight)).toEqual([1, 1]);
   });
 

@@ -222,6 +222,9 @@ export class L4Role implements AgentRole {
     const changed = this.dirty;
     this.dirty = new Set();
     const started = performance.now();
+    // The all-down warnings this pass reports are those of what it applies
+    // (health may change while it runs; the next pass reports that).
+    const allDown = new Set(this.allDown);
     let outcome;
     try {
       // A full pass gets a copy (it reads every service, possibly after an
@@ -234,9 +237,9 @@ export class L4Role implements AgentRole {
     }
     let reportsChanged = full && this.reports.size > 0;
     if (full) this.reports.clear();
-    for (const id of full ? this.allDown : [...changed].filter((id) => this.allDown.has(id) || outcome.reports.has(id))) {
+    for (const id of full ? allDown : [...changed].filter((id) => allDown.has(id) || outcome.reports.has(id))) {
       const list = [...(outcome.reports.get(id) ?? [])];
-      if (this.allDown.has(id)) list.push({ serviceId: id, level: 'warning', message: 'every real server fails its health check on this host; all are kept in' });
+      if (allDown.has(id)) list.push({ serviceId: id, level: 'warning', message: 'every real server fails its health check on this host; all are kept in' });
       outcome.reports.set(id, list);
     }
     for (const [id, list] of outcome.reports) {
