@@ -23,6 +23,7 @@ import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION, w
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, type CoordinatorContext } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
+import { installBodyParsers } from './http/body.js';
 import { installErrorHandling } from './http/errors.js';
 import { HostDirectory, hostRoutes } from './hosts/routes.js';
 import { L4Repository } from './l4/repository.js';
@@ -98,18 +99,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   installErrorHandling(app);
   installAuth(app, config.token);
 
-  // Clients of the tools Switchyard replaces post JSON with whatever content
-  // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: MiB }, (_req, body, done) => {
-    const text = String(body);
-    if (text.trim() === '') return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch (e) {
-      done(new SwitchyardError('BAD_JSON', `Body is not valid JSON: ${(e as Error).message}`), undefined);
-    }
-  });
+  installBodyParsers(app);
 
   await app.register(swagger, {
     openapi: {
