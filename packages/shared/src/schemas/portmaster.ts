@@ -252,7 +252,8 @@ function charField(
   const text = String(v).trim();
   const errors: string[] = [];
   if (o.maxLength !== undefined && [...text].length > o.maxLength) errors.push(`Ensure this field has no more than ${o.maxLength} characters.`);
-  const own = o.validate?.(text);
+  // Switchyard's own check (names are key segments) adds nothing to a length error.
+  const own = errors.length ? undefined : o.validate?.(text);
   if (own) errors.push(own);
   return errors.length ? { errors } : { value: text, errors };
 }
