@@ -21,6 +21,8 @@ export interface BodyOptions {
    * and decide in the handler.
    */
   onBadJson?: (text: string, error: Error) => unknown;
+  /** What a JSON body becomes (fastify also calls "no body" null, so a route may want to tell `null` apart). */
+  onJson?: (value: unknown) => unknown;
 }
 
 const FORM = 'application/x-www-form-urlencoded';
@@ -59,12 +61,14 @@ export function installBodyParsers(app: FastifyInstance, options: BodyOptions = 
     }
     const text = body.toString('utf8');
     if (text.trim() === '') return undefined;
+    let value: unknown;
     try {
-      return JSON.parse(text) as unknown;
+      value = JSON.parse(text) as unknown;
     } catch (e) {
       // A form-typed body that is JSON stays JSON (Portal's clients); one that is not is a form.
       if (options.forms && type === FORM) return formFields(new URLSearchParams(text).entries());
       return badJson(text, e as Error);
     }
+    return options.onJson ? options.onJson(value) : value;
   });
 }

@@ -13,10 +13,14 @@ export class UnparsedBody {
   constructor(readonly text: string) {}
 }
 
+/** A body that was the JSON text `null` (fastify's own null means "no body"). */
+const JSON_NULL = Symbol('JSON null');
+
 /** The body as a dictionary for a serializer, or DRF's ParseError for text that is not JSON. */
 export function bodyObject(body: unknown): Record<string, unknown> {
   if (body instanceof UnparsedBody) throw fail('PM_BAD_JSON', `JSON parse error - ${pythonJsonError(body.text)}`);
-  return pmBodyObject(body);
+  if (body === JSON_NULL) return pmBodyObject(null);
+  return pmBodyObject(body ?? undefined);
 }
 
 /**
@@ -127,7 +131,7 @@ export function methodNotAllowed(allowed: readonly string[], quote: '"' | "'" = 
  * `{"detail": message}` with the status it always has.
  */
 export function installDrf(app: FastifyInstance): void {
-  installBodyParsers(app, { forms: true, onBadJson: (text) => new UnparsedBody(text) });
+  installBodyParsers(app, { forms: true, onBadJson: (text) => new UnparsedBody(text), onJson: (v) => (v === null ? JSON_NULL : v) });
   // Bodies are read by the handlers (bodyObject + the serializers in
   // @switchyard/shared); the route schemas' bodies only document them.
   app.setValidatorCompiler(() => (data: unknown) => ({ value: data }));
