@@ -147,3 +147,24 @@ describe('the other tools\' routes keep their own reading and shape', () => {
     expect(unknown.body).toMatchObject({ code: 'SERVICE_NOT_FOUND' });
   });
 });
+
+describe('upgrading', () => {
+  it('an offer made before offers had their own name guard (name key under pm/names/, on its lease) is accepted', async () => {
+    const j = { 'content-type': 'application/json' };
+    expect((await call('POST', '/v1/services', JSON.stringify({ name: 'legacy', start: 9100, end: 9110 }), j)).status).toBe(201);
+    const keys = c.ctx.keys.pm;
+    const secret = '0b6c1f5e-9b7a-4c1e-8f3d-2a4b6c8d0e1f';
+    const created = new Date().toISOString();
+    const lease = String((await c.ctx.etcd.leaseClient.leaseGrant({ TTL: 600 })).ID);
+    const put = (key: string, value: unknown) => c.ctx.etcd.kv.put({ key: Buffer.from(key), value: Buffer.from(JSON.stringify(value)), lease });
+    await put(keys.port('legacy', 9100), { name: 'old', created, secret });
+    await put(keys.name('legacy', 'old'), { port: 9100 });
+    await put(keys.offer('legacy', secret), { service: 'legacy', name: 'old', port: 9100, secret, created });
+    await expect.poll(async () => (await call('GET', '/v1/services/legacy/offers')).body).toMatchObject([{ name: 'old', secret }]);
+    expect(await call('PUT', `/v1/services/legacy/offers/${secret}`)).toMatchObject({ status: 201, body: { name: 'old', port: 9100 } });
+    expect((await call('GET', '/v1/services/legacy/ports/old')).body).toMatchObject({ name: 'old', port: 9100 });
+    // The name key left the lease with the accept: revoking it changes nothing.
+    await c.ctx.etcd.leaseClient.leaseRevoke({ ID: lease });
+    expect(await c.ctx.etcd.get(keys.name('legacy', 'old')).string()).toBe(JSON.stringify({ port: 9100 }));
+  });
+});
