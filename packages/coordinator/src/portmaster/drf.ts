@@ -70,7 +70,8 @@ export function pythonJsonError(text: string): string {
     if (c === '{') return object(i + 1);
     if (c === '[') return array(i + 1);
     for (const word of ['null', 'true', 'false']) if (text.startsWith(word, i)) return i + word.length;
-    for (const word of ['NaN', 'Infinity', '-Infinity']) if (text.startsWith(word, i)) throw new Stop('Out of range float values are not JSON compliant', -1);
+    // DRF's strict parse_constant (rest_framework/utils/json.py) refuses them, with their repr.
+    for (const word of ['NaN', 'Infinity', '-Infinity']) if (text.startsWith(word, i)) throw new Stop(`Out of range float values are not JSON compliant: '${word}'`, -1);
     const m = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?/.exec(text.slice(i));
     if (!m) throw new Stop('Expecting value', i);
     return i + m[0].length;
