@@ -15,36 +15,24 @@ import type { Duplex } from 'node:stream';
 import fastify, { LogController, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type FastifyPluginAsyncZod, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
-import { WebSocketServer, type WebSocket } from 'ws';
-import { z } from 'zod';
-import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION, withTimeout } from '@switchyard/shared';
+import { WebSocketServer } from 'ws';
+import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
-import { makeCall, type CoordinatorContext } from './context.js';
+import { makeCall, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
 import { installBodyParsers } from './http/body.js';
 import { installErrorHandling } from './http/errors.js';
-import { HostDirectory, hostRoutes } from './hosts/routes.js';
+import { discoveryFeature } from './discovery/feature.js';
+import { dnsFeature } from './dns/feature.js';
+import { healthFeature } from './health/feature.js';
+import { hostsFeature } from './hosts/feature.js';
+import { HostDirectory } from './hosts/routes.js';
+import { l4Feature } from './l4/feature.js';
 import { L4Repository } from './l4/repository.js';
-import { l4Routes } from './l4/routes.js';
-import { portmasterFeature } from './portmaster/index.js';
 import { leviathanFeature } from './leviathan/feature.js';
-import { createDiscovery } from './discovery/feature.js';
-import { createDnsResponder } from './dns/feature.js';
-
-export type WebSocketHandler = (socket: WebSocket, request: IncomingMessage) => void;
-
-/** One capability of the coordinator. */
-export interface Feature {
-  name: string;
-  routes?: FastifyPluginAsyncZod;
-  /** Websocket endpoints by path. */
-  websockets?: Record<string, WebSocketHandler>;
-  /** Called once at start; must not block on etcd being up. */
-  start?(): Promise<void> | void;
-  stop?(): Promise<void> | void;
-}
+import { portmasterFeature } from './portmaster/feature.js';
 
 export interface Coordinator {
   app: FastifyInstance;
@@ -110,37 +98,18 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  app.get(
-    '/healthz',
-    {
-      schema: {
-        tags: ['meta'],
-        summary: '200 when etcd answers, 503 when it does not',
-        response: { 200: z.object({ status: z.literal('ok'), etcdRevision: z.int(), version: z.string() }) },
-      },
-    },
-    async () => {
-      // The request path has its own deadline so a dead cluster answers within ~2.5 s.
-      const res = await withTimeout(
-        ctx.etcd.get(`${ctx.keys.prefix}/healthz`).exec().catch((e) => {
-          throw new SwitchyardError('ETCD_UNAVAILABLE', `etcd is unavailable: ${(e as Error).message}`);
-        }),
-        2500,
-        'health check',
-      );
-      return { status: 'ok' as const, etcdRevision: Number(res.header.revision), version: VERSION };
-    },
-  );
-
+  // Shared by two features (discovery's `lb=` providers write L4 servers),
+  // and exposed to tests and embedders through the Coordinator.
   const l4 = new L4Repository(ctx);
   const hosts = new HostDirectory(ctx);
   const features: Feature[] = [
-    { name: 'l4', routes: l4Routes(l4), start: () => void l4.start(), stop: () => l4.stop() },
-    { name: 'hosts', routes: hostRoutes(hosts), start: () => void hosts.start(), stop: () => hosts.stop() },
+    healthFeature(ctx),
+    l4Feature(ctx, l4),
+    hostsFeature(ctx, hosts),
     portmasterFeature(ctx),
     leviathanFeature(ctx),
-    createDiscovery(ctx, l4).feature,
-    ...(config.dnsListen ? [createDnsResponder(ctx, config.dnsListen).feature] : []),
+    discoveryFeature(ctx, l4),
+    ...(config.dnsListen ? [dnsFeature(ctx, config.dnsListen)] : []),
     ...(deps.features ?? []).map((f) => f(ctx)),
   ];
 

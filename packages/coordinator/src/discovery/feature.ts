@@ -19,8 +19,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
 import { type SwitchyardError } from '@switchyard/shared';
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+import type { CoordinatorContext, Feature } from '../context.js';
 import type { L4Repository } from '../l4/repository.js';
 import { leaseSeconds } from '../store/lease-ttl.js';
 import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
@@ -39,21 +38,12 @@ interface Provider {
   claim?: LbClaim;
 }
 
-export interface Discovery {
-  feature: Feature;
-  writer: RecordWriter;
-  lease: CoordinatorLease;
-  lb: LbRegistry;
-  /** Live provider connections. */
-  readonly count: number;
-}
-
 /** Sends `{"error","code"}` as a text frame, then closes; the registry decides the code. */
 function refuse(ws: WebSocket, e: SwitchyardError): void {
   ws.send(JSON.stringify({ error: e.message, code: e.code }), () => ws.close(e.status >= 500 ? CLOSE_FAILED : CLOSE_REFUSED, e.code));
 }
 
-export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Discovery {
+export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Feature {
   const log = ctx.log.child({ component: 'discovery' });
   const lease = new CoordinatorLease(ctx.etcd, leaseSeconds(ctx.config.providerTtlMs), log);
   const writer = new RecordWriter(ctx.etcd, lease, log);
@@ -120,7 +110,7 @@ export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Disc
     begin(ws, req, id, claim);
   }
 
-  const feature: Feature = {
+  return {
     name: 'discovery',
     websockets: {
       '/provide': (ws, request) => {
@@ -148,16 +138,6 @@ export function createDiscovery(ctx: CoordinatorContext, l4: L4Repository): Disc
       await lb.stop();
       writer.stop();
       await lease.stop();
-    },
-  };
-
-  return {
-    feature,
-    writer,
-    lease,
-    lb,
-    get count() {
-      return providers.size;
     },
   };
 }

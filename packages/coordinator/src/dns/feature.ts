@@ -5,23 +5,13 @@
  * is served, whoever wrote it; records on a lease get the provider TTL.
  */
 import { parseSkyDnsRecord, PrefixMirror, skydns, type MirrorChange, type SkyDnsRecord } from '@switchyard/shared';
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+import type { CoordinatorContext, Feature } from '../context.js';
 import { leaseSeconds } from '../store/lease-ttl.js';
 import { Responder } from './responder.js';
 import { DnsServer } from './server.js';
 import { Zone } from './zone.js';
 
-export interface DnsResponder {
-  feature: Feature;
-  zone: Zone;
-  responder: Responder;
-  mirror: PrefixMirror<SkyDnsRecord>;
-  /** The bound port once started (useful with port 0). */
-  port(): number | undefined;
-}
-
-export function createDnsResponder(ctx: CoordinatorContext, listen: { host: string; port: number }): DnsResponder {
+export function dnsFeature(ctx: CoordinatorContext, listen: { host: string; port: number }): Feature {
   const log = ctx.log.child({ component: 'dns' });
   const zone = new Zone({ root: ctx.config.dnsRoot, leasedTtl: leaseSeconds(ctx.config.providerTtlMs) });
   let synced = false;
@@ -41,23 +31,16 @@ export function createDnsResponder(ctx: CoordinatorContext, listen: { host: stri
     synced = true;
     log.info({ records: zone.size, revision: mirror.revision }, 'dns zone loaded');
   });
-  let bound: number | undefined;
 
   return {
-    zone,
-    responder,
-    mirror,
-    port: () => bound,
-    feature: {
-      name: 'dns',
-      async start() {
-        void mirror.start();
-        bound = await server.listen(listen.host, listen.port);
-      },
-      async stop() {
-        await server.close();
-        await mirror.stop();
-      },
+    name: 'dns',
+    async start() {
+      void mirror.start();
+      await server.listen(listen.host, listen.port);
+    },
+    async stop() {
+      await server.close();
+      await mirror.stop();
     },
   };
 }

@@ -2,8 +2,7 @@
  * Container networks (Leviathan) as one coordinator feature: the REST routes,
  * the `/leviathan/monitor` websocket, and the mirrors both read.
  */
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+import type { CoordinatorContext, Feature } from '../context.js';
 import { MonitorHub } from './monitor.js';
 import { LeviathanRepository } from './repository.js';
 import { leviathanRoutes } from './routes.js';

@@ -1,10 +1,7 @@
-/** The Portmaster-compatible port allocation feature of the coordinator. */
-import type { Feature } from '../app.js';
-import type { CoordinatorContext } from '../context.js';
+/** Port allocation (Portmaster's API) as one coordinator feature. */
+import type { CoordinatorContext, Feature } from '../context.js';
 import { PortmasterRepository } from './repository.js';
 import { portmasterRoutes } from './routes.js';
-
-export { PortmasterRepository } from './repository.js';
 
 export function portmasterFeature(ctx: CoordinatorContext): Feature {
   const repo = new PortmasterRepository(ctx);
