@@ -18,7 +18,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
-import { createEtcdClient, keyspace, parseEtcdHosts, SwitchyardError, VERSION } from '@switchyard/shared';
+import { createEtcdClient, keyspace, parseEtcdHosts, VERSION } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
