@@ -1,8 +1,9 @@
 /**
  * django-portmaster's own test suite (django_portmaster/tests.py), replayed
  * request for request against Switchyard's coordinator on a real etcd: every
- * request its 30 test cases send (27 HTTP requests; its three model tests
- * become the API calls that observe the same thing), with its asserted status,
+ * request its 29 test cases send (27 HTTP requests, 34 assertions on their
+ * answers; its three model tests become the API calls that observe the same
+ * thing), with its asserted status,
  * and the exact body Portmaster answers — read from its serializers, views and
  * Django REST framework — field by field, where tests.py only asserts a status.
  *
