@@ -36,7 +36,7 @@ afterAll(() => c?.close());
 
 it('a fully allocated 48,128-port range: listed, full, and the released highest port is offered next', async () => {
   const list = await c.app.inject({ method: 'GET', url: '/v1/services/all/ports' });
-  expect(list.statusCode).toBe(200);
+  expect(list.statusCode, list.body).toBe(200);
   expect((JSON.parse(list.body) as unknown[]).length).toBe(END - START + 1);
 
   const full = await c.app.inject({ method: 'POST', url: '/v1/services/all/offers', payload: { name: 'late' } });
