@@ -4,7 +4,7 @@
  * object and a method a route does not take, and the shape of every error.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { fail, PmRefusal, pmBodyObject, SwitchyardError } from '@switchyard/shared';
+import { errorRegistry, fail, PmRefusal, pmBodyObject, SwitchyardError } from '@switchyard/shared';
 import { installBodyParsers } from '../http/body.js';
 import { toHttpError } from '../http/errors.js';
 
@@ -121,7 +121,7 @@ export function methodNotAllowed(allowed: readonly string[], quote: '"' | "'" = 
   return (req: FastifyRequest, reply: FastifyReply) => {
     // DRF lists the view's handlers in http_method_names order.
     if (quote === '"') reply.header('allow', [...allowed, 'HEAD', 'OPTIONS'].filter((m, i, a) => a.indexOf(m) === i).join(', '));
-    return reply.code(405).send({ detail: `Method ${quote}${req.method}${quote} not allowed.` });
+    return reply.code(errorRegistry.PM_METHOD_NOT_ALLOWED.status).send({ detail: `Method ${quote}${req.method}${quote} not allowed.` });
   };
 }
 
