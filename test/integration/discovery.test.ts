@@ -2,7 +2,7 @@
  * `GET /provide` against a real etcd with real websocket clients: the record
  * lives exactly as long as the connection, on the coordinator's one lease.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,7 +75,9 @@ describe('/provide records', () => {
       const r = await records(etcd, `${dir}services/foo/`);
       return r.length === 1 ? r : undefined;
     });
-    expect(kv.key).toMatch(new RegExp(`^${dir}services/foo/[0-9a-f]{12}-[0-9a-z]+$`));
+    // skyapi's id: sha1("foo" "services" "127.0.0.1" "9999"), computed with
+    // Go's fmt.Fprint as skyapi's server does.
+    expect(kv.key).toBe(`${dir}services/foo/10ec6ea983c7a572acb0a023b9d645f6765c5a68`);
     expect(JSON.parse(kv.value)).toEqual({ host: '127.0.0.1', port: 9999, priority: 1, weight: 100 });
     expect(kv.value).toBe('{"host":"127.0.0.1","port":9999,"priority":1,"weight":100}');
     expect(kv.lease).not.toBe('0');
@@ -158,14 +160,16 @@ describe('/provide records', () => {
     await eventually(async () => ((await records(etcd, `${dir}services/quick/`)).length === 0 ? true : undefined));
   });
 
-  it('two providers of the same service, host and port have their own records', async () => {
+  it('two providers of the same service, host and port have their own records: the first keeps skyapi\'s id, the second gets -2', async () => {
     const a = await provide(base, 'service=dup&port=7000&host=10.0.0.9');
+    await eventually(async () => ((await records(etcd, `${dir}services/dup/`)).length === 1 ? true : undefined));
     const b = await provide(base, 'service=dup&port=7000&host=10.0.0.9');
     const both = await eventually(async () => {
       const r = await records(etcd, `${dir}services/dup/`);
       return r.length === 2 ? r : undefined;
     });
-    expect(both[0].key).not.toBe(both[1].key);
+    const id = createHash('sha1').update('dupservices10.0.0.97000').digest('hex');
+    expect(both.map((kv) => kv.key).sort()).toEqual([`${dir}services/dup/${id}`, `${dir}services/dup/${id}-2`]);
     expect(both[0].value).toBe(both[1].value);
     a.close();
     const [left] = await eventually(async () => {
@@ -180,6 +184,15 @@ describe('/provide records', () => {
     later.close();
     await eventually(async () => ((await records(etcd, `${dir}services/dupbarrier/`)).length === 0 ? true : undefined));
     expect(await records(etcd, `${dir}services/dup/`)).toEqual([left]);
+    expect(left.key).toBe(`${dir}services/dup/${id}-2`);
+    // The id a freed is free again: a third connection takes it, b keeps its own.
+    const c3 = await provide(base, 'service=dup&port=7000&host=10.0.0.9');
+    const again = await eventually(async () => {
+      const r = await records(etcd, `${dir}services/dup/`);
+      return r.length === 2 ? r : undefined;
+    });
+    expect(again.map((kv) => kv.key).sort()).toEqual([`${dir}services/dup/${id}`, `${dir}services/dup/${id}-2`]);
+    c3.close();
     b.close();
     await eventually(async () => ((await records(etcd, `${dir}services/dup/`)).length === 0 ? true : undefined));
   });

@@ -97,7 +97,8 @@ describe('dns responder', () => {
       [2, 100, 82],
     ]);
     for (const s of srv) {
-      expect(s.target).toMatch(new RegExp(`^[0-9a-f]{12}-[0-9a-z]+\\.web\\.services\\.${label}\\.test\\.local\\.$`));
+      // skyapi's record id (a sha1 of what the provider is): 40 hex without a prefix.
+      expect(s.target).toMatch(new RegExp(`^[0-9a-f]{40}\\.web\\.services\\.${label}\\.test\\.local\\.$`));
       // Records on the coordinator lease carry the provider TTL.
       expect(s.ttl).toBe(2);
     }

@@ -1,6 +1,6 @@
 /** `/provide` parameters → record: the rules, without sockets or etcd. */
 import { describe, expect, it } from 'vitest';
-import { parseProvideRequest, peerHost, recordKey } from '../../packages/coordinator/src/discovery/provide-request.js';
+import { parseProvideRequest, peerHost, recordKey, skyapiRecordId } from '../../packages/coordinator/src/discovery/provide-request.js';
 
 describe('parseProvideRequest', () => {
   it('fills skyapi\'s defaults and the peer address', () => {
@@ -54,5 +54,31 @@ describe('parseProvideRequest', () => {
     expect(peerHost('::ffff:127.0.0.1')).toBe('127.0.0.1');
     expect(peerHost('::1')).toBe('::1');
     expect(peerHost(undefined)).toBeUndefined();
+  });
+});
+
+describe('skyapi record ids', () => {
+  // Expected values computed with Go's fmt (Fprint, and %#v for a list), as
+  // skyapi's server hashes them.
+  it('hash service, category, host and port as received; a prefix keeps 20 hex', () => {
+    expect(skyapiRecordId({ service: 'foo', category: 'services', host: '127.0.0.1', port: 9999 })).toBe('10ec6ea983c7a572acb0a023b9d645f6765c5a68');
+    expect(skyapiRecordId({ service: 'web', category: 'services', host: '10.0.0.7', port: 8080 }, 'dc1')).toBe('dc1-8943bafc27883202dc57');
+  });
+  it('hash several categories as Go prints a []string with %#v', () => {
+    expect(skyapiRecordId({ service: 'bar', category: 'services,production', host: '10.1.2.3', port: 80 })).toBe('5378f00fecf7e77dc3a424dddaf69132ee60b846');
+  });
+  it('come from the query: peer host when none is given, default category, prefix lower-cased', () => {
+    const r = parseProvideRequest('/provide?port=8080&prefix=DC1&priority=1&service=web&weight=100', '::ffff:10.0.0.7');
+    expect('id' in r && r.id).toBe('dc1-8943bafc27883202dc57');
+    const same = parseProvideRequest('/provide?service=web&port=8080&host=0.0.0.0&prefix=dc1', '10.0.0.7');
+    expect('id' in same && same.id).toBe('dc1-8943bafc27883202dc57');
+  });
+  it('refuse a prefix that cannot stay in one DNS label', () => {
+    for (const prefix of ['a.b', 'a/b', 'x'.repeat(39), '-a']) {
+      const r = parseProvideRequest(`/provide?service=web&port=1&prefix=${encodeURIComponent(prefix)}`, '10.0.0.7');
+      expect('message' in r && r.message, prefix).toMatch(/^prefix must be a DNS label/);
+    }
+    const ok = parseProvideRequest(`/provide?service=web&port=1&prefix=${'x'.repeat(38)}`, '10.0.0.7');
+    expect('id' in ok && ok.id).toMatch(/^x{38}-[0-9a-f]{20}$/);
   });
 });

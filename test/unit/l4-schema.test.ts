@@ -57,3 +57,21 @@ describe('service input', () => {
     expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 1, hosts: ['a;rm -rf'] }).success).toBe(false);
   });
 });
+
+describe('Go zero values (Portal\'s CLI sends every field)', () => {
+  it('"" for type, scheduler, forwarder and netmask means the default', () => {
+    const s = ServiceInput.parse({ host: '10.0.0.1', port: 80, type: '', scheduler: '', persistence: 0, netmask: '' });
+    expect(s).toMatchObject({ id: 'tcp-10_0_0_1-80', type: 'tcp', scheduler: 'wlc', netmask: '' });
+    const srv = ServerInput.parse({ host: '10.0.0.5', port: 80, forwarder: '', weight: 0, upper_threshold: 0, lower_threshold: 0 });
+    expect(srv).toMatchObject({ forwarder: 'g', weight: 0 });
+  });
+  it('a zero weight stays 0 (no traffic); an absent one is 1', () => {
+    expect(ServerInput.parse({ host: '10.0.0.5', port: 80, weight: 0 }).weight).toBe(0);
+    expect(ServerInput.parse({ host: '10.0.0.5', port: 80 }).weight).toBe(1);
+  });
+  it('other strings are still refused', () => {
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 80, scheduler: ' ' }).success).toBe(false);
+    expect(ServiceInput.safeParse({ host: '10.0.0.1', port: 80, type: 'sctp' }).success).toBe(false);
+    expect(ServerInput.safeParse({ host: '10.0.0.5', port: 80, forwarder: 'x' }).success).toBe(false);
+  });
+});

@@ -65,6 +65,10 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     // Two log lines per request cost more than the request itself on the hot
     // routes; requests are logged at debug level below instead.
     logController: new LogController({ disableRequestLogging: true }),
+    // `/cpool/` is `/cpool`: Leviathan's router (cowboy) treats a path with
+    // and without its trailing slash as one, and its clients use both. The
+    // router ignores it for every route, so no route can be told apart by it.
+    routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<ZodTypeProvider>();
   if (config.logLevel === 'debug' || config.logLevel === 'trace') {
     app.addHook('onResponse', async (request, reply) => {
@@ -121,7 +125,8 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
     }
   }
   app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (request.url ?? '/').split('?')[0];
+    // A trailing slash is ignored here as by the HTTP router.
+    const path = (request.url ?? '/').split('?')[0].replace(/(.)\/$/, '$1');
     const route = sockets.get(path);
     if (!route || !checkToken(config.token, { headers: request.headers, url: request.url ?? '/' })) {
       socket.end(route ? 'HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');

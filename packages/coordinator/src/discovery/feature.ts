@@ -11,10 +11,12 @@
  *  - the coordinator dies: etcd drops the lease and with it every record of
  *    this process within --provider-ttl.
  *
- * Every connection has its own record id, so two processes announcing the
- * same service, host and port have two records and never delete each
- * other's (a resolver sees two SRV targets with the same host:port; the A
- * answer de-duplicates).
+ * Record ids are skyapi's (`skyapiRecordId`): derived from what the provider
+ * is, so a process that reconnects gets its SRV target name back. Two live
+ * connections with the same identity on this coordinator never share a key:
+ * the second gets `-2` (the next free number) appended and the first keeps
+ * its id, so neither's close deletes the other's record (a resolver sees two
+ * SRV targets with the same host:port; the A answer de-duplicates).
  */
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
@@ -38,6 +40,8 @@ interface Provider {
   claim?: LbClaim;
 }
 
+type ProviderSocket = WebSocket & { provider?: Provider; reservedKey?: string };
+
 /** Sends `{"error","code"}` as a text frame, then closes; the registry decides the code. */
 function refuse(ws: WebSocket, e: SwitchyardError): void {
   ws.send(JSON.stringify({ error: e.message, code: e.code }), () => ws.close(e.status >= 500 ? CLOSE_FAILED : CLOSE_REFUSED, e.code));
@@ -49,9 +53,11 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   const writer = new RecordWriter(ctx.etcd, lease, log);
   const lb = new LbRegistry(ctx, l4, lease, log);
   const providers = new Set<Provider>();
-  // Record ids: this process's id and a counter; unique across coordinators
-  // and restarts, and a valid DNS label (it becomes the SRV target's first label).
-  const idPrefix = ctx.coordinatorId.replace(/-/g, '').slice(0, 12);
+  /** Record keys held by live (or connecting) providers of this coordinator. */
+  const reserved = new Set<string>();
+  // lb ownership is per connection: this process's id and a counter, unique
+  // across coordinators and restarts.
+  const ownerPrefix = ctx.coordinatorId.replace(/-/g, '').slice(0, 12);
   let seq = 0;
   let sweeper: NodeJS.Timeout | undefined;
   let stopping = false;
@@ -68,12 +74,22 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
     }
   }
 
-  function onPong(this: WebSocket & { provider?: Provider }): void {
+  function onPong(this: ProviderSocket): void {
     if (this.provider) this.provider.alive = true;
   }
 
-  function begin(ws: WebSocket & { provider?: Provider }, req: ProvideRequest, id: string, claim?: LbClaim): void {
-    const provider: Provider = { ws, key: recordKey(ctx.config.dnsRoot, req, id), alive: true, claim };
+  /** The provider's own key, or, while another connection holds it, the same with the first free `-<n>`. */
+  function reserve(ws: ProviderSocket, req: ProvideRequest): string {
+    const base = recordKey(ctx.config.dnsRoot, req, req.id);
+    let key = base;
+    for (let n = 2; reserved.has(key); n++) key = `${base}-${n}`;
+    reserved.add(key);
+    ws.reservedKey = key;
+    return key;
+  }
+
+  function begin(ws: ProviderSocket, req: ProvideRequest, key: string, claim?: LbClaim): void {
+    const provider: Provider = { ws, key, alive: true, claim };
     ws.provider = provider;
     providers.add(provider);
     ws.on('pong', onPong);
@@ -81,7 +97,9 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
     log.debug({ key: provider.key, value: req.value }, 'provider connected');
   }
 
-  function end(ws: WebSocket & { provider?: Provider }): void {
+  function end(ws: ProviderSocket): void {
+    if (ws.reservedKey) reserved.delete(ws.reservedKey);
+    ws.reservedKey = undefined;
     const p = ws.provider;
     if (!p) return;
     ws.provider = undefined;
@@ -91,23 +109,25 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
     log.debug({ key: p.key }, 'provider gone');
   }
 
-  async function provide(ws: WebSocket & { provider?: Provider }, request: IncomingMessage): Promise<void> {
+  async function provide(ws: ProviderSocket, request: IncomingMessage): Promise<void> {
     const req = parseProvideRequest(request.url ?? '/', request.socket.remoteAddress);
     if (!('record' in req)) return refuse(ws, req);
-    const id = `${idPrefix}-${(seq++).toString(36)}`;
-    if (!req.lb) return begin(ws, req, id);
+    // Reserved before any await, so two connections arriving together never
+    // pick the same key; end() releases it, whenever the socket closes.
+    const key = reserve(ws, req);
+    if (!req.lb) return begin(ws, req, key);
 
     let claim: LbClaim | undefined;
     try {
       const server = await lb.check(req.lb.serviceId, req.record.host, req.record.port, req.lb.weight);
       if (ws.readyState !== ws.OPEN) return;
-      claim = await lb.claim(req.lb.serviceId, server, `${idPrefix}.${id}`);
+      claim = await lb.claim(req.lb.serviceId, server, `${ownerPrefix}.${(seq++).toString(36)}`);
     } catch (e) {
       if (ws.readyState === ws.OPEN) refuse(ws, toFrameError(e));
       return;
     }
     if (ws.readyState !== ws.OPEN) return void lb.release(claim);
-    begin(ws, req, id, claim);
+    begin(ws, req, key, claim);
   }
 
   return {

@@ -20,6 +20,7 @@ import {
   keysAt,
   replacePrefix,
   toService,
+  toServiceView,
   transact,
   unchangedSince,
   type Server,
@@ -30,8 +31,12 @@ import { ConsistentReads, type Written } from '../store/consistent-reads.js';
 
 interface Stored {
   service: Service;
-  /** The exact JSON body GET answers with. */
+  /** The exact JSON body GET answers with (Portal's field set, see toServiceView). */
   json: string;
+}
+
+function stored(service: Service): Stored {
+  return { service, json: JSON.stringify(toServiceView(service)) };
 }
 
 const MAX_CAS_ATTEMPTS = 8;
@@ -78,7 +83,7 @@ export class L4Repository {
    * brings one back byte for byte, it is not parsed and checked a second time
    * (that would double the CPU cost of every write).
    */
-  private readonly ownWrites = new Map<string, Stored>();
+  private readonly ownWrites = new Map<string, { text: string; value: Stored }>();
 
   constructor(private readonly ctx: CoordinatorContext) {
     this.etcd = ctx.etcd;
@@ -90,12 +95,11 @@ export class L4Repository {
       parse: (key, value) => {
         const text = value.toString();
         const own = this.ownWrites.get(key);
-        if (own && own.json === text) {
+        if (own && own.text === text) {
           this.ownWrites.delete(key);
-          return own;
+          return own.value;
         }
-        const service = Service.parse(JSON.parse(text));
-        return { service, json: JSON.stringify(service) };
+        return stored(Service.parse(JSON.parse(text)));
       },
       onInvalid: (key, error) => ctx.log.warn({ key, err: error }, 'ignoring invalid service value in etcd'),
     });
@@ -129,8 +133,7 @@ export class L4Repository {
     const key = this.ctx.keys.l4.service(id);
     const e = this.mirror.get(key);
     if (e) return e.value;
-    const service = (await this.fromEtcd(id)).service;
-    return { service, json: JSON.stringify(service) };
+    return stored((await this.fromEtcd(id)).service);
   }
 
   // ---------- writes ----------
@@ -219,9 +222,17 @@ export class L4Repository {
     throw new SwitchyardError('CONFLICT', `service ${id} is being changed concurrently; try again`);
   }
 
+  /**
+   * DELETE /services/:id. Idempotent, as Portal's: deleting a service that is
+   * not there succeeds (a retried delete, or two clients cleaning up, is not
+   * an error).
+   */
   async remove(id: string): Promise<Written<null>> {
     const res = await this.ctx.call(() => this.etcd.delete().key(this.ctx.keys.l4.service(id)).exec());
-    if (Number(res.deleted) === 0) throw fail('SERVICE_NOT_FOUND');
+    // Nothing deleted: the state the caller waits for is what the mirror
+    // already shows (the cluster's revision may belong to another prefix,
+    // which agents never reach).
+    if (Number(res.deleted) === 0) return { value: null, revision: this.mirror.revision };
     return { value: null, revision: this.reads.noteWrite(Number(res.header.revision)) };
   }
 
@@ -244,9 +255,13 @@ export class L4Repository {
     return this.mutate(id, (svc) => ({ result: servers, next: { ...svc, servers } }));
   }
 
+  /**
+   * DELETE /services/:id/servers/:serverId. Idempotent for the server, as
+   * Portal's; an unknown service stays a 404 (Portal answered a 500 there).
+   */
   removeServer(id: string, serverId: string): Promise<Written<null>> {
     return this.mutate(id, (svc) => {
-      if (!svc.servers.some((s) => s.id === serverId)) throw fail('SERVER_NOT_FOUND');
+      if (!svc.servers.some((s) => s.id === serverId)) return { result: null };
       return { result: null, next: { ...svc, servers: svc.servers.filter((s) => s.id !== serverId) } };
     });
   }
@@ -281,11 +296,11 @@ export class L4Repository {
 
   /** Serialises a service this coordinator is about to write, remembering it for the mirror. */
   private expect(key: string, service: Service): string {
-    const json = JSON.stringify(service);
+    const text = JSON.stringify(service);
     // Bounded: entries of writes that lost their race are replaced or dropped here.
     if (this.ownWrites.size > 10_000) this.ownWrites.clear();
-    this.ownWrites.set(key, { service, json });
-    return json;
+    this.ownWrites.set(key, { text, value: stored(service) });
+    return text;
   }
 
   /**

@@ -44,6 +44,20 @@ const port = z.int().min(1).max(65535);
 const count = z.int().min(0).max(2 ** 31 - 1);
 
 /**
+ * One of `values`, defaulting to `fallback` when absent or `""`. Portal's CLI
+ * marshals Go structs, so a field the user did not give arrives as its zero
+ * value: `"type":""`, `"scheduler":""`, `"forwarder":""` mean "the default",
+ * as they do to Portal itself (core.Service.GenId and ipvsadm treat "" so).
+ * Numbers are different: a zero weight is a real value ("no traffic").
+ */
+function choice<const T extends readonly [string, ...string[]]>(values: T, fallback: T[number]) {
+  return z
+    .enum(['', ...values])
+    .optional()
+    .transform((v): T[number] => (v === undefined || v === '' ? fallback : (v as T[number])));
+}
+
+/**
  * `ipvsadm -M`: a dotted netmask for IPv4 services, a prefix length for IPv6
  * services. Empty means "not set" (one client address per persistence entry).
  */
@@ -100,7 +114,7 @@ export const ServerInput = z
   .object({
     host: ipLiteral,
     port,
-    forwarder: z.enum(FORWARDERS).default('g'),
+    forwarder: choice(FORWARDERS, 'g'),
     weight: count.default(1),
     upper_threshold: count.optional(),
     lower_threshold: count.optional(),
@@ -142,8 +156,8 @@ export type Server = z.infer<typeof Server>;
 const serviceFields = {
   host: ipLiteral,
   port,
-  type: z.enum(PROTOCOLS).default('tcp'),
-  scheduler: z.enum(SCHEDULERS).default('wlc'),
+  type: choice(PROTOCOLS, 'tcp'),
+  scheduler: choice(SCHEDULERS, 'wlc'),
   persistence: count.default(0),
   netmask: z.string().default(''),
   /** Switchyard only: pin the service to these agents (all agents when absent). */
@@ -191,22 +205,37 @@ export const ServiceInput = z
   }));
 export type ServiceInput = z.output<typeof ServiceInput>;
 
-/** A service as stored in etcd and returned by the API. */
-export const Service = z
-  .object({
-    id: z.string(),
-    host: storedIp,
-    port,
-    type: z.enum(PROTOCOLS),
-    scheduler: z.enum(SCHEDULERS),
-    persistence: count,
-    netmask: z.string(),
-    servers: z.array(Server),
-    hosts: z.array(hostId).optional(),
-  })
+const serviceObject = z.object({
+  id: z.string(),
+  host: storedIp,
+  port,
+  type: z.enum(PROTOCOLS),
+  scheduler: z.enum(SCHEDULERS),
+  persistence: count,
+  netmask: z.string(),
+  servers: z.array(Server),
+  hosts: z.array(hostId).optional(),
+});
+
+/** A service as stored in etcd (always with `servers`, possibly empty). */
+export const Service = serviceObject
   .refine((s) => s.id === serviceId(s), { message: 'id does not match type, host and port', path: ['id'] })
   .refine((s) => validNetmask(s.netmask, ipFamily(s.host)), { message: 'invalid netmask', path: ['netmask'] });
 export type Service = z.infer<typeof Service>;
+
+/**
+ * A service as Portal's API prints it: Portal's struct tags say
+ * `servers,omitempty`, so a service without servers has no `servers` key.
+ * (`hosts` only appears on services pinned through Switchyard's own API.)
+ */
+export const ServiceView = serviceObject.extend({ servers: z.array(Server).optional() });
+export type ServiceView = z.infer<typeof ServiceView>;
+
+export function toServiceView(s: Service): ServiceView {
+  if (s.servers.length > 0) return s;
+  const { servers: _none, ...rest } = s;
+  return rest;
+}
 
 export const ServiceListInput = z.array(ServiceInput);
 export const ServerListInput = z.array(ServerInput);

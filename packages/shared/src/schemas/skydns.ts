@@ -56,7 +56,7 @@ const label = (name: string) =>
     .refine(isDnsLabel, { error: `${name} must be a DNS label (letters, digits, "-" or "_", at most 63)` });
 
 /**
- * `GET /provide?service=foo&port=9999[&category=a,b][&host=h][&priority=1][&weight=100][&lb=id]`.
+ * `GET /provide?service=foo&port=9999[&category=a,b][&host=h][&priority=1][&weight=100][&prefix=p][&lb=id]`.
  * `host` is left undefined when absent or unspecified (0.0.0.0, ::): the
  * caller fills in the connection's peer address. Unknown parameters (such as
  * X-AUTH-TOKEN) are ignored.
@@ -82,6 +82,19 @@ export const ProvideQuery = z.object({
     }),
   priority: wholeNumber('priority', 0, 65535).default(1),
   weight: wholeNumber('weight', 0, 65535).default(100),
+  /**
+   * skyapi's `Opts.Prefix`: the record id becomes `<prefix>-<20 hex>`. Empty
+   * means none, as in skyapi (its Go client sends none then). Lower-cased like
+   * every other label; at most 38 characters so that the id, with room for a
+   * duplicate's suffix, stays one DNS label (63).
+   */
+  prefix: z
+    .string()
+    .optional()
+    .transform((p) => (p ? p.toLowerCase() : undefined))
+    .refine((p) => p === undefined || (p.length <= 38 && isDnsLabel(p)), {
+      error: 'prefix must be a DNS label of at most 38 characters (letters, digits, "-" or "_")',
+    }),
   lb: z.string().min(1, { error: 'lb must name an L4 service' }).optional(),
 });
 export type ProvideQuery = z.output<typeof ProvideQuery>;
