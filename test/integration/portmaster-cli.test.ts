@@ -61,14 +61,17 @@ it('service add/list/show/set/remove, offer/accept/reject/list/find/release', as
   await ok('release', 'django', '5000');
   const gone = await sy('find', 'django', 'web-01');
   expect(gone.code).toBe(1);
-  expect(gone.stderr).toContain('404: Port not found.');
+  expect(gone.stderr).toContain('404: Not found.');
 
-  // Portmaster's messages reach the user as they are.
-  const dup = await sy('offer', 'django', 'web-02');
+  // Portmaster's messages reach the user as they are, fields named (Django REST framework's bodies).
+  expect((await sy('offer', 'django', 'web-05')).code).toBe(0);
+  const dup = await sy('offer', 'django', 'web-05');
   expect(dup.code).toBe(1);
-  expect(dup.stderr).toContain('400: Service instance with this name already exists.');
-  const reserved = await sy('service', 'add', 'low', '--start', '80', '--end', '90');
-  expect(reserved.stderr).toContain('400: Port range is in reserved range.');
+  expect(dup.stderr).toContain('400: The fields service, name must make a unique set.');
+  const reserved = await sy('service', 'add', 'low', '--start', '80', '--end', '2000');
+  expect(reserved.stderr).toContain('400: start: Port range is in reserved range.');
+  const overlap = await sy('service', 'add', 'low', '--start', '5005', '--end', '6000');
+  expect(overlap.stderr).toContain('400: Port range overlaps with existing services.');
 
   await ok('service', 'remove', 'django');
   expect(await ok('service', 'list')).toEqual([]);
@@ -83,7 +86,7 @@ it('an offer not accepted within --offer-ttl expires', async () => {
   expect(Date.now() - offered).toBeGreaterThanOrEqual(10_000);
   const late = await sy('accept', 'ttl', offer.secret);
   expect(late.code).toBe(1);
-  expect(late.stderr).toContain('404: Offer not found.');
+  expect(late.stderr).toContain('404: Not found.');
 }, 60_000);
 
 it('usage errors exit 2', async () => {

@@ -32,7 +32,7 @@ it('an unaccepted offer expires after the TTL (never before), and its port and n
   const createdAt = Date.now();
   const b = await call('POST', '/v1/services/exp/offers', { name: 'b' });
   expect([a.body.port, b.body.port]).toEqual([25000, 25001]);
-  expect((await call('POST', '/v1/services/exp/offers', { name: 'c' })).body.error).toBe('Port range has been completely utilized.');
+  expect((await call('POST', '/v1/services/exp/offers', { name: 'c' })).body).toEqual({ port: ['Port range has been completely utilized.'] });
 
   // b is accepted at once: an instance never expires.
   expect((await call('POST', `/v1/services/exp/offers/${String(b.body.secret)}/accept`)).status).toBe(201);
@@ -44,7 +44,7 @@ it('an unaccepted offer expires after the TTL (never before), and its port and n
   // Gone from etcd by itself (we only read etcd directly, no API request), within TTL + ~2 s.
   await expect.poll(() => portKeyExists('exp', 25000), { timeout: 6000, interval: 100 }).toBe(false);
   expect(Date.now() - createdAt).toBeGreaterThanOrEqual(TTL_MS);
-  expect(await c.ctx.etcd.get(c.ctx.keys.pm.name('exp', 'a')).string()).toBeNull();
+  expect(await c.ctx.etcd.get(c.ctx.keys.pm.offerName('exp', 'a')).string()).toBeNull();
   expect(await c.ctx.etcd.get(c.ctx.keys.pm.offer('exp', String(a.body.secret))).string()).toBeNull();
 
   // Accept or reject after expiry → 404, and nothing is written.

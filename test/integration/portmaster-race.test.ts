@@ -73,9 +73,11 @@ it('300 concurrent offers for a 20-port range through two coordinators: 20 disti
   for (const r of lost) {
     expect(r.status).toBeGreaterThanOrEqual(400);
     expect(r.status).toBeLessThan(500);
-    expect(typeof r.body.error).toBe('string');
+    // Django REST framework's shapes: the full range as the "port" field error, a 409 as a detail.
+    if (r.status === 400) expect(r.body).toEqual({ port: ['Port range has been completely utilized.'] });
+    else expect(typeof r.body.detail).toBe('string');
   }
-  expect(lost.some((r) => r.body.error === 'Port range has been completely utilized.')).toBe(true);
+  expect(lost.some((r) => r.status === 400)).toBe(true);
 
   // etcd agrees: exactly one port key per winner, and no other.
   const keys = keyspace(prefix).pm;
@@ -90,7 +92,7 @@ it('one instance name offered 40 times at once through two coordinators: one off
   expect(results.filter((r) => r.status === 201)).toHaveLength(1);
   const refused = results.filter((r) => r.status !== 201);
   expect(refused).toHaveLength(39);
-  for (const r of refused) expect(r.body.error).toBe('Service instance with this name already exists.');
+  for (const r of refused) expect(r.body).toEqual({ non_field_errors: ['The fields service, name must make a unique set.'] });
   const offers = await send(bases[0], 'GET', '/v1/services/same-name/offers');
   expect(offers.body).toHaveLength(1);
 });
@@ -116,6 +118,6 @@ it('two coordinators creating overlapping services at once: exactly one wins', a
   expect(results.filter((r) => r.status === 201)).toHaveLength(1);
   for (const r of results.filter((r) => r.status !== 201)) {
     expect(r.status).toBe(400);
-    expect(r.body.error).toBe('Port range overlaps with existing services.');
+    expect(r.body).toEqual({ non_field_errors: ['Port range overlaps with existing services.'] });
   }
 });

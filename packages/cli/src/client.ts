@@ -51,7 +51,7 @@ export class ApiClient {
       /* not JSON: keep the text */
     }
     if (!res.ok) {
-      const msg = typeof data === 'object' && data && 'error' in data ? String((data as { error: unknown }).error) : text || res.statusText;
+      const msg = errorMessage(data) ?? (text || res.statusText);
       throw new ApiError(res.status, `${res.status}: ${msg}`);
     }
     const rev = res.headers.get('x-switchyard-revision');
@@ -81,4 +81,20 @@ function streamed(text: string, headers: Record<string, string>, onUpload: (sent
 export function print(values: FlagValues, data: unknown): void {
   if (data === undefined) return;
   process.stdout.write(`${values.json ? JSON.stringify(data) : JSON.stringify(data, null, 2)}\n`);
+}
+
+/**
+ * The message of an error body: Switchyard's `{error, code}`, or Django REST
+ * framework's shapes on Portmaster's routes (`{detail}`, `{field: [msgs]}`,
+ * `[msgs]`).
+ */
+export function errorMessage(data: unknown): string | undefined {
+  if (Array.isArray(data)) return data.map(String).join(' ');
+  if (typeof data !== 'object' || data === null) return undefined;
+  const o = data as Record<string, unknown>;
+  if ('error' in o) return String(o.error);
+  if ('detail' in o) return String(o.detail);
+  const fields = Object.entries(o).filter(([, v]) => Array.isArray(v));
+  if (fields.length === 0) return undefined;
+  return fields.map(([k, v]) => (k === 'non_field_errors' ? '' : `${k}: `) + (v as unknown[]).map(String).join(' ')).join('; ');
 }

@@ -18,10 +18,11 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
-import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, SwitchyardError, VERSION, wantsPretty } from '@switchyard/shared';
+import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, VERSION, wantsPretty } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
+import { installBodyParsers } from './http/body.js';
 import { installErrorHandling } from './http/errors.js';
 import { discoveryFeature } from './discovery/feature.js';
 import { dnsFeature } from './dns/feature.js';
@@ -104,18 +105,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   // hold no data: the page asks for the token), and /metrics with --metrics-public.
   installAuth(app, config.token, ['/healthz', ...UI_PUBLIC_PATHS, ...(config.metricsPublic ? ['/metrics'] : [])]);
 
-  // Clients of the tools Switchyard replaces post JSON with whatever content
-  // type curl picks (`curl -d` says form-urlencoded): parse every body as JSON.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: MiB }, (_req, body, done) => {
-    const text = String(body);
-    if (text.trim() === '') return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch (e) {
-      done(new SwitchyardError('BAD_JSON', `Body is not valid JSON: ${(e as Error).message}`), undefined);
-    }
-  });
+  installBodyParsers(app);
 
   await app.register(swagger, {
     openapi: {

@@ -29,18 +29,24 @@ export const errorRegistry = {
   SERVICE_EXISTS: { status: 409, message: 'A service with that id already exists' },
   HOST_NOT_FOUND: { status: 404, message: 'No Host Found' },
 
-  // port allocation (Portmaster)
-  PM_SERVICE_NOT_FOUND: { status: 404, message: 'Service not found.' },
-  PM_SERVICE_EXISTS: { status: 400, message: 'Service with this name already exists.' },
+  // port allocation (Portmaster). Its routes answer in Django REST framework's
+  // shapes (`{"<field>": [message]}`, `{"detail": message}`), with its words.
+  PM_INVALID: { status: 400, message: 'Invalid input.' },
+  PM_BAD_NAME: { status: 400, message: 'Use 1–64 characters of A–Z, a–z, 0–9, "_", "." or "-", starting with a letter or digit.' },
+  PM_RENAME: { status: 400, message: 'A service cannot be renamed; create the new name and delete the old one.' },
+  PM_SERVICE_NOT_FOUND: { status: 404, message: 'Not found.' },
+  PM_SERVICE_EXISTS: { status: 400, message: 'service with this name already exists.' },
   PM_RESERVED_RANGE: { status: 400, message: 'Port range is in reserved range.' },
   PM_START_LOWER: { status: 400, message: 'Start of the range should be a lower number.' },
   PM_OVERLAP: { status: 400, message: 'Port range overlaps with existing services.' },
   PM_EXHAUSTED: { status: 400, message: 'Port range has been completely utilized.' },
+  PM_OFFER_NAME_EXISTS: { status: 400, message: 'The fields service, name must make a unique set.' },
   PM_NAME_EXISTS: { status: 400, message: 'Service instance with this name already exists.' },
   PM_RANGE_IN_USE: { status: 400, message: 'Defined service instances fall outside of the range.' },
-  PM_OFFER_NOT_FOUND: { status: 404, message: 'Offer not found.' },
-  PM_PORT_NOT_FOUND: { status: 404, message: 'Port not found.' },
+  PM_OFFER_NOT_FOUND: { status: 404, message: 'Not found.' },
+  PM_PORT_NOT_FOUND: { status: 404, message: 'Not found.' },
   PM_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed.' },
+  PM_BAD_JSON: { status: 400, message: 'JSON parse error' },
   PM_BUSY: { status: 409, message: 'Too many concurrent offers raced for this range; try again.' },
 
   // container networks (Leviathan)

@@ -16,7 +16,9 @@
  *   <p>/pm/alloc/ranges                     all Portmaster services' ranges, the overlap guard
  *   <p>/pm/alloc/services/<name>            Portmaster service (JSON)
  *   <p>/pm/alloc/ports/<name>/<port:05d>    a held port: offer (on a lease) or instance (JSON)
- *   <p>/pm/names/<name>/<instance>          instance name -> port, uniqueness guard
+ *   <p>/pm/names/<name>/<instance>          instance name -> port, uniqueness guard among instances
+ *   <p>/pm/offer-names/<name>/<instance>    offered name -> port, uniqueness guard among open offers
+ *                                           (an offer may carry an instance's name: accept refuses it)
  *   <p>/pm/offers/<name>/<secret>           open offer (on the same lease as its port)
  *   <p>/lev/cens/<cenId>                    CEN: members, wiring, made, VNI (JSON)
  *   <p>/lev/cins/<cinId>                    CIN: CENs, made, subnet + address allocations (JSON)
@@ -104,6 +106,7 @@ export type PmKey =
   | { kind: 'service'; service: string }
   | { kind: 'port'; service: string; port: number }
   | { kind: 'name'; service: string; instance: string }
+  | { kind: 'offerName'; service: string; instance: string }
   | { kind: 'offer'; service: string; secret: string };
 
 export function keyspace(prefix: string = DEFAULT_PREFIX) {
@@ -162,19 +165,22 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
       port: (service: string, port: number) => `${pm}alloc/ports/${service}/${String(port).padStart(5, '0')}`,
       names: (service: string) => `${pm}names/${service}/`,
       name: (service: string, instance: string) => `${pm}names/${service}/${instance}`,
+      offerNames: (service: string) => `${pm}offer-names/${service}/`,
+      offerName: (service: string, instance: string) => `${pm}offer-names/${service}/${instance}`,
       offers: (service: string) => `${pm}offers/${service}/`,
       offer: (service: string, secret: string) => `${pm}offers/${service}/${secret}`,
       /** What a key under pm/ is, or undefined for anything else. */
       parse: (key: string): PmKey | undefined => {
         const rest = tail(key, pm);
         if (rest === 'alloc/ranges') return { kind: 'ranges' };
-        const m = rest && /^(alloc\/services|alloc\/ports|names|offers)\/([^/]+)(?:\/([^/]+))?$/.exec(rest);
+        const m = rest && /^(alloc\/services|alloc\/ports|names|offer-names|offers)\/([^/]+)(?:\/([^/]+))?$/.exec(rest);
         if (!m) return undefined;
         const [, kind, service, leaf] = m;
         if (kind === 'alloc/services') return leaf === undefined ? { kind: 'service', service } : undefined;
         if (leaf === undefined) return undefined;
         if (kind === 'alloc/ports') return /^\d{5}$/.test(leaf) ? { kind: 'port', service, port: Number(leaf) } : undefined;
         if (kind === 'names') return { kind: 'name', service, instance: leaf };
+        if (kind === 'offer-names') return { kind: 'offerName', service, instance: leaf };
         return { kind: 'offer', service, secret: leaf };
       },
     },

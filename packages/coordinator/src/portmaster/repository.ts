@@ -8,10 +8,18 @@
  *     overlapping ranges at once; an update also compares that no port key of
  *     the service lies outside the new range (port keys are zero-padded, so
  *     "outside" is two key ranges);
- *   - an offer compares port key absent, name key absent and the service
- *     key's mod revision unchanged, then puts port + name + offer keys on a
- *     lease that is never kept alive, so an unaccepted offer simply expires;
- *   - accept/reject compare that the offer key still exists.
+ *   - an offer compares port key absent, offered-name key absent and the
+ *     service key's mod revision unchanged, then puts port + offered-name +
+ *     offer keys on a lease that is never kept alive, so an unaccepted offer
+ *     simply expires;
+ *   - accept compares that the offer key still exists and the instance-name
+ *     key is absent (an offer may carry an instance's name, as in
+ *     Portmaster; accepting it is what is refused); reject compares the
+ *     offer key.
+ *
+ * Bodies are read with Django REST framework's semantics (the serializers in
+ * @switchyard/shared): field errors first, all of them, then the
+ * serializer's cross-field checks, each refusal in DRF's shape.
  *
  * Reads come from a watch-fed mirror of ranges, services and held ports (one
  * key per held port: names and offers are guard keys, indexed from the port
@@ -27,7 +35,8 @@ import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
 import {
   cmp,
-  checkRange,
+  drfDateTime,
+  errorRegistry,
   fail,
   isSafeName,
   op,
@@ -35,18 +44,20 @@ import {
   PmOfferRecord,
   PmPortRecord,
   PmRangesRecord,
+  PmRefusal,
   PmService,
+  pmNonFieldRefusal,
   prefixEnd,
   PrefixMirror,
   rangesOverlap,
   retryCas,
   AGAIN,
+  readOfferName,
+  readServiceFields,
   SwitchyardError,
   type MirrorChange,
   type PmInstance,
   type PmOffer,
-  type PmServiceInput,
-  type PmServiceUpdate,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
 import { ConsistentReads, type Written } from '../store/consistent-reads.js';
@@ -189,16 +200,28 @@ export class PortmasterRepository {
     return v;
   }
 
-  async createService(input: PmServiceInput): Promise<Written<PmService>> {
-    const service: PmService = { name: input.name, description: input.description ?? null, start: input.start, end: input.end };
+  /**
+   * ServiceSerializer.validate, in Portmaster's order: start below end, no
+   * overlap with another service, no held port outside the range (Portmaster
+   * checks its instances; an open offer outside would be stranded the same).
+   */
+  private checkRange(service: PmService, ranges: PmRangesRecord, view?: ServiceView): void {
+    if (service.start >= service.end) throw pmNonFieldRefusal('PM_START_LOWER');
+    if (Object.entries(ranges).some(([other, r]) => other !== service.name && rangesOverlap(r, service))) throw pmNonFieldRefusal('PM_OVERLAP');
+    for (const p of view?.holders.keys() ?? []) if (p < service.start || p > service.end) throw pmNonFieldRefusal('PM_RANGE_IN_USE');
+  }
+
+  async createService(body: Record<string, unknown>): Promise<Written<PmService>> {
+    const { values, errors } = readServiceFields(body, false);
     const keys = this.ctx.keys.pm;
     return retryCas(async () => {
       await this.reads.fresh();
       const { ranges, modRevision } = this.ranges();
-      // Portmaster's order: field checks (unique name, bounds), then start < end, then overlap.
-      if (ranges[service.name]) throw fail('PM_SERVICE_EXISTS');
-      checkRange(service.start, service.end);
-      if (Object.values(ranges).some((r) => rangesOverlap(r, service))) throw fail('PM_OVERLAP');
+      // The name's UniqueValidator is one more field check, reported with the others.
+      errors.throwIfAny(values.name !== undefined && ranges[values.name] ? { field: 'name', message: errorRegistry.PM_SERVICE_EXISTS.message } : undefined);
+      // No field error: every required field is there.
+      const service: PmService = { name: values.name as string, description: values.description ?? null, start: values.start as number, end: values.end as number };
+      this.checkRange(service, ranges);
       const next = { ...ranges, [service.name]: { start: service.start, end: service.end } };
       const res = await this.txn(
         [cmp.modIs(keys.ranges, modRevision), cmp.absent(keys.service(service.name))],
@@ -217,19 +240,29 @@ export class PortmasterRepository {
     }, { attempts: MAX_SERVICE_ATTEMPTS, pause: false, exhausted: () => new SwitchyardError('CONFLICT', 'port services are being changed concurrently; try again') });
   }
 
-  async updateService(name: string, input: PmServiceUpdate): Promise<Written<PmService>> {
-    if (input.name !== undefined && input.name !== name) throw fail('INVALID', `renaming a service is not supported (${name} → ${input.name})`);
+  /**
+   * PUT (partial = false) or PATCH (partial = true) /v1/services/:name. Fields
+   * a body leaves out keep their value (DRF's update sets only the fields it
+   * read); a PATCH's cross-field checks see the merged service. A different
+   * `name` is refused: Django would save a copy under the new name.
+   */
+  async updateService(name: string, body: Record<string, unknown>, partial: boolean): Promise<Written<PmService>> {
+    const { values, errors } = readServiceFields(body, partial);
     const keys = this.ctx.keys.pm;
     return retryCas(async () => {
       await this.reads.fresh();
       const view = this.serviceView(name);
       const current = view.service as PmService;
-      const service: PmService = { name, description: input.description === undefined ? current.description : input.description, start: input.start, end: input.end };
-      checkRange(service.start, service.end);
       const { ranges, modRevision } = this.ranges();
-      if (Object.entries(ranges).some(([other, r]) => other !== name && rangesOverlap(r, service))) throw fail('PM_OVERLAP');
-      // Portmaster checks its instances; an open offer outside the range would be stranded just the same.
-      for (const p of view.holders.keys()) if (p < service.start || p > service.end) throw fail('PM_RANGE_IN_USE');
+      const renamed = values.name !== undefined && values.name !== name;
+      errors.throwIfAny(renamed ? { field: 'name', message: errorRegistry[ranges[values.name as string] ? 'PM_SERVICE_EXISTS' : 'PM_RENAME'].message } : undefined);
+      const service: PmService = {
+        name,
+        description: values.description === undefined ? current.description : values.description,
+        start: values.start ?? current.start,
+        end: values.end ?? current.end,
+      };
+      this.checkRange(service, ranges, view);
       const next = { ...ranges, [name]: { start: service.start, end: service.end } };
       const res = await this.txn(
         [
@@ -269,6 +302,7 @@ export class PortmasterRepository {
           op.del(keys.service(name)),
           op.delPrefix(keys.ports(name)),
           op.delPrefix(keys.names(name)),
+          op.delPrefix(keys.offerNames(name)),
           op.delPrefix(keys.offers(name)),
         ],
         'deleting a port service',
@@ -291,7 +325,10 @@ export class PortmasterRepository {
    * POST /v1/services/:name/offers: the lowest free port, held for the
    * instance name until accepted, rejected or expired.
    */
-  async offer(serviceName: string, instance: string): Promise<Written<PmOffer>> {
+  async offer(serviceName: string, body: Record<string, unknown>): Promise<Written<PmOffer>> {
+    // OfferSerializer: the name's field errors and a full range ("port") are
+    // reported together; the (service, name) uniqueness among offers after.
+    const { name, errors } = readOfferName(body);
     const startedAt = Date.now();
     const created = new Date(startedAt).toISOString();
     const deadline = startedAt + this.ctx.config.etcdTimeoutMs;
@@ -307,46 +344,48 @@ export class PortmasterRepository {
     }
     // A refusal must not rest on a view older than this coordinator's own
     // acknowledged writes (a release or reject it just answered): catch up once.
-    const refuse = async (code: 'PM_EXHAUSTED' | 'PM_NAME_EXISTS'): Promise<void> => {
-      if (fresh) throw fail(code);
+    const refuse = async (refusal: () => PmRefusal | undefined): Promise<void> => {
+      if (fresh) throw refusal() as PmRefusal;
       await this.reads.fresh();
       fresh = true;
     };
     /** The service's view and the port to try next, once there is one to try. */
-    const pick = async (): Promise<{ view: ServiceView; port: number }> => {
+    const pick = async (): Promise<{ view: ServiceView; port: number; instance: string }> => {
       for (;;) {
         const view = this.serviceView(serviceName);
         const port = view.lowestFree();
-        // Portmaster's order: a full range is reported before a taken name.
+        // Portmaster's order: a full range is reported (with the name's field errors) before a taken name.
         if (port === undefined) {
           // Every port is held or being tried by one of our own offers; those may still lose.
           if (view.reserved.size === 0) {
-            await refuse('PM_EXHAUSTED');
+            await refuse(() => errors.refusal({ field: 'port', message: errorRegistry.PM_EXHAUSTED.message }));
             continue;
           }
           if (!(await view.changed(deadline - Date.now()))) throw fail('PM_BUSY');
           continue;
         }
-        if (view.byName.has(instance)) {
-          await refuse('PM_NAME_EXISTS');
+        errors.throwIfAny();
+        const instance = name as string;
+        if (view.offerByName.has(instance)) {
+          await refuse(() => pmNonFieldRefusal('PM_OFFER_NAME_EXISTS'));
           continue;
         }
-        return { view, port };
+        return { view, port, instance };
       }
     };
     return retryCas(
       async () => {
-        const { view, port } = await pick();
+        const { view, port, instance } = await pick();
         view.reserve(port);
         let revision = 0;
         const offer: PmOffer = { service: serviceName, name: instance, port, secret: randomUUID(), created };
         try {
           const lease = await this.ctx.write(() => this.leases.forOfferStartedAt(startedAt), 'granting an offer lease');
           const res = await this.txn(
-            [cmp.modIs(keys.service(serviceName), view.modRevision), cmp.absent(keys.port(serviceName, port)), cmp.absent(keys.name(serviceName, instance))],
+            [cmp.modIs(keys.service(serviceName), view.modRevision), cmp.absent(keys.port(serviceName, port)), cmp.absent(keys.offerName(serviceName, instance))],
             [
               op.put(keys.port(serviceName, port), JSON.stringify({ name: instance, created, secret: offer.secret } satisfies PmPortRecord), lease),
-              op.put(keys.name(serviceName, instance), JSON.stringify({ port }), lease),
+              op.put(keys.offerName(serviceName, instance), JSON.stringify({ port }), lease),
               op.put(keys.offer(serviceName, offer.secret), JSON.stringify(offer), lease),
             ],
             'offering a port',
@@ -360,12 +399,12 @@ export class PortmasterRepository {
           if (res.succeeded) {
             this.reads.noteWrite(revision);
             this.log.debug({ service: serviceName, name: instance, port }, 'port offered');
-            return { value: offer, revision };
+            return { value: { ...offer, created: drfDateTime(created) }, revision };
           }
         } finally {
           this.settle(view, port, revision);
         }
-        // Lost: the port, the name or the service changed under us. Look again
+        // Lost: the port, the offered name or the service changed under us. Look again
         // once the mirror shows what won.
         await this.reads.caughtUp(revision);
         return AGAIN;
@@ -393,13 +432,15 @@ export class PortmasterRepository {
     else void this.mirror.waitFor(revision).then(done);
   }
 
+  /** An unknown service has no offers: `[]`, as Portmaster's list answers (it filters, it does not look the service up). */
   async listOffers(serviceName: string): Promise<PmOffer[]> {
     await this.reads.fresh();
-    const view = this.serviceView(serviceName);
+    const view = this.views.get(serviceName);
+    if (!view?.service) return [];
     return [...view.holders.values()]
       .filter((h) => h.record.secret !== undefined)
       .sort((a, b) => a.port - b.port)
-      .map((h) => ({ service: serviceName, name: h.record.name, port: h.port, secret: h.record.secret as string, created: h.record.created }));
+      .map((h) => ({ service: serviceName, name: h.record.name, port: h.port, secret: h.record.secret as string, created: drfDateTime(h.record.created) }));
   }
 
   async getOffer(serviceName: string, secret: string): Promise<PmOffer> {
@@ -418,31 +459,52 @@ export class PortmasterRepository {
     const view = this.views.get(serviceName);
     const port = view?.bySecret.get(secret);
     const h = port === undefined ? undefined : view?.holders.get(port);
-    if (h) return { service: serviceName, name: h.record.name, port: h.port, secret, created: h.record.created };
+    if (h) return { service: serviceName, name: h.record.name, port: h.port, secret, created: drfDateTime(h.record.created) };
     const value = await this.ctx.call(() => this.etcd.get(this.ctx.keys.pm.offer(serviceName, secret)).string(), 'reading an offer');
     if (value === null) throw fail('PM_OFFER_NOT_FOUND');
-    return PmOfferRecord.parse(JSON.parse(value));
+    const offer = PmOfferRecord.parse(JSON.parse(value));
+    return { ...offer, created: drfDateTime(offer.created) };
   }
 
-  /** Turns the offer into an instance: its keys leave the lease and the offer key goes, in one transaction. */
+  /**
+   * Turns the offer into an instance: its keys leave the lease and the offer
+   * key goes, in one transaction that also takes the instance name. An
+   * instance already named so refuses it with Portmaster's 400 (a bare list,
+   * as a ValidationError raised in its view is answered); the offer stays.
+   */
   async accept(serviceName: string, secret: string): Promise<Written<PmInstance>> {
     const keys = this.ctx.keys.pm;
     const offer = await this.findOffer(serviceName, secret);
     const created = new Date().toISOString();
-    const res = await this.txn(
-      [cmp.present(keys.offer(serviceName, secret))],
-      [
-        op.put(keys.port(serviceName, offer.port), JSON.stringify({ name: offer.name, created } satisfies PmPortRecord)),
-        op.put(keys.name(serviceName, offer.name), JSON.stringify({ port: offer.port })),
-        op.del(keys.offer(serviceName, secret)),
-      ],
-      'accepting an offer',
-    );
-    // Failed compare: rejected, expired, accepted already, or its service deleted.
-    if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
+    const nameKey = keys.name(serviceName, offer.name);
+    const success = [
+      op.put(keys.port(serviceName, offer.port), JSON.stringify({ name: offer.name, created } satisfies PmPortRecord)),
+      op.put(nameKey, JSON.stringify({ port: offer.port })),
+      op.del(keys.offer(serviceName, secret)),
+      op.del(keys.offerName(serviceName, offer.name)),
+    ];
+    let res = await this.txn([cmp.present(keys.offer(serviceName, secret)), cmp.absent(nameKey)], success, 'accepting an offer');
+    if (!res.succeeded) {
+      const [offerLeft, guard] = await this.ctx.call(
+        () => Promise.all([this.etcd.get(keys.offer(serviceName, secret)).string(), this.etcd.getAll().prefix(nameKey).exec()]),
+        'reading a refused accept',
+      );
+      // Failed compare: rejected, expired, accepted already, or its service deleted.
+      if (offerLeft === null) throw fail('PM_OFFER_NOT_FOUND');
+      const held = guard.kvs.find((kv) => kv.key.toString() === nameKey);
+      // An offer made before offers had their own name guard holds the
+      // instance-name key itself (on its lease): that is no clash.
+      if (held && (JSON.parse(held.value.toString()) as { port?: number }).port === offer.port) {
+        res = await this.txn([cmp.present(keys.offer(serviceName, secret)), cmp.modIs(nameKey, Number(held.mod_revision))], success, 'accepting an offer');
+      }
+      if (!res.succeeded) {
+        if ((await this.ctx.call(() => this.etcd.get(keys.offer(serviceName, secret)).string(), 'reading a refused accept')) === null) throw fail('PM_OFFER_NOT_FOUND');
+        throw new PmRefusal('PM_NAME_EXISTS', [errorRegistry.PM_NAME_EXISTS.message]);
+      }
+    }
     this.reads.noteWrite(res.revision);
     this.log.info({ service: serviceName, name: offer.name, port: offer.port }, 'offer accepted');
-    return { value: { service: serviceName, name: offer.name, port: offer.port, created }, revision: res.revision };
+    return { value: { service: serviceName, name: offer.name, port: offer.port, created: drfDateTime(created) }, revision: res.revision };
   }
 
   async reject(serviceName: string, secret: string): Promise<Written<null>> {
@@ -450,7 +512,7 @@ export class PortmasterRepository {
     const offer = await this.findOffer(serviceName, secret);
     const res = await this.txn(
       [cmp.present(keys.offer(serviceName, secret))],
-      [op.del(keys.offer(serviceName, secret)), op.del(keys.port(serviceName, offer.port)), op.del(keys.name(serviceName, offer.name))],
+      [op.del(keys.offer(serviceName, secret)), op.del(keys.port(serviceName, offer.port)), op.del(keys.offerName(serviceName, offer.name))],
       'rejecting an offer',
     );
     if (!res.succeeded) throw fail('PM_OFFER_NOT_FOUND');
@@ -461,9 +523,11 @@ export class PortmasterRepository {
 
   // ---------- instances (ports) ----------
 
+  /** `[]` for an unknown service, as for offers (Portmaster's list would show every service's instances). */
   async listInstances(serviceName: string): Promise<PmInstance[]> {
     await this.reads.fresh();
-    const view = this.serviceView(serviceName);
+    const view = this.views.get(serviceName);
+    if (!view?.service) return [];
     return [...view.holders.values()]
       .filter((h) => h.record.secret === undefined)
       .sort((a, b) => a.port - b.port)
@@ -476,14 +540,14 @@ export class PortmasterRepository {
   }
 
   private instanceOf(service: string, h: Holder): PmInstance {
-    return { service, name: h.record.name, port: h.port, created: h.record.created };
+    return { service, name: h.record.name, port: h.port, created: drfDateTime(h.record.created) };
   }
 
   /** All digits → by port, else by instance name. Offers are not instances (as in Portmaster). */
   private findInstance(serviceName: string, portOrName: string): Holder {
     const view = this.serviceView(serviceName);
     const which = parsePortOrName(portOrName);
-    const port = 'port' in which ? which.port : view.byName.get(which.name);
+    const port = 'port' in which ? which.port : view.instanceByName.get(which.name);
     const h = port === undefined ? undefined : view.holders.get(port);
     if (!h || h.record.secret !== undefined) throw fail('PM_PORT_NOT_FOUND');
     return h;

@@ -22,8 +22,14 @@ export class ServiceView {
   /** Mod revision of the service key, compared by every offer. */
   modRevision = 0;
   readonly holders = new Map<number, Holder>();
-  /** Instance name → port, and offer secret → port, of the holders. */
-  readonly byName = new Map<string, number>();
+  /**
+   * Name → port of the instances, and of the open offers: two indexes, as
+   * Portmaster keeps names unique among instances and among offers, and an
+   * offer may carry an instance's name (accept refuses it).
+   */
+  readonly instanceByName = new Map<string, number>();
+  readonly offerByName = new Map<string, number>();
+  /** Offer secret → port. */
   readonly bySecret = new Map<string, number>();
   readonly reserved = new Set<number>();
   private ports?: PortSet;
@@ -57,7 +63,7 @@ export class ServiceView {
     const previous = this.holders.get(holder.port);
     if (previous) this.unindex(previous);
     this.holders.set(holder.port, holder);
-    this.byName.set(holder.record.name, holder.port);
+    this.namesOf(holder).set(holder.record.name, holder.port);
     if (holder.record.secret !== undefined) this.bySecret.set(holder.record.secret, holder.port);
     this.ports?.take(holder.port);
   }
@@ -71,8 +77,13 @@ export class ServiceView {
   }
 
   private unindex(h: Holder): void {
-    if (this.byName.get(h.record.name) === h.port) this.byName.delete(h.record.name);
+    const names = this.namesOf(h);
+    if (names.get(h.record.name) === h.port) names.delete(h.record.name);
     if (h.record.secret !== undefined && this.bySecret.get(h.record.secret) === h.port) this.bySecret.delete(h.record.secret);
+  }
+
+  private namesOf(h: Holder): Map<string, number> {
+    return h.record.secret === undefined ? this.instanceByName : this.offerByName;
   }
 
   /** The lowest port neither held nor reserved, or undefined. */

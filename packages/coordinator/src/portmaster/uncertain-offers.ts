@@ -95,7 +95,7 @@ export class UncertainOffers {
         () =>
           this.ctx.etcd.kv.txn({
             compare: [cmp.present(k.offer(service, secret))],
-            success: [op.del(k.offer(service, secret)), op.del(k.port(service, port)), op.del(k.name(service, name))],
+            success: [op.del(k.offer(service, secret)), op.del(k.port(service, port)), op.del(k.offerName(service, name))],
             failure: [],
           }),
         'withdrawing an offer of unknown outcome',
