@@ -49,7 +49,7 @@ export class CoordinatorMetrics {
 
   readonly portOffers = new Counter({
     name: 'switchyard_port_offers_total',
-    help: 'Portmaster offer requests by result: offered, or the refusal (exhausted, name_exists, busy, service_not_found, error).',
+    help: 'Portmaster offer requests by result: offered, or the refusal (exhausted, name_exists, invalid, busy, service_not_found, error).',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });

@@ -17,7 +17,7 @@
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { PmInstance, PmOffer, PmOfferInput, PmService, PmServiceInput, PmServicePatch, SwitchyardError } from '@switchyard/shared';
+import { PmInstance, PmOffer, PmOfferInput, PmRefusal, PmService, PmServiceInput, PmServicePatch, SwitchyardError } from '@switchyard/shared';
 import { written } from '../http/revision.js';
 import type { CoordinatorMetrics } from '../metrics/registry.js';
 import { bodyObject, installDrf, methodNotAllowed } from './drf.js';
@@ -40,6 +40,9 @@ const OFFER_REFUSALS: Partial<Record<string, string>> = {
 };
 
 export function offerRefusal(e: unknown): string {
+  // A full range is a field error on `port`, as DRF words it (with the name's own errors, if any).
+  if (e instanceof PmRefusal && !Array.isArray(e.body) && e.body.port) return 'exhausted';
+  if (e instanceof SwitchyardError && e.code === 'PM_INVALID') return 'invalid';
   return (e instanceof SwitchyardError && OFFER_REFUSALS[e.code]) || 'error';
 }
 
