@@ -33,6 +33,23 @@ afterAll(async () => {
 const sy = (...args: string[]) => runCli([...args, '--api', api], { SWITCHYARD_TOKEN: 'tok' });
 
 describe('switchyard service/server', () => {
+  it('--health sets the checks; service set changes one detail and keeps the rest; bad values are refused', async () => {
+    const add = await sy('service', 'add', '--host', '10.5.0.9', '--port', '80', '--health', 'http:/ready', '--health-interval', '500ms', '--health-timeout', '400ms', '--health-fall', '2', '--json');
+    expect(add.code, add.stderr).toBe(0);
+    expect(JSON.parse(add.stdout).health).toEqual({ type: 'http', path: '/ready', expect: 200, interval: '500ms', timeout: '400ms', rise: 2, fall: 2 });
+    const set = await sy('service', 'set', 'tcp-10_5_0_9-80', '--health-rise', '3', '--json');
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout).health).toEqual({ type: 'http', path: '/ready', expect: 200, interval: '500ms', timeout: '400ms', rise: 3, fall: 2 });
+    const tcp = await sy('service', 'set', 'tcp-10_5_0_9-80', '--health', 'tcp', '--json');
+    expect(JSON.parse(tcp.stdout).health).toEqual({ type: 'tcp', interval: '500ms', timeout: '400ms', rise: 3, fall: 2 });
+    const bad = await sy('service', 'add', '--host', '10.5.0.10', '--port', '80', '--health', 'icmp');
+    expect(bad.code).toBe(2);
+    const refused = await sy('service', 'add', '--host', '10.5.0.10', '--port', '80', '--health', 'tcp', '--health-interval', '1s', '--health-timeout', '2s');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/timeout/);
+    expect((await sy('service', 'remove', 'tcp-10_5_0_9-80')).code).toBe(0);
+  });
+
   it('add, list, show, set and remove a service with servers', async () => {
     const add = await sy('service', 'add', '--host', '10.5.0.1', '--port', '80', '--scheduler', 'rr', '--json');
     expect(add.code, add.stderr).toBe(0);

@@ -16,7 +16,41 @@ const serviceFields: FlagSpec[] = [
   { name: 'persistence', kind: 'int', help: 'persistence timeout in seconds (default 0)', env: '' },
   { name: 'netmask', kind: 'string', help: 'persistence netmask (default "")', env: '' },
   { name: 'hosts', kind: 'list', help: 'pin the service to these agent host ids (default: all)', env: '' },
+  { name: 'health', kind: 'string', help: 'check the real servers: tcp, http[:PATH] (default path /healthz) or none', env: '' },
+  { name: 'health-interval', kind: 'string', help: 'time between checks of one server (default 2s)', env: '' },
+  { name: 'health-timeout', kind: 'string', help: 'a check that takes longer fails (default 1s)', env: '' },
+  { name: 'health-rise', kind: 'int', help: 'successes in a row that bring a server back (default 2)', env: '' },
+  { name: 'health-fall', kind: 'int', help: 'failures in a row that take a server out (default 3)', env: '' },
+  { name: 'health-expect', kind: 'int', help: 'http: the status a healthy server answers (default 200)', env: '' },
+  { name: 'health-port', kind: 'int', help: "probe this port instead of each server's (required for udp)", env: '' },
 ];
+
+/**
+ * `--health http:/healthz` and the `--health-*` details as the service's
+ * `health` field (validated by the coordinator's schema), merged over
+ * `current` so `service set --health-interval 5s` keeps the rest.
+ */
+export function healthFrom(values: FlagValues, current?: Record<string, unknown>): Record<string, unknown> | undefined {
+  const details = pick(values, { 'health-interval': 'interval', 'health-timeout': 'timeout', 'health-rise': 'rise', 'health-fall': 'fall', 'health-expect': 'expect', 'health-port': 'port' });
+  if (values.health === undefined && Object.keys(details).length === 0) return undefined;
+  const out: Record<string, unknown> = { ...(current ?? {}) };
+  if (values.health !== undefined) {
+    const text = String(values.health);
+    const colon = text.indexOf(':');
+    const type = colon < 0 ? text : text.slice(0, colon);
+    if (!['tcp', 'http', 'none'].includes(type)) throw new UsageError(`--health: "${type}" is not tcp, http or none`);
+    out.type = type;
+    delete out.path;
+    if (type !== 'http') delete out.expect;
+    if (colon >= 0) {
+      if (type !== 'http') throw new UsageError('--health: only http takes a path (http:/healthz)');
+      out.path = text.slice(colon + 1);
+    }
+  } else if (out.type === undefined) {
+    throw new UsageError('--health-* details need --health tcp|http[:PATH]');
+  }
+  return { ...out, ...details };
+}
 
 const serverFields: FlagSpec[] = [
   { name: 'host', kind: 'string', help: 'real server IP', env: '' },
@@ -64,7 +98,8 @@ export async function serviceCommand(argv: string[]): Promise<void> {
   const api = ApiClient.fromFlags(values);
   switch (verb) {
     case 'add': {
-      const r = await api.request('POST', '/services', pick(values, serviceMap));
+      const health = healthFrom(values);
+      const r = await api.request('POST', '/services', { ...pick(values, serviceMap), ...(health ? { health } : {}) });
       return finishWrite(api, values, r.data, r.revision);
     }
     case 'list':
@@ -75,7 +110,8 @@ export async function serviceCommand(argv: string[]): Promise<void> {
       const [id] = need(positionals, 1, 'switchyard service set ID [--host … --port … …]');
       const current = (await api.request<Record<string, unknown>>('GET', `/services/${encodeURIComponent(id)}`)).data;
       const { servers: _servers, id: _id, ...fields } = current;
-      const r = await api.request('PUT', `/services/${encodeURIComponent(id)}`, { ...fields, ...pick(values, serviceMap) });
+      const health = healthFrom(values, current.health as Record<string, unknown> | undefined);
+      const r = await api.request('PUT', `/services/${encodeURIComponent(id)}`, { ...fields, ...pick(values, serviceMap), ...(health ? { health } : {}) });
       return finishWrite(api, values, r.data, r.revision);
     }
     case 'remove': {
