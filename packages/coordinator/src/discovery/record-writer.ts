@@ -25,7 +25,7 @@
  */
 import type { Etcd3, IRequestOp } from 'etcd3';
 import type { FastifyBaseLogger } from 'fastify';
-import { atomically, op } from '@switchyard/shared';
+import { atomically, chunkBySize, op } from '@switchyard/shared';
 import { isLeaseNotFound, type CoordinatorLease } from './lease.js';
 
 export interface RecordWriterOptions {
@@ -53,22 +53,8 @@ export function isTxnTooBig(err: unknown): boolean {
 }
 
 /** Cuts `items` into chunks of at most `maxOps` operations and about `maxBytes` bytes (at least one op each). */
-export function chunkOps(items: [string, Desired][], maxOps: number, maxBytes: number): [string, Desired][][] {
-  const chunks: [string, Desired][][] = [];
-  let chunk: [string, Desired][] = [];
-  let bytes = 0;
-  for (const item of items) {
-    const size = item[0].length + (item[1]?.length ?? 0) + OP_OVERHEAD_BYTES;
-    if (chunk.length > 0 && (chunk.length >= maxOps || bytes + size > maxBytes)) {
-      chunks.push(chunk);
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(item);
-    bytes += size;
-  }
-  if (chunk.length > 0) chunks.push(chunk);
-  return chunks;
+export function chunkRecords(items: [string, Desired][], maxOps: number, maxBytes: number): [string, Desired][][] {
+  return chunkBySize(items, ([key, value]) => key.length + (value?.length ?? 0) + OP_OVERHEAD_BYTES, { maxOps, maxBytes });
 }
 
 export class RecordWriter {
@@ -159,7 +145,7 @@ export class RecordWriter {
       try {
         const needsLease = batch.some(([, v]) => v !== null);
         const leaseId = needsLease ? await this.lease.id() : undefined;
-        const chunks = chunkOps(batch, this.maxOps, this.maxBytes);
+        const chunks = chunkRecords(batch, this.maxOps, this.maxBytes);
         const results = await Promise.allSettled(
           chunks.map((chunk) => {
             const ops: IRequestOp[] = chunk.map(([key, v]) => (v === null ? op.del(key) : op.put(key, v, leaseId)));

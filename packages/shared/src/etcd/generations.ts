@@ -114,7 +114,7 @@ export function newGenerationId(): string {
  * too large for any request is a 413 before anything is written.
  */
 export function chunkPuts(records: Iterable<[key: string, value: string]>, limits: ChunkLimits = {}): IRequestOp[][] {
-  return chunkOps([...records].map(([key, value]) => ({ op: op.put(key, value), size: assertFits(key, value) })), limits);
+  return chunkBySize([...records].map(([key, value]) => ({ op: op.put(key, value), size: assertFits(key, value) })), (x) => x.size, limits).map((c) => c.map((x) => x.op));
 }
 
 /** The bytes an operation adds to a request (key, value, range end, framing). */
@@ -125,21 +125,26 @@ export function opSize(o: IRequestOp): number {
   return 16 + (put ? len(put.key) + len(put.value) : del ? len(del.key) + len(del.range_end) : 0);
 }
 
-/** Operations grouped into transactions under the limits, in order (sizes from opSize unless given). */
-export function chunkOps(ops: Iterable<IRequestOp | { op: IRequestOp; size: number }>, limits: ChunkLimits = {}): IRequestOp[][] {
+/** Operations grouped into transactions under the limits, in order. */
+export function chunkOps(ops: Iterable<IRequestOp>, limits: ChunkLimits = {}): IRequestOp[][] {
+  return chunkBySize(ops, opSize, limits);
+}
+
+/** Items cut, in order, into chunks of at most `maxOps` items and about `maxBytes` bytes (at least one item each). */
+export function chunkBySize<T>(items: Iterable<T>, sizeOf: (item: T) => number, limits: ChunkLimits = {}): T[][] {
   const maxOps = limits.maxOps ?? ETCD_DEFAULT_MAX_TXN_OPS;
   const maxBytes = limits.maxBytes ?? 1024 * 1024;
-  const chunks: IRequestOp[][] = [];
-  let chunk: IRequestOp[] = [];
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
   let bytes = 0;
-  for (const item of ops) {
-    const [o, size] = 'op' in item && 'size' in item ? [item.op, item.size] : [item as IRequestOp, opSize(item as IRequestOp)];
+  for (const item of items) {
+    const size = sizeOf(item);
     if (chunk.length > 0 && (chunk.length >= maxOps || bytes + size > maxBytes)) {
       chunks.push(chunk);
       chunk = [];
       bytes = 0;
     }
-    chunk.push(o);
+    chunk.push(item);
     bytes += size;
   }
   if (chunk.length > 0) chunks.push(chunk);
