@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
 import { Etcd3 } from 'etcd3';
 import { parseArgs } from 'node:util';
-import { benchEtcd, fmt, freePort, median, startSwitchyard, stop, wrk } from './lib.js';
+import { benchEtcd, fmt, freePort, getServicesLua, median, startSwitchyard, stop, wrk } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' } } });
 const ROUNDS = Number(values.rounds);
@@ -73,14 +73,6 @@ request = function()
 end
 `;
 
-const getLua = (ids: string[]) => `
-ids = { ${ids.map((id) => `"${id}"`).join(', ')} }
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/services/" .. ids[(counter % #ids) + 1])
-end
-`;
 
 async function main() {
   const etcd = await benchEtcd();
@@ -125,7 +117,7 @@ async function main() {
       bare.stderr?.on('data', (d) => String(d).includes('listening') && resolve());
       bare.once('exit', (c) => reject(new Error(`bare fastify exited ${c}`)));
     });
-    const lua = getLua(stored.map((s) => s.id));
+    const lua = getServicesLua(stored.map((s) => s.id));
     const bareRps: number[] = [];
     const getRps: number[] = [];
     const getP99: number[] = [];

@@ -104,3 +104,13 @@ export function runMain(main: () => Promise<void>): void {
     },
   );
 }
+
+/** A wrk script that GETs /services/:id round-robin over `ids`. */
+export const getServicesLua = (ids: string[]) => `
+ids = { ${ids.map((id) => `"${id}"`).join(', ')} }
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/services/" .. ids[(counter % #ids) + 1])
+end
+`;

@@ -8,21 +8,13 @@
  * Run: node --conditions=source --import tsx bench/metrics.ts [--rounds 5] [--seconds 5] [--concurrency 32]
  */
 import { parseArgs } from 'node:util';
-import { benchEtcd, fmt, freePort, median, runMain, startSwitchyard, stop, wrk } from './lib.js';
+import { benchEtcd, fmt, freePort, getServicesLua, median, runMain, startSwitchyard, stop, wrk } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' } } });
 const ROUNDS = Number(values.rounds);
 const SECONDS = Number(values.seconds);
 const C = Number(values.concurrency);
 
-const getLua = (ids: string[]) => `
-ids = { ${ids.map((id) => `"${id}"`).join(', ')} }
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/services/" .. ids[(counter % #ids) + 1])
-end
-`;
 
 async function coordinator(etcdUrl: string, extra: string[]): Promise<{ base: string; child: Awaited<ReturnType<typeof startSwitchyard>> }> {
   const port = await freePort();
@@ -49,7 +41,7 @@ async function main() {
       }
     }
     if ((await fetch(`${off.base}/metrics`)).status !== 404) throw new Error('--no-metrics still serves /metrics');
-    const lua = getLua(ids);
+    const lua = getServicesLua(ids);
     const onRps: number[] = [];
     const offRps: number[] = [];
     const onP99: number[] = [];
