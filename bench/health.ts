@@ -7,10 +7,13 @@
  *   baseline  the services without `health`;
  *   checks    the same services with `health: {type: tcp, interval: 2s, timeout: 1s}`.
  * For each: the agent's CPU (utime + stime over a 20 s window, as % of one
- * core), its RSS at the end, and the latency of unrelated changes (REST
- * write → the agent's status in etcd shows the write's revision) while the
- * checks run. Every server is 127.a.b.c:PORT; one listener on 0.0.0.0:PORT
- * (another child process) accepts them all.
+ * core), its RSS at the end, the probes it ran in the window (its
+ * switchyard_agent_health_checks_total, against the 25,000/s the schedule
+ * asks for), and the latency of unrelated changes (REST write → the agent's
+ * status in etcd shows the write's revision) while the checks run. Every
+ * server is 127.a.b.c:PORT; one listener on 0.0.0.0:PORT (another child
+ * process, whose CPU is reported too: on a real network the backends are
+ * other machines) accepts them all.
  *
  *   node --conditions=source --import tsx bench/health.ts [--services 10000] [--changes 60]
  */
@@ -45,6 +48,9 @@ function service(i: number, port: number, health: boolean) {
 interface Run {
   label: string;
   cpuPct: number;
+  listenerPct: number;
+  probesPerSec: number;
+  delayS: number;
   rss: number;
   p50: number;
   p99: number;
@@ -52,7 +58,16 @@ interface Run {
   healthy: number;
 }
 
-async function run(label: string, health: boolean, etcdUrl: string, port: number): Promise<Run> {
+/** The agent's probes so far, and how late its checks start, from its /metrics. */
+async function checkerMetrics(metricsUrl: string): Promise<{ probes: number; delayS: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  let probes = 0;
+  for (const m of text.matchAll(/^switchyard_agent_health_checks_total\{[^}]*\} (\d+)/gm)) probes += Number(m[1]);
+  const delayS = Number(/^switchyard_agent_health_check_delay_seconds (\S+)/m.exec(text)?.[1] ?? 0);
+  return { probes, delayS };
+}
+
+async function run(label: string, health: boolean, etcdUrl: string, port: number, listenerPid: number): Promise<Run> {
   const prefix = `/bench-health-${label}`;
   const coord = await buildCoordinator({ etcd: [etcdUrl], prefix, listen: { host: '127.0.0.1', port: 0 }, logLevel: 'silent' });
   const etcd = new Etcd3({ hosts: etcdUrl });
@@ -64,7 +79,9 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
     for (let i = 0; i < services.length; i += 100) {
       await atomically(coord.ctx.etcd, services.slice(i, i + 100).map((s) => op.put(coord.ctx.keys.l4.service(gen, s.id), JSON.stringify(s))));
     }
-    const agent = await startSwitchyard(['agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'info'], /agent started/);
+    const metricsPort = await freePort();
+    const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+    const agent = await startSwitchyard(['agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'info', '--metrics-listen', `127.0.0.1:${metricsPort}`], /agent started/);
     const pid = agent.pid as number;
     const statusKey = coord.ctx.keys.hosts.status(hostId);
     const status = async () => {
@@ -87,6 +104,8 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
       await new Promise((r) => setTimeout(r, 200));
     }
     const c0 = ticks(pid);
+    const l0 = ticks(listenerPid);
+    const p0 = (await checkerMetrics(metricsUrl)).probes;
     const w0 = performance.now();
     const latencies: number[] = [];
     const gap = WINDOW_MS / CHANGES;
@@ -101,9 +120,13 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
       const wait = w0 + (c + 1) * gap - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
-    const cpuPct = ((ticks(pid) - c0) * 10) / ((performance.now() - w0) / 100);
+    const windowMs = performance.now() - w0;
+    const cpuPct = ((ticks(pid) - c0) * 10) / (windowMs / 100);
+    const listenerPct = ((ticks(listenerPid) - l0) * 10) / (windowMs / 100);
+    const end = await checkerMetrics(metricsUrl);
+    const probesPerSec = (end.probes - p0) / (windowMs / 1000);
     const s = await status();
-    const out = { label, cpuPct, rss: rssMiB(pid), p50: median(latencies), p99: percentile(latencies, 99), checked: s?.health ? s.health.healthy + s.health.unhealthy + s.health.unknown : 0, healthy: s?.health?.healthy ?? 0 };
+    const out = { label, cpuPct, listenerPct, probesPerSec, delayS: end.delayS, rss: rssMiB(pid), p50: median(latencies), p99: percentile(latencies, 99), checked: s?.health ? s.health.healthy + s.health.unhealthy + s.health.unknown : 0, healthy: s?.health?.healthy ?? 0 };
     process.stderr.write(`${JSON.stringify(out)}\n`);
     await stop(agent);
     return out;
@@ -119,16 +142,17 @@ runMain(async () => {
   const listener = startChild(['-e', `require('node:net').createServer((s) => s.destroy()).listen(${port}, '0.0.0.0')`]);
   try {
     await new Promise((r) => setTimeout(r, 500));
-    const rows = [await run('baseline', false, etcd.url, port), await run('checks', true, etcd.url, port)];
+    const lpid = listener.pid as number;
+    const rows = [await run('baseline', false, etcd.url, port, lpid), await run('checks', true, etcd.url, port, lpid)];
     process.stdout.write(
       [
         `### Health checks: ${N.toLocaleString('en')} services × 5 servers, TCP every 2 s`,
         '',
         `Agent: dry-run dataplane, one process; ${CHANGES} unrelated changes (PUT /services/:id/servers) spread over ${WINDOW_MS / 1000} s while checks run; CPU over that window.`,
         '',
-        '| run | servers checked | healthy | agent CPU (% of one core) | agent RSS | change p50 | change p99 |',
-        '| --- | --- | --- | --- | --- | --- | --- |',
-        ...rows.map((r) => `| ${r.label} | ${r.checked.toLocaleString('en')} | ${r.healthy.toLocaleString('en')} | ${r.cpuPct.toFixed(0)} % | ${r.rss.toFixed(0)} MiB | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`),
+        '| run | servers checked | healthy | probes/s (asked) | check delay | agent CPU (% of one core) | listener CPU | agent RSS | change p50 | change p99 |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        ...rows.map((r) => `| ${r.label} | ${r.checked.toLocaleString('en')} | ${r.healthy.toLocaleString('en')} | ${r.probesPerSec.toFixed(0)} (${r.checked ? ((N * 5) / 2).toFixed(0) : 0}) | ${r.delayS.toFixed(1)} s | ${r.cpuPct.toFixed(0)} % | ${r.listenerPct.toFixed(0)} % | ${r.rss.toFixed(0)} MiB | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`),
         '',
       ].join('\n'),
     );

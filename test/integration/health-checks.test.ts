@@ -3,13 +3,17 @@
  * etcd, a coordinator, an agent (dry-run dataplane) probing real sockets on
  * loopback. What the host reports, what GET /services/:id summarises, that a
  * check never writes a weight, and that servers held by `/provide?lb=`
- * providers are never probed (healthy while connected).
+ * providers are never probed (healthy while connected). And the checker's
+ * own thread: probes go on while the main thread is blocked, and a dead
+ * thread is started again.
  */
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Host } from '@switchyard/shared';
 import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js';
+import { ThreadedHealthChecker } from '../../packages/agent/src/l4/health/index.js';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { freePort, sharedEtcdUrl } from '../helpers/etcd.js';
@@ -81,6 +85,8 @@ describe('health checks (real etcd, dry-run agent, real probes on loopback)', ()
     expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'ok' })).toBeGreaterThan(0);
     expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'failed' })).toBeGreaterThanOrEqual(2);
     expect(sample(text, 'switchyard_agent_servers_unhealthy')).toBe(1);
+    // Two servers every 100 ms keep up easily: no check starts late by more than a tick.
+    expect(sample(text, 'switchyard_agent_health_check_delay_seconds')).toBeLessThan(0.1);
     // The list and the server routes are Portal's shapes: no health summary there.
     const servers = (await c.app.inject({ method: 'GET', url: `/services/${sid}/servers` })).json();
     expect(servers.map((s: { weight: number }) => s.weight)).toEqual([1, 5]);
@@ -116,3 +122,61 @@ describe('health checks (real etcd, dry-run agent, real probes on loopback)', ()
     ws.close();
   });
 });
+
+describe('the checker thread (real probes on loopback)', () => {
+  const rule = { rise: 1, fall: 1, intervalMs: 50 };
+  const log = { warn: () => undefined, error: () => undefined };
+
+  it('keeps probing while the main thread is busy, reports states, and starts again after the thread dies', async () => {
+    const listener = createNetServer((s) => s.destroy());
+    await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+    const port = (listener.address() as AddressInfo).port;
+    const changes: [string, boolean][] = [];
+    const checker = new ThreadedHealthChecker({ concurrency: 4, onChange: (id, pick) => changes.push([id, pick]), log });
+    try {
+      checker.setService('svc', [
+        { serverId: 'up', spec: { type: 'tcp', host: '127.0.0.1', port, timeoutMs: 500 }, rule },
+        { serverId: 'down', spec: { type: 'tcp', host: '127.0.0.1', port: await freePort(), timeoutMs: 500 }, rule },
+      ]);
+      expect(checker.size).toBe(2);
+      await eventually(() => sameCounts(checker, 1, 1));
+      expect(checker.state('svc', 'down')).toBe('unhealthy');
+      expect(changes).toContainEqual(['svc', true]);
+
+      // 600 ms of a blocked event loop here: the probes go on in their thread.
+      const before = await statsAfterTick(checker);
+      const until = Date.now() + 600;
+      while (Date.now() < until) {
+        /* busy */
+      }
+      const after = await statsAfterTick(checker);
+      expect(after - before).toBeGreaterThanOrEqual(10);
+
+      // The thread dies: it is started again with every target, which it reports anew.
+      const worker = (checker as unknown as { worker: Worker }).worker;
+      await worker.terminate();
+      await eventually(() => (checker as unknown as { worker?: Worker }).worker !== undefined, 4000);
+      await eventually(() => sameCounts(checker, 1, 1));
+
+      checker.setService('svc', []);
+      expect(checker.size).toBe(0);
+      await eventually(() => sameCounts(checker, 0, 0));
+    } finally {
+      await checker.stop();
+      listener.close();
+    }
+  });
+});
+
+/** Probes counted so far, once the next counters message after now has arrived. */
+async function statsAfterTick(checker: ThreadedHealthChecker): Promise<number> {
+  const n = () => checker.stats.ok + checker.stats.failed;
+  const start = n();
+  await eventually(() => n() > start, 3000);
+  return n();
+}
+
+const sameCounts = (checker: ThreadedHealthChecker, healthy: number, unhealthy: number) => {
+  const c = checker.summary().counts;
+  return c.healthy === healthy && c.unhealthy === unhealthy && c.unknown === 0;
+};

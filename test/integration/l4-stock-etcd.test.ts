@@ -25,7 +25,7 @@ import {
 } from '@switchyard/shared';
 import { AgentConfig } from '../../packages/agent/src/config.js';
 import type { L4Dataplane } from '../../packages/agent/src/l4/dataplane.js';
-import { LocalProber } from '../../packages/agent/src/l4/health/index.js';
+import { inThreadHealthChecks, LocalProber } from '../../packages/agent/src/l4/health/index.js';
 import { L4Role } from '../../packages/agent/src/l4/role.js';
 import { StatusReporter } from '../../packages/agent/src/status.js';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
@@ -85,7 +85,7 @@ async function startRecordingRole(prefix: string) {
   const keys = keyspace(prefix);
   const config = AgentConfig.parse({ hostId: 'stock-etcd', etcd: [sharedEtcdUrl()], prefix, dataplane: 'dry-run', minSyncIntervalMs: 0 });
   const status = new StatusReporter(etcd, keys, config.hostId, 'dry-run', log);
-  const role = new L4Role(etcd, keys, config, dataplane, status, log, new LocalProber());
+  const role = new L4Role(etcd, keys, config, dataplane, status, log, inThreadHealthChecks(new LocalProber()));
   await role.start();
   return {
     passes,

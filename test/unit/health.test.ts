@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Service, ServiceInput, type Service as ServiceT } from '@switchyard/shared';
-import { effectiveService, HealthChecker, initialHealth, observe, type Prober, type ProbeResult, type ProbeSpec } from '../../packages/agent/src/l4/health/index.js';
+import { effectiveService, HealthChecker, initialHealth, observe, targetsOf, type Prober, type ProbeResult, type ProbeSpec } from '../../packages/agent/src/l4/health/index.js';
 
 const rule = { rise: 2, fall: 3, intervalMs: 1000 };
 const ok = { ok: true } as const;
@@ -150,7 +150,7 @@ describe('health checker', () => {
     const checker = new HealthChecker({ prober, concurrency: 8, onChange: (id) => changes.push(id) });
     const s = many(200, { type: 'tcp', interval: '400ms', timeout: '100ms', rise: 1, fall: 1 });
     const started = Date.now();
-    checker.setService(s.id, s, () => false);
+    checker.setService(s.id, targetsOf(s, () => false));
     await new Promise((r) => setTimeout(r, 150));
     // 200 checks spread over 400 ms, at most 8 in flight: nowhere near all at once.
     expect(prober.calls.length).toBeLessThan(120);
@@ -168,7 +168,7 @@ describe('health checker', () => {
     const changes: [string, boolean][] = [];
     const checker = new HealthChecker({ prober, concurrency: 16, onChange: (id, pick) => changes.push([id, pick]) });
     const s = svc([['10.0.1.1', 1], ['10.0.1.2', 1], ['10.0.1.3', 1]], { type: 'http', path: '/ok', expect: 204, interval: '100ms', timeout: '50ms', rise: 2, fall: 2, port: 9000 });
-    checker.setService(s.id, s, (serverId) => serverId === '10_0_1_3-8080');
+    checker.setService(s.id, targetsOf(s, (serverId) => serverId === '10_0_1_3-8080'));
     await new Promise((r) => setTimeout(r, 500));
     expect(checker.state(s.id, '10_0_1_1-8080')).toBe('unhealthy');
     expect(checker.state(s.id, '10_0_1_2-8080')).toBe('healthy');
@@ -180,7 +180,7 @@ describe('health checker', () => {
     down = new Set();
     await new Promise((r) => setTimeout(r, 500));
     expect(checker.state(s.id, '10_0_1_1-8080')).toBe('healthy');
-    checker.setService(s.id, undefined, () => false);
+    checker.setService(s.id, targetsOf(undefined, () => false));
     expect(checker.size).toBe(0);
     const calls = prober.calls.length;
     await new Promise((r) => setTimeout(r, 300));
@@ -192,10 +192,26 @@ describe('health checker', () => {
     const prober = new FakeProber(() => undefined);
     const checker = new HealthChecker({ prober, concurrency: 4, onChange: () => undefined });
     const s = svc([['10.0.1.1', 1]], { type: 'tcp', interval: '100ms', timeout: '50ms', rise: 1, fall: 1 });
-    checker.setService(s.id, s, () => false);
+    checker.setService(s.id, targetsOf(s, () => false));
     await new Promise((r) => setTimeout(r, 400));
     expect(checker.state(s.id, '10_0_1_1-8080')).toBe('unknown');
     expect(checker.stats.inconclusive).toBeGreaterThan(1);
     await checker.stop();
+  });
+
+  it('says how far behind schedule the checks run when it cannot keep up', async () => {
+    // 20 servers every 200 ms, one probe at a time, 50 ms each: 100 probes a second asked, 20 possible.
+    const prober = new FakeProber(() => ok, 50);
+    const checker = new HealthChecker({ prober, concurrency: 1, onChange: () => undefined });
+    const s = many(20, { type: 'tcp', interval: '200ms', timeout: '100ms', rise: 1, fall: 1 });
+    checker.setService(s.id, targetsOf(s, () => false));
+    await new Promise((r) => setTimeout(r, 2200));
+    expect(checker.delayMs).toBeGreaterThan(300);
+    await checker.stop();
+    const relaxed = new HealthChecker({ prober: new FakeProber(() => ok, 5), concurrency: 8, onChange: () => undefined });
+    relaxed.setService(s.id, targetsOf(s, () => false));
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(relaxed.delayMs).toBeLessThan(100);
+    await relaxed.stop();
   });
 });

@@ -11,7 +11,7 @@
 import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
 import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/dataplanes/ipvs/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
-import { effectiveService, HealthChecker, LocalProber } from '../../packages/agent/src/l4/health/index.js';
+import { effectiveService, HealthChecker, LocalProber, targetsOf } from '../../packages/agent/src/l4/health/index.js';
 import { DEVICE, EMPTY, FULL, HEALTH, INCREMENTAL, TRAFFIC, WEIGHT0, type ServiceSpec } from './ipvs-scenario.js';
 
 /** Time from process start until the dataplane's modules were loaded (tsx under emulation is slow). */
@@ -178,7 +178,7 @@ async function healthPhase(): Promise<HealthReport> {
   });
   const report: HealthReport = { downMs: -1, upMs: -1, rulesDown: '', trafficDown: { label: 'health-down', answers: [], errors: [], conns: 0 }, trafficUp: { label: 'health-up', answers: [], errors: [], conns: 0 } };
   try {
-    checker.setService(checked.id, checked, () => false);
+    checker.setService(checked.id, targetsOf(checked, () => false));
     await applyEffective();
     await until('both backends checked healthy', () => checker.state(checked.id, b1) === 'healthy' && checker.state(checked.id, b2) === 'healthy');
     const [ns1] = TRAFFIC.backends;

@@ -19,7 +19,7 @@ import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
-import { proberFor, type Prober } from './l4/health/index.js';
+import { inThreadHealthChecks, threadedHealthChecks, type Prober } from './l4/health/index.js';
 import { createLogger } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { serveMetrics } from './metrics-server.js';
@@ -41,7 +41,7 @@ export interface AgentDeps {
   /** Run commands with this runner (tests: a FakeRunner). */
   runner?: Runner;
   logger?: Logger;
-  /** Run health-check probes with this prober (default: in-process, or a worker inside `--netns`). */
+  /** Run health checks in this thread with this prober (default: a worker thread probing from the host, or from `--netns`). */
   prober?: Prober;
 }
 
@@ -60,7 +60,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const metrics = new AgentMetrics();
   const ctx: RoleContext = { config, etcd, keys, runner, status, log, metrics };
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ?? proberFor(config.netns, log.child({ component: 'health' })), metrics.syncObserver('l4')),
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })), metrics.syncObserver('l4')),
     new TopologyRole(ctx),
   ];
   metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });

@@ -18,7 +18,7 @@ export interface RoleProgress {
   /** What it keeps in that dataplane, by kind (service, server; cen, cin, container). */
   objects: Record<string, number>;
   /** L4 only: health-check probes run so far by result, and servers this host finds unhealthy. */
-  health?: { checks: { ok: number; failed: number; inconclusive: number }; unhealthy: number };
+  health?: { checks: { ok: number; failed: number; inconclusive: number }; unhealthy: number; delayMs: number };
 }
 
 export interface MetricSources {
@@ -74,6 +74,14 @@ export class AgentMetrics {
       registers: [this.registry],
       collect: () => {
         unhealthy.set(this.progressOf().reduce((n, p) => n + (p.health?.unhealthy ?? 0), 0));
+      },
+    });
+    const delay: Gauge = new Gauge({
+      name: 'switchyard_agent_health_check_delay_seconds',
+      help: 'How late health checks start behind their schedule (the worst in the last second). Above zero for long: more checks than this host can run at their interval.',
+      registers: [this.registry],
+      collect: () => {
+        delay.set(Math.max(0, ...this.progressOf().map((p) => (p.health?.delayMs ?? 0) / 1000)));
       },
     });
     new Gauge({

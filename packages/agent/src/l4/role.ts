@@ -41,7 +41,7 @@ import type { RoleProgress } from '../metrics.js';
 import type { StatusReporter } from '../status.js';
 import type { AgentRole } from '../role.js';
 import type { L4Dataplane } from './dataplane.js';
-import { effectiveService, HealthChecker, hostHealth, type Prober } from './health/index.js';
+import { effectiveService, hostHealth, targetsOf, type HealthChecks, type HealthChecksFactory } from './health/index.js';
 
 /** Health-only status changes (no pick change) are published at most this often. */
 const HEALTH_STATUS_MS = 200;
@@ -58,7 +58,7 @@ export class L4Role implements AgentRole {
   private readonly effective = new Map<string, Service>();
   /** Services whose every serving server fails its checks (all kept in). */
   private readonly allDown = new Set<string>();
-  readonly health: HealthChecker;
+  readonly health: HealthChecks;
   /** `<serviceId>/<serverId>` of servers providers hold (disco/lb/…/owned). */
   private readonly held = new Set<string>();
   private readonly heldMirror: PrefixMirror<true>;
@@ -79,11 +79,10 @@ export class L4Role implements AgentRole {
     readonly dataplane: L4Dataplane,
     private readonly status: StatusReporter,
     private readonly log: Logger,
-    prober: Prober,
+    healthChecks: HealthChecksFactory,
     observer?: SyncObserver,
   ) {
-    this.health = new HealthChecker({
-      prober,
+    this.health = healthChecks({
       concurrency: config.healthConcurrency,
       onChange: (serviceId, pickChanged) => this.onHealth(serviceId, pickChanged),
     });
@@ -149,7 +148,7 @@ export class L4Role implements AgentRole {
   /** Re-derive one service's checks and effective state; marks it dirty. */
   private refresh(id: string): void {
     const service = this.desired.get(id);
-    this.health.setService(id, service, (serverId) => this.held.has(`${id}/${serverId}`));
+    this.health.setService(id, targetsOf(service, (serverId) => this.held.has(`${id}/${serverId}`)));
     this.applyHealth(id);
   }
 
@@ -273,7 +272,7 @@ export class L4Role implements AgentRole {
       appliedRevision: this.applied,
       dataplane: this.dataplane.name,
       objects: { service: this.desired.size, server: servers },
-      ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy } } : {}),
+      ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy, delayMs: this.health.delayMs } } : {}),
     };
   }
 

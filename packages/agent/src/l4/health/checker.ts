@@ -8,21 +8,26 @@
  *   10,000 services × 5 servers do not fire at once.
  * - At most `concurrency` probes in flight; a due check waits for a slot.
  * - A probe whose prober failed (no verdict) counts neither way.
- * - Servers that `/provide?lb=` providers hold are healthy while connected:
- *   they are never probed.
  *
  * `onChange(serviceId, pickChanged)` is called when a server of that service
- * changes state; `pickChanged` when it entered or left the pick.
+ * changes state; `pickChanged` when it entered or left the pick. `onUpdate`
+ * sees every target's health after each change to it (added, probed,
+ * removed), for a checker that runs in a worker thread (`threaded.ts`).
+ *
+ * No import here may need more than Node itself: this file is loaded into the
+ * checker's worker thread.
  */
-import { parseDuration, type Service } from '@switchyard/shared';
 import { inPick, initialHealth, observe, type HealthRule, type HealthState, type TargetHealth } from './state.js';
 import type { Prober, ProbeSpec } from './probe.js';
+import type { CheckTarget } from './targets.js';
 
 export interface HealthCheckerOptions {
   prober: Prober;
   /** Probes in flight at most. */
   concurrency: number;
   onChange: (serviceId: string, pickChanged: boolean) => void;
+  /** Every target's health after it was added or probed; `health` undefined when it was removed. */
+  onUpdate?: (serviceId: string, serverId: string, health: TargetHealth | undefined) => void;
   now?: () => number;
   random?: () => number;
 }
@@ -62,27 +67,24 @@ export interface CheckerStats {
 
 const targetKey = (serviceId: string, serverId: string) => `${serviceId}/${serverId}`;
 
-/** The probe and rule for one server of a checked service, or undefined when it is not probed. */
-export function targetFor(service: Service, server: Service['servers'][number]): { spec: ProbeSpec; rule: HealthRule } | undefined {
-  const h = service.health;
-  if (!h || h.type === 'none') return undefined;
-  const intervalMs = parseDuration(h.interval);
-  return {
-    spec: {
-      type: h.type,
-      host: server.host,
-      port: h.port ?? server.port,
-      ...(h.type === 'http' ? { path: h.path ?? '/healthz', expect: h.expect ?? 200 } : {}),
-      timeoutMs: parseDuration(h.timeout),
-    },
-    rule: { rise: h.rise, fall: h.fall, intervalMs },
-  };
-}
-
 const sameSpec = (a: ProbeSpec, b: ProbeSpec) =>
   a.type === b.type && a.host === b.host && a.port === b.port && a.path === b.path && a.expect === b.expect && a.timeoutMs === b.timeoutMs;
 
-export class HealthChecker {
+/** What the L4 role needs of health checks, in this thread or in a worker. */
+export interface HealthChecks {
+  /** The servers to check for this service now (none: it is gone, unchecked, or not applied here). */
+  setService(serviceId: string, targets: CheckTarget[]): void;
+  state(serviceId: string, serverId: string): HealthState | undefined;
+  summary(): { counts: Omit<CheckerStats, 'checks'>; notHealthy: ServerHealthView[] };
+  /** Servers checked. */
+  readonly size: number;
+  readonly stats: CheckerStats['checks'];
+  /** How late checks start behind their schedule (ms; the worst in the last second): above 0 for long, the checker cannot keep up. */
+  readonly delayMs: number;
+  stop(): Promise<void>;
+}
+
+export class HealthChecker implements HealthChecks {
   private readonly targets = new Map<string, Target>();
   /** Target keys per service, to replace a service's targets in O(its servers). */
   private readonly byService = new Map<string, Set<string>>();
@@ -94,24 +96,19 @@ export class HealthChecker {
   private readonly now: () => number;
   private readonly random: () => number;
   readonly stats: CheckerStats['checks'] = { ok: 0, failed: 0, inconclusive: 0 };
+  /** Worst lateness in the current and the last whole second. */
+  private late = { windowStart: 0, current: 0, last: 0 };
 
   constructor(private readonly opts: HealthCheckerOptions) {
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
   }
 
-  /**
-   * The service's desired state changed (undefined: gone, or not applied
-   * here). `held(serverId)` says whether providers hold that server.
-   */
-  setService(serviceId: string, service: Service | undefined, held: (serverId: string) => boolean): void {
+  setService(serviceId: string, targets: CheckTarget[]): void {
     const old = this.byService.get(serviceId) ?? new Set<string>();
     const keep = new Set<string>();
-    for (const server of service?.servers ?? []) {
-      if (held(server.id)) continue;
-      const t = service && targetFor(service, server);
-      if (!t) continue;
-      const key = targetKey(serviceId, server.id);
+    for (const t of targets) {
+      const key = targetKey(serviceId, t.serverId);
       keep.add(key);
       const cur = this.targets.get(key);
       if (cur && sameSpec(cur.spec, t.spec) && cur.rule.intervalMs === t.rule.intervalMs) {
@@ -121,32 +118,34 @@ export class HealthChecker {
       const target: Target = {
         key,
         serviceId,
-        serverId: server.id,
-        ...t,
+        serverId: t.serverId,
+        spec: t.spec,
+        rule: t.rule,
         // A changed probe keeps what was learnt about the server only if it still probes the same thing.
         health: cur && sameSpec(cur.spec, t.spec) ? cur.health : initialHealth(this.now()),
         gen: (cur?.gen ?? 0) + 1,
         running: false,
       };
       this.targets.set(key, target);
+      this.opts.onUpdate?.(serviceId, t.serverId, target.health);
       this.schedule(target, this.now() + Math.floor(this.random() * t.rule.intervalMs));
     }
     for (const key of old) {
       if (keep.has(key)) continue;
       const t = this.targets.get(key);
-      if (t) t.gen++;
+      if (!t) continue;
+      t.gen++;
       this.targets.delete(key);
+      this.opts.onUpdate?.(t.serviceId, t.serverId, undefined);
     }
     if (keep.size > 0) this.byService.set(serviceId, keep);
     else this.byService.delete(serviceId);
   }
 
-  /** Health of one server as this host sees it (undefined: not checked). */
   state(serviceId: string, serverId: string): HealthState | undefined {
     return this.targets.get(targetKey(serviceId, serverId))?.health.state;
   }
 
-  /** Every checked server that is not healthy, and counts of all. */
   summary(): { counts: Omit<CheckerStats, 'checks'>; notHealthy: ServerHealthView[] } {
     const counts = { healthy: 0, unhealthy: 0, unknown: 0 };
     const notHealthy: ServerHealthView[] = [];
@@ -167,6 +166,17 @@ export class HealthChecker {
 
   get size(): number {
     return this.targets.size;
+  }
+
+  get delayMs(): number {
+    this.rollLateness(this.now());
+    return this.late.last;
+  }
+
+  private rollLateness(now: number): void {
+    if (now - this.late.windowStart < 1000) return;
+    // A whole second (or more) passed: what was current is the last window, unless nothing ran since.
+    this.late = { windowStart: now, current: 0, last: now - this.late.windowStart < 2000 ? this.late.current : 0 };
   }
 
   async stop(): Promise<void> {
@@ -201,6 +211,8 @@ export class HealthChecker {
       const due = this.pop()!;
       const t = this.targets.get(due.key);
       if (!t || t.gen !== due.gen || t.running) continue;
+      this.rollLateness(now);
+      this.late.current = Math.max(this.late.current, now - due.at);
       this.start(t);
     }
     this.arm();
@@ -222,6 +234,7 @@ export class HealthChecker {
           this.stats[result.ok ? 'ok' : 'failed']++;
           const before = t.health.state;
           t.health = observe(t.health, result, this.now(), t.rule);
+          this.opts.onUpdate?.(t.serviceId, t.serverId, t.health);
           if (t.health.state !== before) this.opts.onChange(t.serviceId, inPick(before) !== inPick(t.health.state));
         }
         // Keep the target's phase; a little jitter keeps phases from lining up again.

@@ -7,10 +7,14 @@
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import type { Logger } from 'pino';
 import type { Prober, ProbeResult, ProbeSpec } from './probe.js';
 
 type Pending = (r: ProbeResult | undefined) => void;
+
+/** All it logs: the worker process exiting (it may run in the checker's thread, which has no pino). */
+export interface ProberLog {
+  warn(obj: Record<string, unknown>, msg: string): void;
+}
 
 /** The worker's entry point; from TypeScript sources (tests, benches) node needs tsx to run it. */
 function workerArgv(): string[] {
@@ -28,7 +32,7 @@ export class NetnsProber implements Prober {
 
   constructor(
     private readonly netns: string,
-    private readonly log: Logger,
+    private readonly log: ProberLog,
   ) {}
 
   private start(): ResultPromise {
