@@ -22,17 +22,13 @@ import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { AgentStatus, atomically, op, ServiceInput, toService } from '@switchyard/shared';
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
-import { benchEtcd, freePort, median, percentile, runMain, startChild, startSwitchyard, stop } from './lib.js';
+import { benchEtcd, cpuMs, freePort, median, percentile, runMain, startChild, startSwitchyard, stop } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, changes: { type: 'string', default: '60' } } });
 const N = Number(values.services);
 const CHANGES = Number(values.changes);
 const WINDOW_MS = 20_000;
 
-const ticks = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100/s)
-};
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 
 function service(i: number, port: number, health: boolean) {
@@ -103,8 +99,8 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
       if (Date.now() - t0 > 120_000) throw new Error(`${label}: did not settle: ${JSON.stringify(s?.health ?? s?.services)}`);
       await new Promise((r) => setTimeout(r, 200));
     }
-    const c0 = ticks(pid);
-    const l0 = ticks(listenerPid);
+    const c0 = cpuMs(pid);
+    const l0 = cpuMs(listenerPid);
     const p0 = (await checkerMetrics(metricsUrl)).probes;
     const w0 = performance.now();
     const latencies: number[] = [];
@@ -121,8 +117,8 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
     const windowMs = performance.now() - w0;
-    const cpuPct = ((ticks(pid) - c0) * 10) / (windowMs / 100);
-    const listenerPct = ((ticks(listenerPid) - l0) * 10) / (windowMs / 100);
+    const cpuPct = ((cpuMs(pid) - c0) / windowMs) * 100;
+    const listenerPct = ((cpuMs(listenerPid) - l0) / windowMs) * 100;
     const end = await checkerMetrics(metricsUrl);
     const probesPerSec = (end.probes - p0) / (windowMs / 1000);
     const s = await status();

@@ -3,7 +3,7 @@
  * real CLI, and wrk as the HTTP load generator. Benchmarks print markdown.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,7 @@ export async function stop(child: ChildProcess): Promise<void> {
 }
 
 export interface WrkResult {
+  requests: number;
   requestsPerSec: number;
   non2xx: number;
   p50ms: number;
@@ -77,10 +78,17 @@ export function wrk(url: string, opts: { connections: number; seconds: number; t
       if (!m) return NaN;
       return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
     };
-    return { requestsPerSec: rps, non2xx, p50ms: lat('50'), p99ms: lat('99') };
+    const requests = Number(/(\d+) requests in /.exec(out)?.[1]);
+    return { requests, requestsPerSec: rps, non2xx, p50ms: lat('50'), p99ms: lat('99') };
   } finally {
     if (dir) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** CPU a process has used so far (utime + stime), in ms (from /proc; 10 ms resolution). */
+export function cpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // clock ticks, 100 a second
 }
 
 /** A node child process whose stderr is forwarded, prefixed. */

@@ -5,10 +5,17 @@
  * services, same load generator (wrk). Rounds alternate the two sides so
  * drift on a noisy machine hits both. Goal: on ≥ 0.95× off.
  *
+ * Throughput on a shared 2-core machine swings 3× between rounds, so the
+ * bench also reads each coordinator's CPU time (/proc utime + stime) over
+ * every round: CPU per request is what metrics add, and it hardly moves when
+ * a neighbour steals cycles. A CPU-bound server's throughput is the inverse
+ * of it, so off's CPU per request ÷ on's is the throughput ratio an idle
+ * machine would show.
+ *
  * Run: node --conditions=source --import tsx bench/metrics.ts [--rounds 5] [--seconds 5] [--concurrency 32]
  */
 import { parseArgs } from 'node:util';
-import { benchEtcd, fmt, freePort, getServicesLua, median, runMain, startSwitchyard, stop, wrk } from './lib.js';
+import { benchEtcd, cpuMs, fmt, freePort, getServicesLua, median, runMain, startSwitchyard, stop, wrk } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '32' } } });
 const ROUNDS = Number(values.rounds);
@@ -46,12 +53,16 @@ async function main() {
     const offRps: number[] = [];
     const onP99: number[] = [];
     const offP99: number[] = [];
+    const onCpuUs: number[] = [];
+    const offCpuUs: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       // Alternate which side goes first, too.
       const order = r % 2 === 0 ? ([off, on] as const) : ([on, off] as const);
       for (const side of order) {
+        const cpu0 = cpuMs(side.child.pid as number);
         const w = wrk(side.base, { connections: C, seconds: SECONDS, lua });
         if (w.non2xx > 0) throw new Error(`GET: ${w.non2xx} non-2xx answers`);
+        (side === on ? onCpuUs : offCpuUs).push(((cpuMs(side.child.pid as number) - cpu0) * 1000) / w.requests);
         (side === on ? onRps : offRps).push(w.requestsPerSec);
         (side === on ? onP99 : offP99).push(w.p99ms);
       }
@@ -67,6 +78,11 @@ async function main() {
     out.push(`| metrics on (default) | ${fmt(median(onRps))} | ${median(onP99).toFixed(2)} ms | ${onRps.map((x) => fmt(x)).join(', ')} |`);
     const ratios = onRps.map((x, i) => x / offRps[i]);
     out.push(`| **ratio on/off** (goal ≥ 0.95) | **${(median(onRps) / median(offRps)).toFixed(2)}×** (median of round ratios ${median(ratios).toFixed(2)}×) | | ${ratios.map((x) => x.toFixed(2)).join(', ')} |`);
+    const cpuRatios = offCpuUs.map((x, i) => x / onCpuUs[i]);
+    out.push('', '| | median CPU per request | rounds |', '|---|---|---|');
+    out.push(`| --no-metrics | ${median(offCpuUs).toFixed(1)} µs | ${offCpuUs.map((x) => x.toFixed(1)).join(', ')} |`);
+    out.push(`| metrics on (default) | ${median(onCpuUs).toFixed(1)} µs | ${onCpuUs.map((x) => x.toFixed(1)).join(', ')} |`);
+    out.push(`| **off ÷ on** (= throughput ratio when CPU-bound; goal ≥ 0.95) | **${(median(offCpuUs) / median(onCpuUs)).toFixed(3)}×** (median of round ratios ${median(cpuRatios).toFixed(3)}×) | ${cpuRatios.map((x) => x.toFixed(2)).join(', ')} |`);
     out.push('', `(${counted[1]} GET /services/:id counted by the metrics side, under route="/services/:id")`, '');
   } finally {
     await stop(on.child);

@@ -17,7 +17,7 @@ export function metricsFeature(ctx: CoordinatorContext): Feature {
       // The pattern (`/services/:id`), never the raw path: one series per route, whatever clients send.
       const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
       metrics.countRequest(route, request.method, reply.statusCode);
-      httpDuration.observe({ route }, reply.elapsedTime / 1000);
+      httpDuration.observe(route, reply.elapsedTime / 1000);
       done();
     });
     app.get('/metrics', { schema: { tags: ['meta'], summary: 'Prometheus metrics (text format 0.0.4)' } }, async (_request, reply) =>
