@@ -362,11 +362,12 @@ describe('the record writer', () => {
     const lease = new CoordinatorLease(etcd, 5, log);
     const writer = new RecordWriter(etcd, lease, log);
     try {
-      for (let i = 0; i < 2000; i++) writer.put(`${dir}services/burst/r${i}`, value);
+      const claims = Array.from({ length: 2000 }, (_, i) => writer.claim(`${dir}services/burst/r${i}`, value));
       await writer.settled();
       expect((await records(etcd, dir)).length).toBe(2000);
-      expect(writer.stats).toMatchObject({ txns: 1, puts: 2000, failures: 0 });
-      for (let i = 0; i < 2000; i++) writer.delete(`${dir}services/burst/r${i}`);
+      expect(writer.stats).toMatchObject({ txns: 1, puts: 2000, failures: 0, conflicts: 0 });
+      expect(claims.every((c) => c.held)).toBe(true);
+      claims.forEach((c) => writer.release(c));
       await writer.settled();
       expect(await records(etcd, dir)).toEqual([]);
       expect(writer.stats).toMatchObject({ txns: 2, deletes: 2000, failures: 0 });
@@ -386,12 +387,13 @@ describe('the record writer', () => {
     const lease = new CoordinatorLease(etcd, 5, log);
     const writer = new RecordWriter(etcd, lease, log, { retryMs: 60_000 });
     try {
-      for (let i = 0; i < 1000; i++) writer.put(`/skydns/local/fallback/r${i}`, value);
+      const claims = Array.from({ length: 1000 }, (_, i) => writer.claim(`/skydns/local/fallback/r${i}`, value));
       await writer.settled();
       expect((await records(etcd, '/skydns/local/fallback/')).length).toBe(1000);
-      // One refusal, resent at once (not after retryMs) in chunks of 128.
+      // One refusal, resent at once (not after retryMs) in transactions of
+      // 127 records (each a nested transaction: 1 + 127 ops ≤ 128).
       expect(writer.stats).toMatchObject({ failures: 1, txns: 8, puts: 1000 });
-      for (let i = 0; i < 1000; i++) writer.delete(`/skydns/local/fallback/r${i}`);
+      claims.forEach((c) => writer.release(c));
       await writer.settled();
       expect(await records(etcd, '/skydns/local/fallback/')).toEqual([]);
       // It remembered: no second refusal.

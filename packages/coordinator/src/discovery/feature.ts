@@ -2,9 +2,10 @@
  * `GET /provide` (skyapi): a websocket whose lifetime is a SkyDNS record's.
  *
  *  - connect: parameters checked (error frame + close, nothing written, on
- *    anything wrong), then the record is queued for etcd on the coordinator
+ *    anything wrong), then the record is claimed in etcd on the coordinator
  *    lease (and with `lb=`, the provider becomes a real server);
- *  - close: the record is deleted at once (batched with other closes);
+ *  - close: the record is deleted at once (batched with other closes), if
+ *    it is still on this coordinator's lease;
  *  - the server pings every --ping-interval and terminates a peer that did
  *    not answer the previous ping (one sweep over all providers, not one
  *    timer per connection);
@@ -12,15 +13,28 @@
  *    this process within --provider-ttl;
  *  - etcd stops answering (no member answers its probe): every provider gets
  *    `{"error","code":"ETCD_UNAVAILABLE"}` and stays connected; when etcd is
- *    back, `{"event":"etcd-available"}` (its record is written again if the
- *    lease expired meanwhile).
+ *    back, `{"event":"etcd-available"}` (its record is claimed again if the
+ *    lease expired meanwhile; should another coordinator have taken the id
+ *    in between, the record moves to the next suffix).
  *
  * Record ids are skyapi's (`skyapiRecordId`): derived from what the provider
  * is, so a process that reconnects gets its SRV target name back. Two live
- * connections with the same identity on this coordinator never share a key:
- * the second gets `-2` (the next free number) appended and the first keeps
- * its id, so neither's close deletes the other's record (a resolver sees two
- * SRV targets with the same host:port; the A answer de-duplicates).
+ * connections with the same identity never share a key, whether they came
+ * through this coordinator or through different ones on the same etcd: the
+ * record writer claims the key in etcd (created if absent, or kept while on
+ * this coordinator's lease), so the second gets `-2` (the next free number)
+ * appended and the first keeps its id, and a close deletes the key only
+ * while it is still on this coordinator's lease, so neither's close erases
+ * the other's record (a resolver sees two SRV targets with the same
+ * host:port; the A answer de-duplicates). "First" is the connection whose
+ * put etcd applied first; here, claims are queued in the order connections
+ * begin (with `lb=`, after the lb claim, not at the upgrade).
+ *
+ * Consequence of etcd being the referee: the records of a coordinator that
+ * was killed (no graceful stop) stay until its lease expires
+ * (--provider-ttl); a process that reconnects through another coordinator
+ * meanwhile finds its id taken and gets `-2` until it reconnects after that.
+ * A graceful stop revokes the lease, so ids come back unchanged.
  */
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
@@ -32,7 +46,7 @@ import { leaseSeconds } from '../store/lease-ttl.js';
 import { LbRegistry, toFrameError, type LbClaim } from './lb.js';
 import { CoordinatorLease } from './lease.js';
 import { parseProvideRequest, recordKey, type ProvideRequest } from './provide-request.js';
-import { RecordWriter } from './record-writer.js';
+import { RecordWriter, type RecordClaim } from './record-writer.js';
 
 /** Close codes: 1008 policy violation (refused input), 1011 server error. */
 const CLOSE_REFUSED = 1008;
@@ -40,12 +54,12 @@ const CLOSE_FAILED = 1011;
 
 interface Provider {
   ws: WebSocket;
-  key: string;
+  record: RecordClaim;
   alive: boolean;
   claim?: LbClaim;
 }
 
-type ProviderSocket = WebSocket & { provider?: Provider; reservedKey?: string };
+type ProviderSocket = WebSocket & { provider?: Provider };
 
 /** Sends `{"error","code"}` as a text frame, then closes; the registry decides the code. */
 function refuse(ws: WebSocket, e: SwitchyardError): void {
@@ -59,8 +73,6 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   const lb = new LbRegistry(ctx, l4, lease, log);
   const providers = new Set<Provider>();
   ctx.metrics.countProviders(() => providers.size);
-  /** Record keys held by live (or connecting) providers of this coordinator. */
-  const reserved = new Set<string>();
   // lb ownership is per connection: this process's id and a counter, unique
   // across coordinators and restarts.
   const ownerPrefix = ctx.coordinatorId.replace(/-/g, '').slice(0, 12);
@@ -77,7 +89,7 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
   function sweep(): void {
     for (const p of providers) {
       if (!p.alive) {
-        log.debug({ key: p.key }, 'provider missed a pong; dropping it');
+        log.debug({ key: p.record.key }, 'provider missed a pong; dropping it');
         p.ws.terminate();
         continue;
       }
@@ -90,44 +102,29 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
     if (this.provider) this.provider.alive = true;
   }
 
-  /** The provider's own key, or, while another connection holds it, the same with the first free `-<n>`. */
-  function reserve(ws: ProviderSocket, req: ProvideRequest): string {
-    const base = recordKey(ctx.config.dnsRoot, req, req.id);
-    let key = base;
-    for (let n = 2; reserved.has(key); n++) key = `${base}-${n}`;
-    reserved.add(key);
-    ws.reservedKey = key;
-    return key;
-  }
-
-  function begin(ws: ProviderSocket, req: ProvideRequest, key: string, claim?: LbClaim): void {
-    const provider: Provider = { ws, key, alive: true, claim };
+  function begin(ws: ProviderSocket, req: ProvideRequest, claim?: LbClaim): void {
+    const record = writer.claim(recordKey(ctx.config.dnsRoot, req, req.id), req.value);
+    const provider: Provider = { ws, record, alive: true, claim };
     ws.provider = provider;
     providers.add(provider);
     ws.on('pong', onPong);
-    writer.put(provider.key, req.value);
-    log.debug({ key: provider.key, value: req.value }, 'provider connected');
+    log.debug({ key: record.key, value: req.value }, 'provider connected');
   }
 
   function end(ws: ProviderSocket): void {
-    if (ws.reservedKey) reserved.delete(ws.reservedKey);
-    ws.reservedKey = undefined;
     const p = ws.provider;
     if (!p) return;
     ws.provider = undefined;
     providers.delete(p);
-    writer.delete(p.key);
+    writer.release(p.record);
     if (p.claim) void lb.release(p.claim);
-    log.debug({ key: p.key }, 'provider gone');
+    log.debug({ key: p.record.key }, 'provider gone');
   }
 
   async function provide(ws: ProviderSocket, request: IncomingMessage): Promise<void> {
     const req = parseProvideRequest(request.url ?? '/', request.socket.remoteAddress);
     if (!('record' in req)) return refuse(ws, req);
-    // Reserved before any await, so two connections arriving together never
-    // pick the same key; end() releases it, whenever the socket closes.
-    const key = reserve(ws, req);
-    if (!req.lb) return begin(ws, req, key);
+    if (!req.lb) return begin(ws, req);
 
     let claim: LbClaim | undefined;
     try {
@@ -139,7 +136,7 @@ export function discoveryFeature(ctx: CoordinatorContext, l4: L4Repository): Fea
       return;
     }
     if (ws.readyState !== ws.OPEN) return void lb.release(claim);
-    begin(ws, req, key, claim);
+    begin(ws, req, claim);
   }
 
   return {

@@ -12,7 +12,7 @@
  *
  * If the lease is lost (etcd unreachable for longer than the TTL, or etcd
  * says it no longer exists), `lost` is emitted and the next `id()` grants a
- * fresh one; owners of records re-put them on it.
+ * fresh one; owners of records claim them again on it.
  */
 import { EventEmitter } from 'node:events';
 import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';

@@ -31,6 +31,10 @@ export const op = {
   get(key: string): IRequestOp {
     return { request_range: { key: Buffer.from(key) } };
   },
+  /** Reads the key's metadata (lease, revisions) without its value. */
+  head(key: string): IRequestOp {
+    return { request_range: { key: Buffer.from(key), keys_only: true } };
+  },
 };
 
 export const cmp = {
@@ -41,6 +45,10 @@ export const cmp = {
   /** The key exists. */
   present(key: string): ICompare {
     return { key: Buffer.from(key), target: 'Version', result: 'Greater', version: 0 };
+  },
+  /** The key exists and is attached to `lease` (a missing key has lease 0, so never matches a real lease). */
+  leaseIs(key: string, lease: string): ICompare {
+    return { key: Buffer.from(key), target: 'Lease', result: 'Equal', lease };
   },
   /** The key was last changed at `revision` (compare-and-swap). */
   modIs(key: string, revision: number): ICompare {
