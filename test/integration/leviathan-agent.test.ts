@@ -51,7 +51,7 @@ it('backs off on a failing apply instead of retrying every few milliseconds', as
   const runner = new FakeRunner()
     .on('ip', ['-batch', '-'], { exitCode: 1, stderr: 'mount --make-shared /run/netns failed: Operation not permitted\n' })
     .on('nft', ['list'], { exitCode: 1, stderr: 'Error: No such file or directory\n' });
-  await call('PUT', '/host/bh1/bctr1');
+  const placed = await call('PUT', '/host/bh1/bctr1');
   const topo = await startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId: 'bh1', log, runner, underlay: '192.0.2.10', resyncMs: 600_000 });
   running.push(topo);
   const applies = () => runner.calls.filter((x) => x.cmd === 'ip' && x.args.join(' ') === '-batch -').length;
@@ -67,6 +67,9 @@ it('backs off on a failing apply instead of retrying every few milliseconds', as
   const s = await hostStatus('bh1');
   expect(s?.containers).toEqual({ bctr1: 'error' });
   expect(s?.errors[0]?.message).toMatch(/Operation not permitted/);
+  // Which revision the failing pass tried: a client waiting for it knows the error is about its write.
+  expect(s?.failedRevision).toBeGreaterThanOrEqual(placed.revision);
+  expect(s?.appliedRevision).toBeLessThan(placed.revision);
 });
 
 it('dry-run plans container networks but runs no command, and reports them applied', async () => {

@@ -61,9 +61,9 @@ const commands: Record<string, Entry> = {
     flags: async () => (await import('./commands/leviathan.js')).leviathanSpecs,
   },
   cin: {
-    help: 'container interconnect networks (Leviathan): import|make|destroy|show',
+    help: 'container interconnect networks (Leviathan): import|make|destroy|list|show',
     load: async () => (await import('./commands/leviathan.js')).cinCommand,
-    verbs: ['import', 'make', 'destroy', 'show'],
+    verbs: ['import', 'make', 'destroy', 'list', 'show'],
     flags: async () => (await import('./commands/leviathan.js')).leviathanSpecs,
   },
   completion: { help: 'print a shell completion script: completion bash|zsh', load: async () => completionCommand, verbs: ['bash', 'zsh'] },

@@ -184,7 +184,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
       objects = { cen: d.objects.cens.length, cin: d.objects.cins.length, container: d.objects.containers.length };
       applied.advance(revision);
     } catch (err) {
-      await status.report(applied.value, d.objects, (err as Error).message).catch(() => undefined);
+      await status.report(applied.value, d.objects, { message: (err as Error).message, revision: snap.revision }).catch(() => undefined);
       throw err;
     }
   }

@@ -21,18 +21,22 @@ export class TopologyStatus {
     private readonly hostId: string,
   ) {}
 
-  /** Every object `ready` at `appliedRevision`, or every object `error` with `error`. */
-  async report(appliedRevision: number, objects: StatusObjects, error?: string): Promise<void> {
-    const state = error ? ('error' as const) : ('ready' as const);
+  /**
+   * Every object `ready` at `appliedRevision`, or every object `error` with
+   * the failure of the pass that tried to apply `failure.revision`.
+   */
+  async report(appliedRevision: number, objects: StatusObjects, failure?: { message: string; revision: number }): Promise<void> {
+    const state = failure ? ('error' as const) : ('ready' as const);
     const all = (ids: string[]) => Object.fromEntries(ids.map((id) => [id, state]));
     const status: LevHostStatus = {
       hostId: this.hostId,
       appliedRevision,
+      ...(failure ? { failedRevision: failure.revision } : {}),
       lastSync: new Date().toISOString(),
       cens: all(objects.cens),
       cins: all(objects.cins),
       containers: all(objects.containers),
-      errors: error ? [{ object: `host/${this.hostId}`, message: error }] : [],
+      errors: failure ? [{ object: `host/${this.hostId}`, message: failure.message }] : [],
     };
     const text = JSON.stringify({ ...status, lastSync: '' });
     if (text === this.last) return;

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { print, type ApiClient } from '../client.js';
 import { UsageError, type FlagValues } from '../flags.js';
-import { finishWrite, kib, Progress } from '../progress.js';
+import { kib, Progress, type Waiter } from '../progress.js';
 
 export interface ImportTarget {
   method: string;
@@ -18,8 +18,8 @@ export interface ImportTarget {
   what: string;
   /** The file's expected shape, for the usage error. */
   expect: string;
-  /** Whether --wait applies (agents report a revision for it). */
-  waitable?: boolean;
+  /** With --wait: reads what the wait needs before the write (given the parsed file), and returns the wait. */
+  prepareWait?: (body: unknown) => Promise<Waiter | undefined>;
 }
 
 async function readInput(file: string): Promise<string> {
@@ -46,11 +46,13 @@ export async function importFile(api: ApiClient, values: FlagValues, file: strin
   const n = target.count(body);
   if (n === undefined) throw new UsageError(`${file} is not ${target.expect}`);
   progress.line(`${file}: ${n} ${target.what}, ${kib(Buffer.byteLength(text))}`);
+  const wait = values.wait ? await target.prepareWait?.(body) : undefined;
   const started = Date.now();
   const sent = api.request(target.method, target.path, body, (done, total) => progress.fraction('sending', done, total, kib));
   const r = await progress.during(`coordinator applying ${n} ${target.what} in one transaction`, sent);
   progress.line(`imported ${n} ${target.what} in ${((Date.now() - started) / 1000).toFixed(1)} s${r.revision !== undefined ? ` at revision ${r.revision}` : ''}`);
   // The answer lists every object; a summary keeps the terminal usable (`list` shows them).
   const summary = { [target.what.toLowerCase()]: n, revision: r.revision };
-  await (target.waitable ? finishWrite(api, values, summary, r.revision) : print(values, summary));
+  print(values, summary);
+  await wait?.(r);
 }

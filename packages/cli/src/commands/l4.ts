@@ -5,7 +5,7 @@
 import { serviceId, type Protocol } from '@switchyard/shared';
 import { ApiClient, print } from '../client.js';
 import { clientFlags, helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
-import { finishWrite, writeFlags as waitFlags } from '../progress.js';
+import { finishWrite, l4Waiter, writeFlags as waitFlags } from '../progress.js';
 import { importFile } from './import.js';
 
 const serviceFields: FlagSpec[] = [
@@ -100,7 +100,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
     case 'add': {
       const health = healthFrom(values);
       const r = await api.request('POST', '/services', { ...pick(values, serviceMap), ...(health ? { health } : {}) });
-      return finishWrite(api, values, r.data, r.revision);
+      return finishWrite(api, values, r);
     }
     case 'list':
       return print(values, (await api.request('GET', '/services')).data);
@@ -112,11 +112,11 @@ export async function serviceCommand(argv: string[]): Promise<void> {
       const { servers: _servers, id: _id, ...fields } = current;
       const health = healthFrom(values, current.health as Record<string, unknown> | undefined);
       const r = await api.request('PUT', `/services/${encodeURIComponent(id)}`, { ...fields, ...pick(values, serviceMap), ...(health ? { health } : {}) });
-      return finishWrite(api, values, r.data, r.revision);
+      return finishWrite(api, values, r);
     }
     case 'remove': {
       const r = await api.request('DELETE', `/services/${encodeURIComponent(idFrom(positionals[0], values))}`);
-      return finishWrite(api, values, r.data, r.revision);
+      return finishWrite(api, values, r);
     }
     case 'import': {
       // The whole set, replaced atomically: what PUT /services does.
@@ -127,7 +127,7 @@ export async function serviceCommand(argv: string[]): Promise<void> {
         count: (body) => (Array.isArray(body) ? body.length : undefined),
         what: 'services',
         expect: 'a JSON list of services',
-        waitable: true,
+        prepareWait: async () => l4Waiter(api, values),
       });
     }
     default:
@@ -151,7 +151,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     case 'add': {
       const [id] = need(positionals, 1, 'switchyard server add SERVICE_ID --host H --port P [flags]');
       const r = await api.request('POST', svc(id), pick(values, serverMap));
-      return finishWrite(api, values, r.data, r.revision);
+      return finishWrite(api, values, r);
     }
     case 'list': {
       const [id] = need(positionals, 1, 'switchyard server list SERVICE_ID');
@@ -164,7 +164,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     case 'remove': {
       const [id, sid] = need(positionals, 2, 'switchyard server remove SERVICE_ID SERVER_ID');
       const r = await api.request('DELETE', `${svc(id)}/${encodeURIComponent(sid)}`);
-      return finishWrite(api, values, r.data, r.revision);
+      return finishWrite(api, values, r);
     }
     default:
       throw new UsageError(`unknown subcommand "server ${verb}" (${usage})`);

@@ -42,6 +42,7 @@ import {
   type CenView,
   type CinView,
   type ContainerView,
+  type LevHostView,
   type LevState,
 } from '@switchyard/shared';
 import type { CoordinatorContext } from '../context.js';
@@ -123,6 +124,11 @@ export class LeviathanRepository {
    */
   async current(): Promise<LevSnapshot> {
     await this.fresh();
+    return { model: this.model(), statuses: await this.reports() };
+  }
+
+  /** The agents' reports, read from etcd now (see current()). */
+  async reports(): Promise<Map<string, LevHostStatus>> {
     const k = this.ctx.keys.lev;
     const res = await this.ctx.call(() => this.etcd.getAll().prefix(k.statuses).exec(), 'reading agent reports');
     const statuses = new Map<string, LevHostStatus>();
@@ -137,7 +143,7 @@ export class LeviathanRepository {
         this.ctx.log.warn({ key: kv.key.toString() }, 'ignoring agent report that is not JSON');
       }
     }
-    return { model: this.model(), statuses };
+    return statuses;
   }
 
   /** The model as the mirror holds it now. */
@@ -287,6 +293,20 @@ export class LeviathanRepository {
       addresses: c.addresses.map((a) => ({ containerID: a.containerID, cenID: a.cenID, ipaddress: a.ip, tag: m.containers.get(a.containerID)?.tag ?? null })),
       status,
       hosts: per,
+    };
+  }
+
+  hostView(s: LevHostStatus): LevHostView {
+    const count = (r: Record<string, unknown>) => Object.keys(r).length;
+    return {
+      hostId: s.hostId,
+      appliedRevision: s.appliedRevision,
+      failedRevision: s.errors.length > 0 ? (s.failedRevision ?? null) : null,
+      lastSync: s.lastSync,
+      cens: count(s.cens),
+      cins: count(s.cins),
+      containers: count(s.containers),
+      errors: s.errors,
     };
   }
 

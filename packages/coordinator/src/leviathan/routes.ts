@@ -1,6 +1,7 @@
 /**
  * Leviathan's REST API (leviathan_rest_lib), route for route, plus GET /cen,
- * GET /cin/:cin and GET|PUT /leviathan/pool:
+ * GET /cin, GET /cin/:cin, GET|PUT /leviathan/pool and GET /leviathan/hosts
+ * (the agents' reports: what `switchyard cen|cin … --wait` follows):
  *
  *   POST /cen/import | /cen/make | /cen/destroy        PUT|GET|DELETE /cen/:cen
  *   POST /cin/import | /cin/make | /cin/destroy        GET /cin/:cin
@@ -13,7 +14,7 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { CenFile, CenInput, CenView, CinFile, CinView, ContainerInput, ContainerView, CpoolFile, IdList, LevPool } from '@switchyard/shared';
+import { CenFile, CenInput, CenView, CinFile, CinView, ContainerInput, ContainerView, CpoolFile, IdList, LevHostView, LevPool } from '@switchyard/shared';
 import { written } from '../http/revision.js';
 import * as model from './model.js';
 import type { LeviathanRepository } from './repository.js';
@@ -104,6 +105,11 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
       return cinViews(req.body);
     });
 
+    app.get('/cin', { schema: { tags, summary: 'All CINs', response: { 200: z.array(CinView) } } }, async () => {
+      const s = await repo.current();
+      return [...s.model.cins.keys()].sort().map((id) => repo.cinView(s, id));
+    });
+
     app.get('/cin/:cin', { schema: { tags, summary: 'A CIN, its addresses and status', params: CinParams, response: { 200: CinView } } }, async (req) => {
       return repo.confirm(async () => {
         const s = await repo.current();
@@ -182,5 +188,12 @@ export function leviathanRoutes(repo: LeviathanRepository, defaultHost: string):
       written(reply, revision);
       return value;
     });
+
+    // ---------- agents' reports ----------
+    app.get(
+      '/leviathan/hosts',
+      { schema: { tags, summary: "Each agent's container-network report: the revision it applied, its objects counted, its errors", response: { 200: z.array(LevHostView) } } },
+      async () => [...(await repo.reports()).values()].sort((a, b) => (a.hostId < b.hostId ? -1 : 1)).map((s) => repo.hostView(s)),
+    );
   };
 }

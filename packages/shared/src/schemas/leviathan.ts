@@ -235,6 +235,12 @@ export type StoredCpool = z.infer<typeof StoredCpool>;
 export const LevHostStatus = z.object({
   hostId: z.string(),
   appliedRevision: z.int(),
+  /**
+   * With `errors`: the desired revision the failing pass tried to apply. A
+   * client waiting for revision R knows an error is about its write (not one
+   * left from before it, still being retried) when this is ≥ R.
+   */
+  failedRevision: z.int().optional(),
   lastSync: z.string(),
   cens: z.record(z.string(), z.enum(['ready', 'error'])),
   cins: z.record(z.string(), z.enum(['ready', 'error'])),
@@ -284,6 +290,22 @@ export const ContainerView = z.object({
   status: State,
 });
 export type ContainerView = z.infer<typeof ContainerView>;
+
+/** GET /leviathan/hosts: one agent's topology report, its objects counted. */
+export const LevHostView = z.object({
+  hostId: z.string(),
+  /** The Leviathan revision this host has fully applied. */
+  appliedRevision: z.int(),
+  /** While `errors` is not empty: the revision the failing pass tried to apply (null when the agent does not say). */
+  failedRevision: z.int().nullable(),
+  lastSync: z.string(),
+  /** How many objects of each kind the host holds (ready or in error). */
+  cens: z.int(),
+  cins: z.int(),
+  containers: z.int(),
+  errors: z.array(z.object({ object: z.string(), message: z.string() })),
+});
+export type LevHostView = z.infer<typeof LevHostView>;
 
 // ---------- monitor websocket ----------
 
