@@ -18,17 +18,25 @@ import { freePort } from '../../packages/cli/src/embedded-etcd.js';
 
 export { freePort };
 
-/** A free port whose successor (etcd's peer port under `up`) is free too. */
-export async function freePortPair(): Promise<number> {
-  for (;;) {
-    const p = await freePort();
-    const ok = await new Promise<boolean>((resolve) => {
+/** The first of `n` consecutive free ports (`up --cluster`'s etcd members take 6, its coordinators 2). */
+export async function freePortRun(n: number): Promise<number> {
+  const isFree = (port: number) =>
+    new Promise<boolean>((resolve) => {
       const srv = createServer();
       srv.once('error', () => resolve(false));
-      srv.listen(p + 1, '127.0.0.1', () => srv.close(() => resolve(true)));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
+  for (;;) {
+    const p = await freePort();
+    let ok = p + n <= 65536;
+    for (let i = 1; ok && i < n; i++) ok = await isFree(p + i);
     if (ok) return p;
   }
+}
+
+/** A free port whose successor (etcd's peer port under `up`) is free too. */
+export function freePortPair(): Promise<number> {
+  return freePortRun(2);
 }
 
 declare module 'vitest' {

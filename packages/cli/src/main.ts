@@ -18,7 +18,7 @@ interface Entry {
 }
 
 const commands: Record<string, Entry> = {
-  up: { help: 'run etcd + coordinator + agent on this machine', load: async () => (await import('./commands/up.js')).upCommand, flags: async () => (await import('./commands/up.js')).upFlags },
+  up: { help: 'run etcd + coordinator + agent on this machine (--cluster: 3 etcd members, 2 coordinators)', load: async () => (await import('./commands/up.js')).upCommand, flags: async () => (await import('./commands/up.js')).upFlags },
   coordinator: {
     help: 'serve the REST/websocket API over etcd',
     load: async () => (await import('./commands/coordinator.js')).coordinatorCommand,
