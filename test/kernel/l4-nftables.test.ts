@@ -156,6 +156,35 @@ describe('nftables dataplane with real traffic', () => {
     expect(count(await request(NS.c, VIP, 80, 4))).toEqual({ b1: 2, b2: 2 });
   });
 
+  // A process on the balancer itself. connect() looks the route up before any
+  // netfilter hook runs: without a route to the VIP it fails there
+  // (ENETUNREACH, which the client prints as a plain OSError) and the output
+  // chain never sees a packet. With any route — a default route, or the VIP
+  // made local — the output chain DNATs the connection like prerouting does
+  // for forwarded traffic, and the kernel re-routes it to the real server.
+  it('a process on the balancer reaches the VIP through the output hook once the VIP routes; without a route connect fails first', async () => {
+    expect(count(await request(NS.lb, VIP, 80, 2))).toEqual({ 'ERR OSError': 2 });
+    // A default route (any real host has one): balanced like forwarded traffic.
+    await inNs(NS.lb, 'ip', ['route', 'add', 'default', 'via', '10.98.0.2']);
+    try {
+      expect(count(await request(NS.lb, VIP, 80, 20))).toEqual({ b1: 10, b2: 10 });
+    } finally {
+      await inNs(NS.lb, 'ip', ['route', 'del', 'default']);
+    }
+    expect(count(await request(NS.lb, VIP, 80, 1))).toEqual({ 'ERR OSError': 1 });
+    // The VIP local (what --nft-local-vips does on its dummy device; this
+    // kernel has no dummy driver, so lo stands in — test/vm covers the flag):
+    // the source is the VIP itself, and the output DNAT still balances.
+    await inNs(NS.lb, 'ip', ['addr', 'add', `${VIP}/32`, 'dev', 'lo']);
+    try {
+      expect(count(await request(NS.lb, VIP, 80, 20))).toEqual({ b1: 10, b2: 10 });
+      // Forwarded traffic is unaffected by the VIP being local (prerouting DNATs before routing).
+      expect(count(await request(NS.c, VIP, 80, 4))).toEqual({ b1: 2, b2: 2 });
+    } finally {
+      await inNs(NS.lb, 'ip', ['addr', 'del', `${VIP}/32`, 'dev', 'lo']);
+    }
+  });
+
   it('deleting the service closes the VIP', async () => {
     await applied(await write('DELETE', `/services/${SID}`));
     const answers = await request(NS.c, VIP, 80, 2);

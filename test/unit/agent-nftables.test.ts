@@ -12,6 +12,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ServiceInput, toService, type Service } from '@switchyard/shared';
 import { FakeRunner, type RunOptions, type Runner, type RunResult } from '../../packages/agent/src/exec/runner.js';
+import { DeviceAddresses, planAddresses } from '../../packages/agent/src/dataplanes/local-addresses.js';
 import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
 import {
@@ -311,5 +312,91 @@ describe('sync loop with a slow first half of the full pass', () => {
     await until('the full pass', () => calls.length === 4);
     expect(calls.at(-1)).toBe('full');
     await loop.stop();
+  });
+});
+
+describe('--nft-local-vips', () => {
+  it('plans adds for VIPs the device lacks and deletes for the ones nobody wants', () => {
+    expect(planAddresses(['10.1.0.2', '10.1.0.1', '2001:db8::1'], ['10.1.0.1', '10.9.9.9'])).toEqual([
+      { kind: 'add-address', address: '10.1.0.2' },
+      { kind: 'add-address', address: '2001:db8::1' },
+      { kind: 'delete-address', address: '10.9.9.9' },
+    ]);
+    expect(planAddresses(['10.1.0.1'], ['10.1.0.1'])).toEqual([]);
+    expect(planAddresses([], ['10.1.0.1'])).toEqual([{ kind: 'delete-address', address: '10.1.0.1' }]);
+  });
+
+  /** A kernel with the fixture table and a device whose addresses are kept in memory. */
+  function kernel(onDevice: string[], opts: { noDummy?: boolean } = {}): FakeRunner {
+    const addrs = new Set(onDevice);
+    let exists = onDevice.length > 0;
+    const addrJson = () => JSON.stringify(exists ? [{ ifname: 'sy-nft0', addr_info: [...addrs].map((a) => ({ family: a.includes(':') ? 'inet6' : 'inet', local: a, prefixlen: a.includes(':') ? 128 : 32 })) }] : []);
+    return new FakeRunner()
+      .on('nft', ['-j', 'list'], { stdout: read('observed-after-full.json') })
+      .on('ip', ['-j', 'addr', 'show'], () => (exists ? { stdout: addrJson() } : { exitCode: 1, stderr: 'Device "sy-nft0" does not exist.' }))
+      .on('ip', ['-j', '-d', 'link', 'show'], () => (exists ? { stdout: JSON.stringify([{ ifname: 'sy-nft0', flags: ['UP'], linkinfo: { info_kind: 'dummy' } }]) } : { exitCode: 1 }))
+      .on('ip', ['-batch', '-'], (call) => {
+        for (const line of (call.input ?? '').split('\n').filter(Boolean)) {
+          if (line.includes('type dummy')) {
+            if (opts.noDummy) return { exitCode: 2, stderr: 'Error: Unknown device type.' };
+            exists = true;
+          }
+          const m = /^address (replace|del) ([^/]+)\//.exec(line);
+          if (m && m[1] === 'replace') addrs.add(m[2]);
+          if (m && m[1] === 'del') addrs.delete(m[2]);
+        }
+        return {};
+      });
+  }
+  const ipCalls = (r: FakeRunner) => r.calls.filter((c) => c.cmd === 'ip').map((c) => [`ip ${c.args.join(' ')}`, c.input].filter(Boolean).join('\n'));
+  const dataplane = (r: FakeRunner, enabled: boolean) =>
+    new NftDataplane(new NftExecutor(r, { table: 'switchyard' }), 'switchyard', silent, { localVips: { device: new DeviceAddresses(r, 'sy-nft0'), enabled } });
+
+  it('a full pass creates the device and adds every VIP; an incremental pass needs no read and removes a deleted VIP', async () => {
+    const r = kernel([]);
+    const dp = dataplane(r, true);
+    expect(await dp.sync(byId)).toMatchObject({ failed: false });
+    expect(ipCalls(r)).toEqual([
+      'ip -j addr show dev sy-nft0',
+      'ip -j -d link show dev sy-nft0',
+      'ip -batch -\nlink add sy-nft0 type dummy\nlink set sy-nft0 up\n',
+      'ip -batch -\naddress replace 10.1.0.1/32 dev sy-nft0\naddress replace 10.1.0.2/32 dev sy-nft0\naddress replace 10.1.0.3/32 dev sy-nft0\naddress replace 10.1.0.4/32 dev sy-nft0\naddress replace 2001:db8::1/128 dev sy-nft0\n',
+    ]);
+
+    // 10.1.0.1 still has a service (udp 53): only 10.1.0.2 goes with its service.
+    r.clear();
+    const next = new Map(byId);
+    next.delete('tcp-10_1_0_1-80');
+    await dp.sync(next, new Set(['tcp-10_1_0_1-80']));
+    expect(ipCalls(r)).toEqual([]);
+    next.delete('tcp-10_1_0_2-443');
+    await dp.sync(next, new Set(['tcp-10_1_0_2-443']));
+    expect(ipCalls(r)).toEqual(['ip -j addr show dev sy-nft0', 'ip -batch -\naddress del 10.1.0.2/32 dev sy-nft0\n']);
+
+    // flush removes the device with the table.
+    r.clear();
+    await dp.flush();
+    expect(r.lines()).toEqual(['nft delete table inet switchyard', 'ip link del dev sy-nft0']);
+  });
+
+  it('off: nothing is added, and a full pass empties the device an earlier run left', async () => {
+    const r = kernel(['10.1.0.1', '10.7.7.7']);
+    const dp = dataplane(r, false);
+    await dp.sync(byId);
+    expect(ipCalls(r)).toEqual(['ip -j addr show dev sy-nft0', 'ip -j addr show dev sy-nft0', 'ip -batch -\naddress del 10.1.0.1/32 dev sy-nft0\naddress del 10.7.7.7/32 dev sy-nft0\n']);
+    r.clear();
+    await dp.sync(oneServer(), new Set([CHANGED]));
+    expect(ipCalls(r)).toEqual([]);
+  });
+
+  it('a kernel without dummy devices: the services carry the error and the next pass is full', async () => {
+    const r = kernel([], { noDummy: true });
+    const out = await dataplane(r, true).sync(byId);
+    expect(out.failed).toBe(true);
+    expect(out.reports.get('tcp-10_1_0_1-80')).toContainEqual({
+      serviceId: 'tcp-10_1_0_1-80',
+      level: 'error',
+      message: expect.stringMatching(/^VIP not made local on sy-nft0 \(--nft-local-vips\): .*Unknown device type/),
+    });
   });
 });

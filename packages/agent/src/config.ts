@@ -40,6 +40,15 @@ export const AgentConfig = z.object({
     .refine((s) => isSafeName(s, 32), { message: 'nft table: a plain name' })
     .default('switchyard')
     .describe('the one nft table (family inet) the nftables dataplane owns'),
+  nftLocalVips: z
+    .boolean()
+    .default(false)
+    .describe('nftables: make every VIP local on --nft-device, so processes on this host can reach VIPs it has no route to'),
+  nftDevice: z
+    .string()
+    .refine((s) => isInterfaceName(s), { message: 'nft device: an interface name of at most 15 characters' })
+    .default('sy-nft0')
+    .describe('dummy interface that holds the VIPs with --nft-local-vips (created and owned by the agent)'),
   ipvsDevice: z
     .string()
     .refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' })

@@ -26,6 +26,7 @@
  */
 import type { Logger } from 'pino';
 import type { Service, ServiceReport } from '@switchyard/shared';
+import { planAddresses, type DeviceAddresses } from '../dataplanes/local-addresses.js';
 import { NftExecutor } from '../dataplanes/nftables/executor.js';
 import { serviceObjects, type ServiceObjects } from '../dataplanes/nftables/model.js';
 import { emptyObserved, observedOf, type NftObserved, type ObservedService } from '../dataplanes/nftables/observe.js';
@@ -39,6 +40,12 @@ export interface NftDataplaneOptions {
    * complete read when that is longer).
    */
   minReadOverlapMs?: number;
+  /**
+   * `--nft-local-vips`: the dummy device that holds every VIP, and whether
+   * it should. Off, full passes still empty the device, so addresses an
+   * earlier run left there go.
+   */
+  localVips?: { device: DeviceAddresses; enabled: boolean };
 }
 
 /** What the full pass after a read-back needs to know about incremental passes that ran during it. */
@@ -67,6 +74,8 @@ export class NftDataplane implements L4Dataplane {
   private reading?: ReadBack;
   private snapshot?: Snapshot;
   private lastReadMs = 0;
+  /** The VIPs on the local-VIP device after the last pass (undefined: read it). */
+  private vips?: Set<string>;
 
   constructor(
     private readonly executor: NftExecutor | undefined,
@@ -136,7 +145,7 @@ export class NftDataplane implements L4Dataplane {
     this.logPlan(false, ops);
     if (ops.length === 0) {
       this.record(scope, services, objects);
-      return { reports, failed: false };
+      return this.syncLocalVips(desired, false, reports);
     }
     if (!this.executor) {
       this.record(scope, services, objects);
@@ -147,11 +156,11 @@ export class NftDataplane implements L4Dataplane {
       await this.executor.apply(ops);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-      return this.applyOneByOne(services, objects, reports, scope);
+      return this.afterOneByOne(await this.applyOneByOne(services, objects, reports, scope), desired, false);
     }
     this.record(scope, services, objects);
     this.log.info({ full: false, ops: ops.length, services: scope.size }, 'nftables applied');
-    return { reports, failed: false };
+    return this.syncLocalVips(desired, false, reports);
   }
 
   private async syncAll(desired: ReadonlyMap<string, Service>): Promise<SyncOutcome> {
@@ -190,7 +199,7 @@ export class NftDataplane implements L4Dataplane {
         await this.executor.apply(ops);
       } catch (err) {
         this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-        return this.applyOneByOne(desired, objects, reports);
+        return this.afterOneByOne(await this.applyOneByOne(desired, objects, reports), desired, true);
       }
     }
     // The kernel now holds exactly the desired state (a full plan also deletes unused group chains).
@@ -199,7 +208,46 @@ export class NftDataplane implements L4Dataplane {
     this.unknown.clear();
     this.record(desired.keys(), desired, objects);
     if (ops.length > 0) this.log.info({ full: true, ops: ops.length, services: objects.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
-    return { reports, failed: false };
+    return this.syncLocalVips(desired, true, reports);
+  }
+
+  /**
+   * Puts every desired VIP on the local-VIP device and takes off the others,
+   * after the rules are in (so a VIP is never local before its DNAT is).
+   * Incremental passes compare against what the last pass left; full passes
+   * read the device (one `ip addr show`), which undoes drift. A failure is
+   * reported on the services of the pass (the host's status shows it) and
+   * makes the next pass full.
+   */
+  private async syncLocalVips(desired: ReadonlyMap<string, Service>, full: boolean, reports: Map<string, ServiceReport[]>): Promise<SyncOutcome> {
+    const lv = this.opts.localVips;
+    if (!lv || !this.executor || (!lv.enabled && !full)) return { reports, failed: false };
+    const wanted = new Set<string>();
+    if (lv.enabled) for (const s of desired.values()) wanted.add(s.host);
+    try {
+      const have = full || !this.vips ? await lv.device.observe() : this.vips;
+      const ops = planAddresses(wanted, have);
+      if (ops.length > 0) {
+        await lv.device.apply(ops);
+        this.log.info({ device: lv.device.device, added: ops.filter((o) => o.kind === 'add-address').length, removed: ops.filter((o) => o.kind === 'delete-address').length }, 'local VIPs applied');
+      }
+      this.vips = wanted;
+      return { reports, failed: false };
+    } catch (err) {
+      this.vips = undefined;
+      const message = `VIP not made local on ${lv.device.device} (--nft-local-vips): ${(err as Error).message}`;
+      this.log.error({ device: lv.device.device, err: (err as Error).message }, 'local VIPs not applied');
+      for (const [id, list] of reports) {
+        const s = desired.get(id);
+        if (s) list.push({ serviceId: id, level: 'error', message });
+      }
+      return { reports, failed: true };
+    }
+  }
+
+  private async afterOneByOne(outcome: SyncOutcome, desired: ReadonlyMap<string, Service>, full: boolean): Promise<SyncOutcome> {
+    const vips = await this.syncLocalVips(desired, full, outcome.reports);
+    return { ...outcome, failed: outcome.failed || vips.failed };
   }
 
   private logPlan(full: boolean, ops: NftOp[]): void {
@@ -264,6 +312,8 @@ export class NftDataplane implements L4Dataplane {
 
   async flush(): Promise<void> {
     if (this.executor) await this.executor.deleteTable();
+    if (this.executor && this.opts.localVips) await this.opts.localVips.device.remove();
+    this.vips = undefined;
     this.base = emptyObserved();
     this.applied.clear();
     this.unknown.clear();

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Keyspace } from '@switchyard/shared';
 import type { AgentConfig } from '../config.js';
 import { IpvsExecutor } from '../dataplanes/ipvs/executor.js';
+import { DeviceAddresses } from '../dataplanes/local-addresses.js';
 import { NftExecutor } from '../dataplanes/nftables/executor.js';
 import type { Runner } from '../exec/runner.js';
 import type { L4Dataplane } from './dataplane.js';
@@ -30,7 +31,10 @@ export function etcdOwnership(etcd: Etcd3, keys: Keyspace, hostId: string): Owne
 export async function selectDataplane(config: AgentConfig, runner: Runner, etcd: Etcd3, keys: Keyspace, log: Logger): Promise<L4Dataplane> {
   const netns = config.netns ? { netns: config.netns } : {};
   const ipvs = () => new IpvsDataplane(new IpvsExecutor(runner, { ...netns, device: config.ipvsDevice }), etcdOwnership(etcd, keys, config.hostId), config.drainTimeoutMs, log.child({ component: 'ipvs' }));
-  const nft = () => new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }));
+  const nft = () =>
+    new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
+      localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
+    });
   const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }));
   switch (config.dataplane) {
     case 'ipvs':

@@ -5,8 +5,8 @@
  * `ip -batch -` around it (added before the services that need them,
  * removed after the last service using them is gone).
  */
-import { IpAdapter, hostCidr } from '../../adapters/ip.js';
 import type { Runner } from '../../exec/runner.js';
+import { DeviceAddresses } from '../local-addresses.js';
 import { destKey, type IpvsVirtual } from './model.js';
 import { parseIpvsConnections, parseIpvsRules, parseIpvsThresholds } from './parse.js';
 import { ipvsadmLine, type IpvsOp } from './plan.js';
@@ -28,14 +28,14 @@ export const DEFAULT_IPVS_DEVICE = 'sy-ipvs0';
 
 export class IpvsExecutor {
   readonly device: string;
-  private readonly ip: IpAdapter;
+  private readonly addresses: DeviceAddresses;
 
   constructor(
     private readonly runner: Runner,
     private readonly opts: IpvsExecutorOptions = {},
   ) {
     this.device = opts.device ?? DEFAULT_IPVS_DEVICE;
-    this.ip = new IpAdapter(runner, opts.netns);
+    this.addresses = new DeviceAddresses(runner, this.device, opts.netns);
   }
 
   private ipvsadm(args: string[], input?: string) {
@@ -49,7 +49,7 @@ export class IpvsExecutor {
   }
 
   async observe(): Promise<IpvsObserved> {
-    const [rules, limits, addrs] = await Promise.all([this.ipvsadm(['-Sn']), this.ipvsadm(['-Ln', '--thresholds']), this.ip.addresses(this.device)]);
+    const [rules, limits, addresses] = await Promise.all([this.ipvsadm(['-Sn']), this.ipvsadm(['-Ln', '--thresholds']), this.addresses.observe()]);
     const virtuals = parseIpvsRules(rules.stdout);
     const thresholds = parseIpvsThresholds(limits.stdout);
     for (const v of virtuals) {
@@ -61,9 +61,7 @@ export class IpvsExecutor {
         }
       }
     }
-    // The kernel gives every interface an fe80:: address of its own; only the
-    // service addresses the agent put there are its business.
-    return { virtuals, addresses: addrs.map((a) => a.address).filter((a) => !/^fe[89ab][0-9a-f]:/i.test(a)) };
+    return { virtuals, addresses };
   }
 
   /** Connections per destination key; only worth reading while something drains. */
@@ -72,24 +70,19 @@ export class IpvsExecutor {
   }
 
   async apply(ops: IpvsOp[]): Promise<void> {
-    const adds = ops.flatMap((o) => (o.kind === 'add-address' ? [hostCidr(o.address)] : []));
-    const dels = ops.flatMap((o) => (o.kind === 'delete-address' ? [hostCidr(o.address)] : []));
     const lines = ops.map(ipvsadmLine).filter((l): l is string => l !== undefined);
-    if (adds.length > 0) {
-      await this.ip.ensureDummy(this.device);
-      await this.ip.addAddresses(this.device, adds);
-    }
+    await this.addresses.apply(ops, 'add-address');
     if (lines.length > 0) {
       // `ipvsadm -R` goes on past a failing line and exits 0 unless the last
       // line failed: its stderr is the only sign of a rule the kernel refused.
       const res = await this.ipvsadm(['-R'], `${lines.join('\n')}\n`);
       if (res.stderr.trim() !== '') throw new Error(`ipvsadm -R refused part of the batch: ${res.stderr.trim()}`);
     }
-    if (dels.length > 0) await this.ip.deleteAddresses(this.device, dels);
+    await this.addresses.apply(ops, 'delete-address');
   }
 
   /** Removes the agent's device and with it every service address (--flush-on-exit, after its services are gone). */
   async removeDevice(): Promise<void> {
-    await this.ip.deleteLink(this.device);
+    await this.addresses.remove();
   }
 }

@@ -12,6 +12,7 @@
  * on it, or after the drain timeout. Deleting the whole service removes it
  * at once (the VIP closes).
  */
+import { planAddresses, type AddressOp } from '../local-addresses.js';
 import { destKey, virtualKey, type IpvsDest, type IpvsServiceSpec, type IpvsVirtual } from './model.js';
 
 export type IpvsOp =
@@ -21,9 +22,8 @@ export type IpvsOp =
   | { kind: 'add-dest'; service: IpvsServiceSpec; dest: IpvsDest }
   | { kind: 'edit-dest'; service: IpvsServiceSpec; dest: IpvsDest }
   | { kind: 'delete-dest'; service: IpvsServiceSpec; dest: IpvsDest }
-  /** Make a service address local on the agent's device (IPVS only sees local addresses). */
-  | { kind: 'add-address'; address: string }
-  | { kind: 'delete-address'; address: string };
+  /** Make a service address local on the agent's device (IPVS only sees local addresses), or drop it. */
+  | AddressOp;
 
 export interface IpvsPlanInput {
   desired: IpvsVirtual[];
@@ -121,10 +121,7 @@ export function planIpvs(input: IpvsPlanInput): IpvsPlan {
   for (const key of [...owned]) if (!desired.has(key)) owned.delete(key);
 
   // Addresses: every desired service address is local; nothing else is (the device is the agent's own).
-  const wantAddrs = new Set(input.desired.map((v) => v.address));
-  const haveAddrs = new Set(input.observedAddresses);
-  for (const a of [...wantAddrs].sort()) if (!haveAddrs.has(a)) ops.push({ kind: 'add-address', address: a });
-  for (const a of [...haveAddrs].sort()) if (!wantAddrs.has(a)) ops.push({ kind: 'delete-address', address: a });
+  ops.push(...planAddresses(input.desired.map((v) => v.address), input.observedAddresses));
 
   ops.sort((a, b) => ORDER[a.kind] - ORDER[b.kind]);
   return { ops, owned, draining };
