@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, isolationRules, observeTopology, parseIsolation, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, isolationRules, natRules, observeTopology, parseIsolation, parseNat, plan } from '../../packages/agent/src/topology/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
@@ -63,7 +63,7 @@ describe('topology plan', () => {
     const created = new Set(['a', 'b']);
     const none = desiredFor({ ...input, cens: [], cins: [], containers: [] });
     const teardown = plan(none, after, { ...ctx, created });
-    expect(teardown.map((o) => o.op).sort()).toEqual(['isolation', 'link-del', 'link-del', 'link-del', 'link-del', 'netns-del', 'netns-del']);
+    expect(teardown.map((o) => o.op).sort()).toEqual(['isolation', 'link-del', 'link-del', 'link-del', 'link-del', 'nat', 'netns-del', 'netns-del']);
     expect(plan(none, applyOps(after, teardown), { ...ctx, created: new Set() })).toEqual([]);
   });
 
@@ -88,6 +88,50 @@ describe('topology plan', () => {
     await execute(runner, commandsFor([{ op: 'link-del', name: 'syb-x' }], 'batched', 'hostns'));
     const bad = new FakeRunner().on('ip', ['-n', 'hostns'], { exitCode: 2, stderr: 'RTNETLINK answers: File exists\n' });
     await expect(execute(bad, commandsFor([{ op: 'bridge-add', name: 'syb-x' }], 'batched', 'hostns'))).rejects.toThrow(/File exists/);
+  });
+});
+
+describe('NAT for default routes', () => {
+  it('masquerades the subnet of a CIN that is a default route here, in the same nft -f - as the isolation table', () => {
+    const d = desiredFor(input);
+    expect(d.nat).toEqual(['10.10.0.0/16']);
+    const ops = plan(d, emptyObserved(), ctx);
+    expect(ops.filter((o) => o.op === 'nat')).toEqual([{ op: 'nat', subnets: ['10.10.0.0/16'] }]);
+    const nft = commandsFor(ops, 'batched', 'hostns').filter((c) => c.cmd === 'nft');
+    expect(nft).toHaveLength(1);
+    expect(nft[0].input).toContain(
+      [
+        'table ip switchyard_lev_nat',
+        'flush table ip switchyard_lev_nat',
+        'table ip switchyard_lev_nat {',
+        '  chain postrouting {',
+        '    type nat hook postrouting priority srcnat; policy accept;',
+        '    ip saddr 10.10.0.0/16 oifname != "syb-*" oifname != "syb_*" masquerade',
+        '  }',
+        '}',
+      ].join('\n'),
+    );
+  });
+
+  it('no default route here, no NAT; the table is pruned once the last default route goes', () => {
+    const noRoute = { ...input, containers: [ctr('a'), ctr('b'), ctr('r', 'h2')] };
+    expect(desiredFor(noRoute).nat).toEqual([]);
+    // A default route on another host does not NAT here.
+    expect(desiredFor({ ...input, containers: [ctr('a'), ctr('b'), ctr('r', 'h2', { defaultRoute: 'cen1' })] }).nat).toEqual([]);
+    const after = applyOps(emptyObserved(), plan(desiredFor(input), emptyObserved(), ctx));
+    expect(after.nat).toEqual(['10.10.0.0/16']);
+    const ops = plan(desiredFor(noRoute), after, ctx);
+    expect(ops).toContainEqual({ op: 'nat', subnets: [] });
+    expect(ops).toContainEqual({ op: 'route-default-del', ns: 'a' });
+    const nft = commandsFor(ops, 'batched', 'hostns').find((c) => c.cmd === 'nft');
+    expect(nft).toMatchObject({ tolerant: true, input: 'table ip switchyard_lev_nat\ndelete table ip switchyard_lev_nat\n' });
+    expect(plan(desiredFor(noRoute), applyOps(after, ops), ctx)).toEqual([]);
+  });
+
+  it('reads back what it wrote, and refuses a subnet that is not one', () => {
+    expect(parseNat(natRules(['10.11.0.0/16', '10.10.0.0/16']))).toEqual(['10.10.0.0/16', '10.11.0.0/16']);
+    expect(parseNat('ip saddr 10.10.0.0/16 masquerade')).toEqual([]);
+    expect(() => natRules(['10.10.0.0/16; flush ruleset'])).toThrow(/not an IPv4 subnet/);
   });
 });
 

@@ -3,6 +3,7 @@
  *
  *   batched     one `ip -batch -` per namespace touched (the host context,
  *               each container), one `bridge -batch -`, one `nft -f -`
+ *               (the isolation and NAT tables together)
  *   per-object  one command per op (what a naive agent does; the benchmark's
  *               baseline)
  *
@@ -74,6 +75,42 @@ export function parseIsolation(text: string): string[] {
   return [...forms].filter(([, seen]) => BRIDGE_WILDCARDS.every((w) => seen.has(w))).map(([b]) => b).sort();
 }
 
+/** The nft table (family ip) that masquerades CIN subnets leaving the host (`default_route`). */
+export const NAT_TABLE = 'switchyard_lev_nat';
+
+const IPV4_CIDR = /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/;
+
+/**
+ * Masquerade per CIN subnet: traffic from it leaving through anything but a
+ * CEN bridge (the underlay, the host's uplink) takes the outgoing
+ * interface's address, so the outside needs no route back to the CIN. Traffic
+ * between CEN bridges or inside one (bridged, seen with the bridge as output
+ * under br_netfilter) keeps its source.
+ */
+export function natRules(subnets: string[]): string {
+  if (subnets.length === 0) return `table ip ${NAT_TABLE}\ndelete table ip ${NAT_TABLE}\n`;
+  for (const s of subnets) if (!IPV4_CIDR.test(s)) throw new Error(`not an IPv4 subnet: ${JSON.stringify(s)}`);
+  return [
+    `table ip ${NAT_TABLE}`,
+    `flush table ip ${NAT_TABLE}`,
+    `table ip ${NAT_TABLE} {`,
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    ...subnets.map((s) => `    ip saddr ${s} ${BRIDGE_WILDCARDS.map((w) => `oifname != "${w}"`).join(' ')} masquerade`),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** The subnets a NAT table's text (`nft list table`) masquerades, sorted; a rule in another form does not count. */
+export function parseNat(text: string): string[] {
+  const want = BRIDGE_WILDCARDS.map((w) => `oifname != "${w}"`).join(' ');
+  const out = new Set<string>();
+  for (const m of text.matchAll(/ip saddr (\S+) (.*) masquerade/g)) if (m[2] === want) out.add(m[1]);
+  return [...out].sort();
+}
+
 type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' };
 
 /** Where an op runs and its batch line. `hostNs` is the agent's --netns (undefined: the machine's own). */
@@ -110,13 +147,15 @@ function render(op: TopologyOp, hostNs: string | undefined): { where: Where; lin
       return { where: { tool: 'ip', ns: op.ns }, line: ipLines.defaultRouteDel() };
     case 'isolation':
       return { where: { tool: 'nft' }, line: isolationRules(op.bridges) };
+    case 'nat':
+      return { where: { tool: 'nft' }, line: natRules(op.subnets) };
   }
 }
 
 const REMOVALS = new Set<TopologyOp['op']>(['netns-del', 'link-del', 'addr-del', 'fdb-del', 'route-default-del']);
 
 function isRemoval(op: TopologyOp): boolean {
-  return REMOVALS.has(op.op) || (op.op === 'isolation' && op.bridges.length === 0);
+  return REMOVALS.has(op.op) || (op.op === 'isolation' && op.bridges.length === 0) || (op.op === 'nat' && op.subnets.length === 0);
 }
 
 /**

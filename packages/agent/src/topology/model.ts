@@ -26,6 +26,11 @@ export interface DesiredTopology {
   defaultRoutes: Map<string, { dev: string; via: string }>;
   /** Bridges kept apart at L3 (CINs stay apart even where the host forwards); sorted. */
   isolation: string[];
+  /**
+   * CIN subnets masqueraded on their way out of the host: those whose
+   * gateway is the default route of a container here; sorted.
+   */
+  nat: string[];
   /** What each object needs, for per-object status. */
   objects: { cens: string[]; cins: string[]; containers: string[] };
 }
@@ -41,6 +46,8 @@ export interface ObservedTopology {
   defaultRoutes: Map<string, { dev?: string; via?: string }>;
   /** Bridges named in the isolation table, sorted; undefined when there is no table. */
   isolation?: string[];
+  /** Subnets the NAT table masquerades, sorted; undefined when there is no table. */
+  nat?: string[];
 }
 
 export type TopologyOp =
@@ -60,7 +67,9 @@ export type TopologyOp =
   | { op: 'route-default'; ns: string; dev: string; via: string }
   | { op: 'route-default-del'; ns: string }
   /** Rewrite the isolation table for these bridges (none: delete it). */
-  | { op: 'isolation'; bridges: string[] };
+  | { op: 'isolation'; bridges: string[] }
+  /** Rewrite the NAT table for these subnets (none: delete it). */
+  | { op: 'nat'; subnets: string[] };
 
 export interface TopologyInput {
   hostId: string;
@@ -88,6 +97,7 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
     ifaces: new Map(),
     defaultRoutes: new Map(),
     isolation: [],
+    nat: [],
     objects: { cens: [], cins: [], containers: [] },
   };
   const hostOf = new Map(input.containers.map((c) => [c.containerID, c.host]));
@@ -154,9 +164,11 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
       iface(ns, levNames.containerIf(a.cenID)).addrs.push(`${a.ip}/${prefix}`);
       if (containerById.get(ns)?.defaultRoute === a.cenID && !d.defaultRoutes.has(ns)) {
         d.defaultRoutes.set(ns, { dev: levNames.containerIf(a.cenID), via: cin.subnet.gateway });
+        if (!d.nat.includes(cin.subnet.cidr)) d.nat.push(cin.subnet.cidr);
       }
     }
     if (touches) d.objects.cins.push(cin.cinID);
   }
+  d.nat.sort();
   return d;
 }

@@ -8,7 +8,7 @@ import { levNames } from '@switchyard/shared';
 import { listNamespaces, observeFloodList, observeLinks, observeNamespace } from '../adapters/ip.js';
 import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
-import { ISOLATION_TABLE, parseIsolation } from './execute.js';
+import { ISOLATION_TABLE, NAT_TABLE, parseIsolation, parseNat } from './execute.js';
 import { emptyObserved, type ObservedTopology } from './model.js';
 
 export async function observeTopology(runner: Runner, hostNs: string | undefined, containerNamespaces: Iterable<string>): Promise<ObservedTopology> {
@@ -28,6 +28,8 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   }
   const table = await listTable(runner, 'inet', ISOLATION_TABLE, hostNs);
   o.isolation = table === undefined ? undefined : parseIsolation(table);
+  const nat = await listTable(runner, 'ip', NAT_TABLE, hostNs);
+  o.nat = nat === undefined ? undefined : parseNat(nat);
   return o;
 }
 

@@ -77,6 +77,7 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
   }
   for (const ns of [...nsGoing].sort()) removals.push({ op: 'netns-del', ns });
   if (o.isolation && d.isolation.length === 0) removals.push({ op: 'isolation', bridges: [] });
+  if (o.nat && d.nat.length === 0) removals.push({ op: 'nat', subnets: [] });
 
   // ----- creations -----
   for (const ns of [...d.namespaces].sort()) if (!o.namespaces.has(ns)) creations.push({ op: 'netns-add', ns });
@@ -106,6 +107,7 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
     if (r && (have?.dev !== r.dev || have?.via !== r.via || !linkAfterRemovals(d, o, ns, r.dev, hostDeleted))) creations.push({ op: 'route-default', ns, dev: r.dev, via: r.via });
   }
   if (d.isolation.length > 0 && (o.isolation ?? []).join() !== d.isolation.join()) creations.push({ op: 'isolation', bridges: d.isolation });
+  if (d.nat.length > 0 && (o.nat ?? []).join() !== d.nat.join()) creations.push({ op: 'nat', subnets: d.nat });
   return [...removals, ...creations];
 }
 
@@ -131,6 +133,7 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
     nsLinks: new Map([...o.nsLinks].map(([ns, m]) => [ns, new Map([...m].map(([k, v]) => [k, { ...v, addrs: [...v.addrs] }]))])),
     defaultRoutes: new Map(o.defaultRoutes),
     isolation: o.isolation ? [...o.isolation] : undefined,
+    nat: o.nat ? [...o.nat] : undefined,
   };
   const nsMap = (ns: string) => {
     let m = next.nsLinks.get(ns);
@@ -203,6 +206,9 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
         break;
       case 'isolation':
         next.isolation = op.bridges.length > 0 ? [...op.bridges] : undefined;
+        break;
+      case 'nat':
+        next.nat = op.subnets.length > 0 ? [...op.subnets] : undefined;
         break;
     }
   }
