@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, isolationRules, natRules, observeTopology, parseIsolation, parseNat, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseNat, plan } from '../../packages/agent/src/topology/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
@@ -88,6 +88,54 @@ describe('topology plan', () => {
     await execute(runner, commandsFor([{ op: 'link-del', name: 'syb-x' }], 'batched', 'hostns'));
     const bad = new FakeRunner().on('ip', ['-n', 'hostns'], { exitCode: 2, stderr: 'RTNETLINK answers: File exists\n' });
     await expect(execute(bad, commandsFor([{ op: 'bridge-add', name: 'syb-x' }], 'batched', 'hostns'))).rejects.toThrow(/File exists/);
+  });
+});
+
+describe('MTU on VXLAN-backed CENs', () => {
+  const withMtu = { ...input, underlayMtu: 9000 };
+
+  it('the VXLAN device and both ends of every veth of the CEN get the underlay MTU less 50 — as golden batch text', () => {
+    const d = desiredFor(withMtu);
+    expect(d.vxlans.get('syx-cen1')?.mtu).toBe(8950);
+    const cmds = commandsFor(plan(d, emptyObserved(), ctx), 'batched', 'hostns');
+    const host = cmds.find((c) => c.args.join(' ') === '-n hostns -batch -')?.input ?? '';
+    expect(host).toContain('link add name syx-cen1 mtu 8950 up master syb-cen1 type vxlan id 1000 local 192.0.2.1 dstport 4789\n');
+    expect(host).toContain(`link add name ${levNames.vethHost('a', 'cen1')} mtu 8950 up master syb-cen1 type veth peer name cen1 mtu 8950 netns a\n`);
+    // An IPv6 underlay costs 20 bytes more.
+    expect(desiredFor({ ...withMtu, underlay: '2001:db8::1', underlays: new Map([['h2', '2001:db8::2']]) }).vxlans.get('syx-cen1')?.mtu).toBe(8930);
+  });
+
+  it('a CEN with no remote member keeps the default MTU; links in place are changed when it starts spanning hosts', () => {
+    const single = { ...withMtu, cens: [cen('cen1', ['a', 'b'])], containers: [ctr('a'), ctr('b')] };
+    const d1 = desiredFor(single);
+    expect(d1.vxlans.size).toBe(0);
+    expect(plan(d1, emptyObserved(), ctx).some((o) => 'mtu' in o)).toBe(false);
+    // The kernel's 1500 everywhere, then a remote member joins.
+    const after = applyOps(emptyObserved(), plan(d1, emptyObserved(), ctx));
+    for (const l of after.hostLinks.values()) l.mtu = 1500;
+    for (const m of after.nsLinks.values()) for (const l of m.values()) l.mtu = 1500;
+    const d2 = desiredFor(withMtu);
+    const ops = plan(d2, after, ctx);
+    expect(ops.filter((o) => o.op === 'link-mtu')).toEqual([
+      { op: 'link-mtu', name: levNames.vethHost('a', 'cen1'), mtu: 8950 },
+      { op: 'link-mtu', name: levNames.vethHost('b', 'cen1'), mtu: 8950 },
+      { op: 'link-mtu', ns: 'a', name: 'cen1', mtu: 8950 },
+      { op: 'link-mtu', ns: 'b', name: 'cen1', mtu: 8950 },
+    ]);
+    expect(commandsFor(ops, 'batched', 'hostns').find((c) => c.args.join(' ') === '-n a -batch -')?.input).toMatch(/^link set dev cen1 mtu 8950\n/);
+    expect(plan(d2, applyOps(after, ops), ctx)).toEqual([]);
+  });
+
+  it('finds the underlay: by interface, by address, or the first global IPv4 address; a missing interface is an error', async () => {
+    const link = (ifname: string, mtu: number, addrs: string[]) => ({ ifname, mtu, flags: ['UP'], addr_info: addrs.map((a) => ({ family: 'inet', local: a, prefixlen: 24, scope: 'global' })) });
+    const runner = new FakeRunner().on('ip', ['-n', 'hostns', '-j', '-d', 'addr', 'show'], {
+      stdout: JSON.stringify([link('lo', 65536, []), link('syb-cen1', 1450, ['10.10.0.1']), link('eth0', 1500, ['198.51.100.7']), link('eth1', 9000, ['192.0.2.1'])]),
+    });
+    expect(await findUnderlay(runner, 'hostns')).toEqual({ address: '198.51.100.7', iface: 'eth0', mtu: 1500 });
+    expect(await findUnderlay(runner, 'hostns', { iface: 'eth1' })).toEqual({ address: '192.0.2.1', iface: 'eth1', mtu: 9000 });
+    expect(await findUnderlay(runner, 'hostns', { address: '192.0.2.1' })).toEqual({ address: '192.0.2.1', iface: 'eth1', mtu: 9000 });
+    expect(await findUnderlay(runner, 'hostns', { address: '203.0.113.9' })).toEqual({ address: '203.0.113.9' });
+    await expect(findUnderlay(runner, 'hostns', { iface: 'eth9' })).rejects.toThrow(/underlay interface eth9 does not exist/);
   });
 });
 

@@ -122,15 +122,23 @@ const checkIp = (ip: string) => {
   return ip;
 };
 
+/** ` mtu N` (68, IPv4's minimum, up to 65535), or nothing. */
+const mtuArg = (mtu?: number) => {
+  if (mtu === undefined) return '';
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new IpAdapterError(`not an MTU: ${JSON.stringify(mtu)}`);
+  return ` mtu ${mtu}`;
+};
+
 export const ipLines = {
   netnsAdd: (ns: string) => `netns add ${checkNs(ns)}`,
   netnsDel: (ns: string) => `netns del ${checkNs(ns)}`,
   bridgeAdd: (name: string) => `link add name ${checkIfname(name)} up type bridge`,
-  vxlanAdd: (name: string, vni: number, local: string, master: string, port = 4789) =>
-    `link add name ${checkIfname(name)} up master ${checkIfname(master)} type vxlan id ${Math.trunc(vni)} local ${checkIp(local)} dstport ${Math.trunc(port)}`,
-  /** A veth whose host end joins `master` and whose peer is created inside `peerNs` as `peer`. */
-  vethAdd: (name: string, master: string, peer: string, peerNs: string) =>
-    `link add name ${checkIfname(name)} up master ${checkIfname(master)} type veth peer name ${checkIfname(peer)} netns ${checkNs(peerNs)}`,
+  vxlanAdd: (name: string, vni: number, local: string, master: string, mtu?: number, port = 4789) =>
+    `link add name ${checkIfname(name)}${mtuArg(mtu)} up master ${checkIfname(master)} type vxlan id ${Math.trunc(vni)} local ${checkIp(local)} dstport ${Math.trunc(port)}`,
+  /** A veth whose host end joins `master` and whose peer is created inside `peerNs` as `peer` (both ends `mtu` when given). */
+  vethAdd: (name: string, master: string, peer: string, peerNs: string, mtu?: number) =>
+    `link add name ${checkIfname(name)}${mtuArg(mtu)} up master ${checkIfname(master)} type veth peer name ${checkIfname(peer)}${mtuArg(mtu)} netns ${checkNs(peerNs)}`,
+  linkMtu: (name: string, mtu: number) => `link set dev ${checkIfname(name)}${mtuArg(mtu)}`,
   /** One veth pair with both ends inside namespaces, both named `name`. */
   wireAdd: (name: string, nsA: string, nsB: string) =>
     `link add name ${checkIfname(name)} netns ${checkNs(nsA)} type veth peer name ${checkIfname(name)} netns ${checkNs(nsB)}`,
@@ -160,12 +168,14 @@ export interface ObservedLink {
   master?: string;
   up: boolean;
   vni?: number;
+  mtu?: number;
   /** `a.b.c.d/len`, IPv4 global only. */
   addrs: string[];
 }
 
 interface IpJsonDetailedLink extends IpJsonLink {
   master?: string;
+  mtu?: number;
   linkinfo?: { info_kind?: string; info_data?: { id?: number } };
   addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
 }
@@ -178,6 +188,7 @@ export function parseLinks(json: string): ObservedLink[] {
     master: l.master,
     up: (l.flags ?? []).includes('UP'),
     vni: l.linkinfo?.info_kind === 'vxlan' ? l.linkinfo.info_data?.id : undefined,
+    ...(l.mtu !== undefined ? { mtu: l.mtu } : {}),
     addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet' && (a.scope ?? 'global') === 'global').map((a) => `${a.local}/${a.prefixlen}`),
   }));
 }

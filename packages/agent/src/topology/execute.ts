@@ -124,15 +124,17 @@ function render(op: TopologyOp, hostNs: string | undefined): { where: Where; lin
     case 'bridge-add':
       return { where: host, line: ipLines.bridgeAdd(op.name) };
     case 'vxlan-add':
-      return { where: host, line: ipLines.vxlanAdd(op.name, op.vni, op.local, op.master) };
+      return { where: host, line: ipLines.vxlanAdd(op.name, op.vni, op.local, op.master, op.mtu) };
     case 'veth-add':
-      return { where: host, line: ipLines.vethAdd(op.name, op.master, op.peer, op.peerNs) };
+      return { where: host, line: ipLines.vethAdd(op.name, op.master, op.peer, op.peerNs, op.mtu) };
     case 'wire-add':
       return { where: host, line: ipLines.wireAdd(op.name, op.a, op.b) };
     case 'link-del':
       return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.linkDel(op.name) };
     case 'link-up':
       return { where: { tool: 'ip', ns: op.ns }, line: ipLines.linkUp(op.name) };
+    case 'link-mtu':
+      return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.linkMtu(op.name, op.mtu) };
     case 'addr-add':
       return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.addrAdd(op.cidr, op.dev) };
     case 'addr-del':

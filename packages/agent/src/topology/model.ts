@@ -16,13 +16,13 @@ export interface DesiredTopology {
   /** Namespaces of the containers placed on this host. */
   namespaces: Set<string>;
   bridges: Map<string, { cenId: string; addrs: string[] }>;
-  /** Host end → its bridge and the container end. */
-  veths: Map<string, { cenId: string; bridge: string; ns: string; peer: string }>;
+  /** Host end → its bridge and the container end; `mtu` on a VXLAN-backed CEN (both ends). */
+  veths: Map<string, { cenId: string; bridge: string; ns: string; peer: string; mtu?: number }>;
   /** "wire" CENs with both containers here: one veth pair between two namespaces. */
   wires: Map<string, { cenId: string; a: string; b: string }>;
-  vxlans: Map<string, { cenId: string; bridge: string; vni: number; local: string; remotes: string[] }>;
-  /** Container namespace → its CEN interfaces and their addresses. */
-  ifaces: Map<string, Map<string, { addrs: string[] }>>;
+  vxlans: Map<string, { cenId: string; bridge: string; vni: number; local: string; remotes: string[]; mtu?: number }>;
+  /** Container namespace → its CEN interfaces, their addresses and (VXLAN-backed CENs) MTU. */
+  ifaces: Map<string, Map<string, { addrs: string[]; mtu?: number }>>;
   defaultRoutes: Map<string, { dev: string; via: string }>;
   /** Bridges kept apart at L3 (CINs stay apart even where the host forwards); sorted. */
   isolation: string[];
@@ -38,11 +38,11 @@ export interface DesiredTopology {
 export interface ObservedTopology {
   namespaces: Set<string>;
   /** Host-context links the role owns (levNames.isOwnedLink). */
-  hostLinks: Map<string, { kind?: string; master?: string; up: boolean; vni?: number; addrs: string[] }>;
+  hostLinks: Map<string, { kind?: string; master?: string; up: boolean; vni?: number; mtu?: number; addrs: string[] }>;
   /** VXLAN device → remote VTEPs it floods to. */
   flood: Map<string, string[]>;
   /** Container namespace → its links (all of them: the role never deletes one it cannot attribute). */
-  nsLinks: Map<string, Map<string, { kind?: string; up: boolean; addrs: string[] }>>;
+  nsLinks: Map<string, Map<string, { kind?: string; up: boolean; mtu?: number; addrs: string[] }>>;
   defaultRoutes: Map<string, { dev?: string; via?: string }>;
   /** Bridges named in the isolation table, sorted; undefined when there is no table. */
   isolation?: string[];
@@ -54,12 +54,14 @@ export type TopologyOp =
   | { op: 'netns-add'; ns: string }
   | { op: 'netns-del'; ns: string }
   | { op: 'bridge-add'; name: string }
-  | { op: 'vxlan-add'; name: string; vni: number; local: string; master: string }
-  | { op: 'veth-add'; name: string; master: string; peer: string; peerNs: string }
+  | { op: 'vxlan-add'; name: string; vni: number; local: string; master: string; mtu?: number }
+  | { op: 'veth-add'; name: string; master: string; peer: string; peerNs: string; mtu?: number }
   | { op: 'wire-add'; name: string; a: string; b: string }
   /** `ns` absent: the host context. */
   | { op: 'link-del'; ns?: string; name: string }
   | { op: 'link-up'; ns: string; name: string }
+  /** `ns` absent: the host context. */
+  | { op: 'link-mtu'; ns?: string; name: string; mtu: number }
   | { op: 'addr-add'; ns?: string; dev: string; cidr: string }
   | { op: 'addr-del'; ns?: string; dev: string; cidr: string }
   | { op: 'fdb-add'; dev: string; dst: string }
@@ -75,6 +77,8 @@ export interface TopologyInput {
   hostId: string;
   /** This host's underlay address (VXLAN local end), if known. */
   underlay?: string;
+  /** MTU of the interface holding the underlay address, if known: VXLAN-backed CENs get it less the encapsulation. */
+  underlayMtu?: number;
   /** Host id → underlay address of every agent that published one. */
   underlays: Map<string, string>;
   cens: StoredCen[];
@@ -84,6 +88,15 @@ export interface TopologyInput {
 
 export function emptyObserved(): ObservedTopology {
   return { namespaces: new Set(), hostLinks: new Map(), flood: new Map(), nsLinks: new Map(), defaultRoutes: new Map() };
+}
+
+/**
+ * Bytes VXLAN adds to each frame on the underlay: inner Ethernet 14 + VXLAN
+ * 8 + UDP 8 + the outer IP header (20 for IPv4, 40 for IPv6) — the kernel's
+ * VXLAN_HEADROOM / VXLAN6_HEADROOM.
+ */
+export function vxlanOverhead(underlay: string): number {
+  return underlay.includes(':') ? 70 : 50;
 }
 
 /** The desired topology of host `hostId` from the cluster's Leviathan records. */
@@ -139,7 +152,17 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
     const remoteHosts = [...new Set(members.filter((id) => !local(id)).map((id) => hostOf.get(id) as string))].sort();
     const remotes = remoteHosts.map((h) => input.underlays.get(h)).filter((a): a is string => !!a);
     if (remotes.length > 0 && input.underlay) {
-      d.vxlans.set(levNames.vxlan(cen.cenID), { cenId: cen.cenID, bridge, vni: cen.vni, local: input.underlay, remotes });
+      const mtu = input.underlayMtu === undefined ? undefined : input.underlayMtu - vxlanOverhead(input.underlay);
+      d.vxlans.set(levNames.vxlan(cen.cenID), { cenId: cen.cenID, bridge, vni: cen.vni, local: input.underlay, remotes, ...(mtu ? { mtu } : {}) });
+      // Every port of the bridge, and the container ends, at the VXLAN's MTU: a bridge
+      // silently drops a frame too big for its outgoing port, so a container must
+      // never send one (no ICMP "fragmentation needed" comes back from a bridge).
+      if (mtu) {
+        for (const id of here) {
+          (d.veths.get(levNames.vethHost(id, cen.cenID)) as { mtu?: number }).mtu = mtu;
+          iface(id, levNames.containerIf(cen.cenID)).mtu = mtu;
+        }
+      }
     }
   }
   d.isolation = [...d.bridges.keys()].sort();

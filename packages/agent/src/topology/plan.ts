@@ -81,17 +81,24 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
 
   // ----- creations -----
   for (const ns of [...d.namespaces].sort()) if (!o.namespaces.has(ns)) creations.push({ op: 'netns-add', ns });
+  const mtuFix = (want: number | undefined, have: number | undefined, ns: string | undefined, name: string) => {
+    if (want !== undefined && have !== want) creations.push({ op: 'link-mtu', ...(ns ? { ns } : {}), name, mtu: want });
+  };
   for (const [name, b] of d.bridges) {
     if (!keepHost.has(name)) creations.push({ op: 'bridge-add', name });
     const have = keepHost.has(name) ? (o.hostLinks.get(name)?.addrs ?? []) : [];
     for (const a of b.addrs) if (!have.includes(a)) creations.push({ op: 'addr-add', dev: name, cidr: a });
   }
   for (const [name, v] of d.vxlans) {
-    if (!keepHost.has(name)) creations.push({ op: 'vxlan-add', name, vni: v.vni, local: v.local, master: v.bridge });
+    if (!keepHost.has(name)) creations.push({ op: 'vxlan-add', name, vni: v.vni, local: v.local, master: v.bridge, ...(v.mtu ? { mtu: v.mtu } : {}) });
+    else mtuFix(v.mtu, o.hostLinks.get(name)?.mtu, undefined, name);
     const have = keepHost.has(name) ? (o.flood.get(name) ?? []) : [];
     for (const dst of v.remotes) if (!have.includes(dst)) creations.push({ op: 'fdb-add', dev: name, dst });
   }
-  for (const [name, v] of d.veths) if (!keepHost.has(name)) creations.push({ op: 'veth-add', name, master: v.bridge, peer: v.peer, peerNs: v.ns });
+  for (const [name, v] of d.veths) {
+    if (!keepHost.has(name)) creations.push({ op: 'veth-add', name, master: v.bridge, peer: v.peer, peerNs: v.ns, ...(v.mtu ? { mtu: v.mtu } : {}) });
+    else mtuFix(v.mtu, o.hostLinks.get(name)?.mtu, undefined, name);
+  }
   for (const [cenId, w] of d.wires) {
     const stays = [w.a, w.b].every((ns) => o.namespaces.has(ns) && !nsGoing.has(ns) && o.nsLinks.get(ns)?.get(cenId)?.kind === 'veth' && endStays(d, o, ns, cenId, hostDeleted));
     if (!stays) creations.push({ op: 'wire-add', name: cenId, a: w.a, b: w.b });
@@ -99,6 +106,8 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
   for (const [ns, ifs] of [...d.ifaces].sort(([a], [b]) => (a < b ? -1 : 1))) {
     for (const [name, w] of ifs) {
       const l = linkAfterRemovals(d, o, ns, name, hostDeleted);
+      // A new end gets its MTU from veth-add; one in place is changed.
+      if (l) mtuFix(w.mtu, l.mtu, ns, name);
       if (!l?.up) creations.push({ op: 'link-up', ns, name });
       for (const a of w.addrs) if (!l?.addrs.includes(a)) creations.push({ op: 'addr-add', ns, dev: name, cidr: a });
     }
@@ -155,12 +164,12 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
         next.hostLinks.set(op.name, { kind: 'bridge', up: true, addrs: [] });
         break;
       case 'vxlan-add':
-        next.hostLinks.set(op.name, { kind: 'vxlan', up: true, master: op.master, vni: op.vni, addrs: [] });
+        next.hostLinks.set(op.name, { kind: 'vxlan', up: true, master: op.master, vni: op.vni, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
         next.flood.set(op.name, []);
         break;
       case 'veth-add':
-        next.hostLinks.set(op.name, { kind: 'veth', up: true, master: op.master, addrs: [] });
-        nsMap(op.peerNs).set(op.peer, { kind: 'veth', up: false, addrs: [] });
+        next.hostLinks.set(op.name, { kind: 'veth', up: true, master: op.master, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
+        nsMap(op.peerNs).set(op.peer, { kind: 'veth', up: false, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
         break;
       case 'wire-add':
         nsMap(op.a).set(op.name, { kind: 'veth', up: false, addrs: [] });
@@ -180,6 +189,11 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
       case 'link-up': {
         const l = nsMap(op.ns).get(op.name);
         if (l) l.up = true;
+        break;
+      }
+      case 'link-mtu': {
+        const l = op.ns ? nsMap(op.ns).get(op.name) : next.hostLinks.get(op.name);
+        if (l) l.mtu = op.mtu;
         break;
       }
       case 'addr-add': {
