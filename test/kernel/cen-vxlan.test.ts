@@ -53,6 +53,13 @@ beforeAll(async () => {
     sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     void addr;
   }
+  // Decoys listed before the underlay (made first: lower ifindex) with a global address and
+  // another MTU: detection would pick them; the agents are told better.
+  for (const ns of [H1, H2]) {
+    sh('ip', ['-n', ns, 'link', 'add', 'name', `${P}dec`, 'type', 'bridge']);
+    sh('ip', ['-n', ns, 'addr', 'add', '10.250.0.1/24', 'dev', `${P}dec`]);
+    sh('ip', ['-n', ns, 'link', 'set', `${P}dec`, 'up']);
+  }
   // The underlay: one veth pair between the two host namespaces.
   sh('ip', ['link', 'add', 'name', `${P}u1`, 'netns', H1, 'type', 'veth', 'peer', 'name', `${P}u2`, 'netns', H2]);
   sh('ip', ['-n', H1, 'addr', 'add', '192.168.251.1/24', 'dev', `${P}u1`]);
@@ -61,12 +68,10 @@ beforeAll(async () => {
   sh('ip', ['-n', H1, 'link', 'set', `${P}u1`, 'mtu', '1400', 'up']);
   sh('ip', ['-n', H2, 'link', 'set', `${P}u2`, 'mtu', '1400', 'up']);
   c = await testCoordinator('cen-vxlan');
-  for (const [hostId, netns] of [
-    ['host1', H1],
-    ['host2', H2],
-  ]) {
-    agents.push(await startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId, netns, log, resyncMs: 600_000 }));
-  }
+  const base = { etcd: c.ctx.etcd, keys: c.ctx.keys, log, resyncMs: 600_000 };
+  // host1 is told its underlay interface (--underlay-interface), host2 its address (--underlay-address).
+  agents.push(await startTopology({ ...base, hostId: 'host1', netns: H1, underlayInterface: `${P}u1` }));
+  agents.push(await startTopology({ ...base, hostId: 'host2', netns: H2, underlay: '192.168.251.2' }));
 });
 
 afterAll(async () => {

@@ -136,6 +136,12 @@ describe('MTU on VXLAN-backed CENs', () => {
     expect(await findUnderlay(runner, 'hostns', { address: '192.0.2.1' })).toEqual({ address: '192.0.2.1', iface: 'eth1', mtu: 9000 });
     expect(await findUnderlay(runner, 'hostns', { address: '203.0.113.9' })).toEqual({ address: '203.0.113.9' });
     await expect(findUnderlay(runner, 'hostns', { iface: 'eth9' })).rejects.toThrow(/underlay interface eth9 does not exist/);
+    // Malformed names and addresses are refused before any command runs.
+    const untouched = new FakeRunner();
+    await expect(findUnderlay(untouched, 'hostns', { iface: 'eth0;reboot' })).rejects.toThrow(/not a valid interface name/);
+    await expect(findUnderlay(untouched, 'hostns', { iface: 'a-name-of-16-chr' })).rejects.toThrow(/not a valid interface name/);
+    await expect(findUnderlay(untouched, 'hostns', { address: '2001:db8::1' })).rejects.toThrow(/not an IPv4 address/);
+    expect(untouched.calls).toEqual([]);
   });
 });
 

@@ -4,7 +4,8 @@
  * and the links and default route inside each container namespace of
  * interest. One command per namespace: `ip -j -d -batch -`.
  */
-import { levNames } from '@switchyard/shared';
+import { isIP } from 'node:net';
+import { isInterfaceName, levNames } from '@switchyard/shared';
 import { listNamespaces, observeFloodList, observeLinks, observeNamespace } from '../adapters/ip.js';
 import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
@@ -33,6 +34,12 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   return o;
 }
 
+/** An underlay given by flags or embedders, checked before any command runs (IPv4: what hosts publish, LevUnderlay). */
+export function checkUnderlayWanted(want: { address?: string; iface?: string }): void {
+  if (want.iface !== undefined && !isInterfaceName(want.iface)) throw new Error(`underlay interface: not a valid interface name: ${JSON.stringify(want.iface)}`);
+  if (want.address !== undefined && isIP(want.address) !== 4) throw new Error(`underlay address: not an IPv4 address: ${JSON.stringify(want.address)}`);
+}
+
 export interface Underlay {
   /** The VXLAN local address, published for the other hosts. */
   address?: string;
@@ -51,6 +58,7 @@ export interface Underlay {
  * VXLAN devices then get the kernel's default).
  */
 export async function findUnderlay(runner: Runner, hostNs: string | undefined, want: { address?: string; iface?: string } = {}): Promise<Underlay> {
+  checkUnderlayWanted(want);
   const links = (await observeLinks(runner, hostNs)).filter((l) => !levNames.isOwnedLink(l.name));
   const bare = (cidr: string) => cidr.split('/')[0];
   if (want.iface) {

@@ -28,7 +28,7 @@ import { SyncLoop, type SyncObserver } from '../loop.js';
 import { commandsFor, execute, type ExecMode } from './execute.js';
 import { desiredFor, emptyObserved, type ObservedTopology, type TopologyOp } from './model.js';
 import { CreatedNamespaces } from './namespaces.js';
-import { findUnderlay, observeTopology, type Underlay } from './observe.js';
+import { checkUnderlayWanted, findUnderlay, observeTopology, type Underlay } from './observe.js';
 import { applyOps, plan } from './plan.js';
 import { TopologySources } from './sources.js';
 import { TopologyStatus } from './status.js';
@@ -113,12 +113,14 @@ class AppliedRevision {
 
 /**
  * The underlay, its address published on a lease that is renewed if lost.
- * Read once, at start: an explicitly given interface that is missing fails
- * the start; a failed detection only leaves VXLAN off.
+ * Read once, at start: a malformed address or interface name, or a given
+ * interface that is missing, fails the start; a failed detection only leaves
+ * VXLAN off.
  */
 async function publishUnderlay(opts: TopologyOptions, runner: Runner, log: Logger): Promise<Underlay & { key?: LeasedKey }> {
   const { etcd, keys, hostId } = opts;
-  const want = { ...(opts.underlay ? { address: opts.underlay } : {}), ...(opts.underlayInterface ? { iface: opts.underlayInterface } : {}) };
+  const want = { ...(opts.underlay !== undefined ? { address: opts.underlay } : {}), ...(opts.underlayInterface !== undefined ? { iface: opts.underlayInterface } : {}) };
+  checkUnderlayWanted(want);
   let found: Underlay = want.address ? { address: want.address } : {};
   if (!opts.dryRun) {
     if (want.iface) found = await findUnderlay(runner, opts.netns, want);
