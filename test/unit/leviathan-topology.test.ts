@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseNat, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan } from '../../packages/agent/src/topology/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
@@ -142,6 +142,59 @@ describe('MTU on VXLAN-backed CENs', () => {
     await expect(findUnderlay(untouched, 'hostns', { iface: 'a-name-of-16-chr' })).rejects.toThrow(/not a valid interface name/);
     await expect(findUnderlay(untouched, 'hostns', { address: '2001:db8::1' })).rejects.toThrow(/not an IPv4 address/);
     expect(untouched.calls).toEqual([]);
+  });
+});
+
+describe('a CIN over several CENs', () => {
+  const span = {
+    ...input,
+    underlays: new Map<string, string>(),
+    cens: [cen('cen1', ['a', 'b']), cen('cen2', ['c'])],
+    cins: [{ ...cin, cenIDs: ['cen1', 'cen2'], addresses: [...cin.addresses, { containerID: 'c', cenID: 'cen2', ip: '10.10.0.12' }] }],
+    containers: [ctr('a'), ctr('b'), ctr('c')],
+  };
+  const spanCtx = { created: new Set<string>(), knownCens: new Set(['cen1', 'cen2']) };
+
+  it('routes between its bridges: a /32 per address, proxy ARP, and a pass through the isolation table — as golden text', () => {
+    const d = desiredFor(span);
+    expect(d.joins).toEqual([{ subnet: '10.10.0.0/16', bridges: ['syb-cen1', 'syb-cen2'] }]);
+    expect([...d.hostRoutes]).toEqual([
+      ['10.10.0.10', 'syb-cen1'],
+      ['10.10.0.11', 'syb-cen1'],
+      ['10.10.0.12', 'syb-cen2'],
+    ]);
+    const cmds = commandsFor(plan(d, emptyObserved(), spanCtx), 'batched', 'hostns');
+    const host = cmds.find((c) => c.args.join(' ') === '-n hostns -batch -')?.input ?? '';
+    expect(host).toContain('route replace 10.10.0.10/32 dev syb-cen1\nroute replace 10.10.0.11/32 dev syb-cen1\nroute replace 10.10.0.12/32 dev syb-cen2\n');
+    expect(cmds.filter((c) => c.cmd === 'sysctl')).toEqual([
+      {
+        cmd: 'sysctl',
+        args: ['-q', '-w', 'net/ipv4/conf/syb-cen1/proxy_arp=1', 'net/ipv4/neigh/syb-cen1/proxy_delay=0', 'net/ipv4/conf/syb-cen2/proxy_arp=1', 'net/ipv4/neigh/syb-cen2/proxy_delay=0'],
+        netns: 'hostns',
+        tolerant: false,
+      },
+    ]);
+    const nft = cmds.find((c) => c.cmd === 'nft')?.input ?? '';
+    // The pass comes first: an accept ends the chain before the drops.
+    expect(nft.split('\n')[5]).toBe('    iifname { "syb-cen1", "syb-cen2" } oifname { "syb-cen1", "syb-cen2" } ip saddr 10.10.0.0/16 ip daddr 10.10.0.0/16 accept');
+    expect(parseJoins(nft.replace('{ "syb-cen1", "syb-cen2" } ip', '{ "syb-cen2", "syb-cen1" } ip'))).toEqual(d.joins);
+  });
+
+  it('converges, and undoes the routes, proxy ARP and pass when the CIN is destroyed (the bridges stay)', () => {
+    const d = desiredFor(span);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), spanCtx));
+    expect(plan(d, after, spanCtx)).toEqual([]);
+    const gone = desiredFor({ ...span, cins: [{ ...span.cins[0], made: false, subnet: null, addresses: [] }] });
+    const ops = plan(gone, after, spanCtx);
+    expect(ops.filter((o) => o.op === 'route-host-del')).toHaveLength(3);
+    expect(ops.filter((o) => o.op === 'proxy-arp')).toEqual([
+      { op: 'proxy-arp', dev: 'syb-cen1', on: false },
+      { op: 'proxy-arp', dev: 'syb-cen2', on: false },
+    ]);
+    expect(ops).toContainEqual({ op: 'isolation', bridges: ['syb-cen1', 'syb-cen2'] });
+    expect(plan(gone, applyOps(after, ops), spanCtx)).toEqual([]);
+    // A CIN over one CEN, or over a CEN with no bridge here, joins nothing.
+    expect(desiredFor({ ...span, containers: [ctr('a'), ctr('b'), ctr('c', 'h2')] }).joins).toEqual([]);
   });
 });
 

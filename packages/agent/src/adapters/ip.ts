@@ -148,6 +148,9 @@ export const ipLines = {
   addrDel: (cidr: string, dev: string) => `addr del ${checkCidr(cidr)} dev ${checkIfname(dev)}`,
   defaultRoute: (via: string, dev: string) => `route replace default via ${checkIp(via)} dev ${checkIfname(dev)}`,
   defaultRouteDel: () => 'route del default',
+  /** A /32 through a bridge (IPv4: CIN addresses). */
+  hostRoute: (dst: string, dev: string) => `route replace ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
+  hostRouteDel: (dst: string, dev: string) => `route del ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
   /** For `bridge -batch -`: flood to a remote VTEP. */
   fdbAppend: (vxlan: string, dst: string) => `fdb append 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
   fdbDel: (vxlan: string, dst: string) => `fdb del 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
@@ -207,6 +210,21 @@ export async function observeNamespace(runner: Runner, ns: string): Promise<{ li
   const routes = (arrays[1] ? JSON.parse(arrays[1]) : []) as { dst: string; gateway?: string; dev?: string }[];
   const def = routes.find((r) => r.dst === 'default');
   return { links: parseLinks(arrays[0] ?? '[]'), ...(def ? { defaultRoute: { via: def.gateway, dev: def.dev } } : {}) };
+}
+
+/**
+ * The host context's /32 routes through the links `owned` accepts (address
+ * → link) and those links with proxy ARP on, in one process.
+ */
+export async function observeRoutesAndProxyArp(runner: Runner, ns: string | undefined, owned: (link: string) => boolean): Promise<{ hostRoutes: Map<string, string>; proxyArp: Set<string> }> {
+  const res = await runner.run('ip', [...nsArgs(ns), '-j', '-batch', '-'], { input: 'route show\nnetconf show\n' });
+  const arrays = res.stdout.split('\n').filter((l) => l.startsWith('['));
+  const routes = (arrays[0] ? JSON.parse(arrays[0]) : []) as { dst: string; dev?: string; protocol?: string }[];
+  const conf = (arrays[1] ? JSON.parse(arrays[1]) : []) as { family: string; interface: string; proxy_neigh?: boolean }[];
+  const hostRoutes = new Map<string, string>();
+  for (const r of routes) if (r.dev && owned(r.dev) && !r.dst.includes('/') && r.dst !== 'default' && r.protocol !== 'kernel') hostRoutes.set(r.dst, r.dev);
+  const proxyArp = new Set(conf.filter((c) => c.family === 'inet' && c.proxy_neigh && owned(c.interface)).map((c) => c.interface));
+  return { hostRoutes, proxyArp };
 }
 
 /** Names of the machine's named network namespaces. */

@@ -31,8 +31,24 @@ export interface DesiredTopology {
    * gateway is the default route of a container here; sorted.
    */
   nat: string[];
+  /**
+   * CINs whose CENs have two or more bridges here: routed between those
+   * bridges (the isolation table lets their subnet through, sorted by subnet).
+   */
+  joins: CinJoin[];
+  /** Address → bridge of its CEN, for every address of a joined CIN: /32 routes that tell the bridges apart. */
+  hostRoutes: Map<string, string>;
+  /** Bridges answering ARP for addresses behind another bridge of their CIN; sorted. */
+  proxyArp: string[];
   /** What each object needs, for per-object status. */
   objects: { cens: string[]; cins: string[]; containers: string[] };
+}
+
+/** A CIN routed between several CEN bridges of this host. */
+export interface CinJoin {
+  subnet: string;
+  /** Sorted. */
+  bridges: string[];
 }
 
 export interface ObservedTopology {
@@ -48,6 +64,12 @@ export interface ObservedTopology {
   isolation?: string[];
   /** Subnets the NAT table masquerades, sorted; undefined when there is no table. */
   nat?: string[];
+  /** CINs the isolation table routes between bridges (undefined: no table). */
+  joins?: CinJoin[];
+  /** /32 routes in the host context through the role's bridges: address → bridge. */
+  hostRoutes: Map<string, string>;
+  /** The role's bridges with proxy ARP on. */
+  proxyArp: Set<string>;
 }
 
 export type TopologyOp =
@@ -68,8 +90,11 @@ export type TopologyOp =
   | { op: 'fdb-del'; dev: string; dst: string }
   | { op: 'route-default'; ns: string; dev: string; via: string }
   | { op: 'route-default-del'; ns: string }
-  /** Rewrite the isolation table for these bridges (none: delete it). */
-  | { op: 'isolation'; bridges: string[] }
+  /** Rewrite the isolation table for these bridges and joined CINs (no bridges: delete it). */
+  | { op: 'isolation'; bridges: string[]; joins?: CinJoin[] }
+  | { op: 'route-host'; dst: string; dev: string }
+  | { op: 'route-host-del'; dst: string; dev: string }
+  | { op: 'proxy-arp'; dev: string; on: boolean }
   /** Rewrite the NAT table for these subnets (none: delete it). */
   | { op: 'nat'; subnets: string[] };
 
@@ -87,7 +112,7 @@ export interface TopologyInput {
 }
 
 export function emptyObserved(): ObservedTopology {
-  return { namespaces: new Set(), hostLinks: new Map(), flood: new Map(), nsLinks: new Map(), defaultRoutes: new Map() };
+  return { namespaces: new Set(), hostLinks: new Map(), flood: new Map(), nsLinks: new Map(), defaultRoutes: new Map(), hostRoutes: new Map(), proxyArp: new Set() };
 }
 
 /**
@@ -111,6 +136,9 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
     defaultRoutes: new Map(),
     isolation: [],
     nat: [],
+    joins: [],
+    hostRoutes: new Map(),
+    proxyArp: [],
     objects: { cens: [], cins: [], containers: [] },
   };
   const hostOf = new Map(input.containers.map((c) => [c.containerID, c.host]));
@@ -173,6 +201,19 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
     if (!cin.made || !cin.subnet) continue;
     const prefix = cin.subnet.cidr.split('/')[1];
     let touches = false;
+    // A CIN over several CENs: each CEN is its own L2 segment, so the host
+    // routes between their bridges — a /32 per address (every bridge holds
+    // the same subnet, so the connected routes cannot tell them apart) and
+    // proxy ARP, as containers think the whole subnet is on their link.
+    const joined = [...new Set(cin.cenIDs.filter((id) => madeCens.has(id) && d.bridges.has(levNames.bridge(id))).map((id) => levNames.bridge(id)))].sort();
+    if (joined.length > 1) {
+      d.joins.push({ subnet: cin.subnet.cidr, bridges: joined });
+      for (const b of joined) if (!d.proxyArp.includes(b)) d.proxyArp.push(b);
+      for (const a of cin.addresses) {
+        const b = levNames.bridge(a.cenID);
+        if (joined.includes(b)) d.hostRoutes.set(a.ip, b);
+      }
+    }
     for (const cenId of cin.cenIDs) {
       const bridge = d.bridges.get(levNames.bridge(cenId));
       if (bridge && madeCens.has(cenId)) {
@@ -193,5 +234,7 @@ export function desiredFor(input: TopologyInput): DesiredTopology {
     if (touches) d.objects.cins.push(cin.cinID);
   }
   d.nat.sort();
+  d.joins.sort((a, b) => (a.subnet < b.subnet ? -1 : 1));
+  d.proxyArp.sort();
   return d;
 }

@@ -6,10 +6,10 @@
  */
 import { isIP } from 'node:net';
 import { isInterfaceName, levNames } from '@switchyard/shared';
-import { listNamespaces, observeFloodList, observeLinks, observeNamespace } from '../adapters/ip.js';
+import { listNamespaces, observeFloodList, observeLinks, observeNamespace, observeRoutesAndProxyArp } from '../adapters/ip.js';
 import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
-import { ISOLATION_TABLE, NAT_TABLE, parseIsolation, parseNat } from './execute.js';
+import { ISOLATION_TABLE, NAT_TABLE, parseIsolation, parseJoins, parseNat } from './execute.js';
 import { emptyObserved, type ObservedTopology } from './model.js';
 
 export async function observeTopology(runner: Runner, hostNs: string | undefined, containerNamespaces: Iterable<string>): Promise<ObservedTopology> {
@@ -29,6 +29,10 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   }
   const table = await listTable(runner, 'inet', ISOLATION_TABLE, hostNs);
   o.isolation = table === undefined ? undefined : parseIsolation(table);
+  o.joins = table === undefined ? undefined : parseJoins(table);
+  const extras = await observeRoutesAndProxyArp(runner, hostNs, (l) => levNames.isOwnedLink(l) && o.hostLinks.get(l)?.kind === 'bridge');
+  o.hostRoutes = extras.hostRoutes;
+  o.proxyArp = extras.proxyArp;
   const nat = await listTable(runner, 'ip', NAT_TABLE, hostNs);
   o.nat = nat === undefined ? undefined : parseNat(nat);
   return o;

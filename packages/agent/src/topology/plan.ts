@@ -76,6 +76,10 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
     for (const dst of dsts) if (!v.remotes.includes(dst)) removals.push({ op: 'fdb-del', dev: name, dst });
   }
   for (const ns of [...nsGoing].sort()) removals.push({ op: 'netns-del', ns });
+  for (const [dst, dev] of o.hostRoutes) {
+    if (d.hostRoutes.get(dst) !== dev && keepHost.has(dev)) removals.push({ op: 'route-host-del', dst, dev });
+  }
+  for (const dev of o.proxyArp) if (keepHost.has(dev) && !d.proxyArp.includes(dev)) removals.push({ op: 'proxy-arp', dev, on: false });
   if (o.isolation && d.isolation.length === 0) removals.push({ op: 'isolation', bridges: [] });
   if (o.nat && d.nat.length === 0) removals.push({ op: 'nat', subnets: [] });
 
@@ -115,10 +119,16 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
     const have = o.defaultRoutes.get(ns);
     if (r && (have?.dev !== r.dev || have?.via !== r.via || !linkAfterRemovals(d, o, ns, r.dev, hostDeleted))) creations.push({ op: 'route-default', ns, dev: r.dev, via: r.via });
   }
-  if (d.isolation.length > 0 && (o.isolation ?? []).join() !== d.isolation.join()) creations.push({ op: 'isolation', bridges: d.isolation });
+  for (const [dst, dev] of d.hostRoutes) if (!keepHost.has(dev) || o.hostRoutes.get(dst) !== dev) creations.push({ op: 'route-host', dst, dev });
+  for (const dev of d.proxyArp) if (!keepHost.has(dev) || !o.proxyArp.has(dev)) creations.push({ op: 'proxy-arp', dev, on: true });
+  if (d.isolation.length > 0 && ((o.isolation ?? []).join() !== d.isolation.join() || joinsKey(o.joins ?? []) !== joinsKey(d.joins))) {
+    creations.push({ op: 'isolation', bridges: d.isolation, ...(d.joins.length > 0 ? { joins: d.joins } : {}) });
+  }
   if (d.nat.length > 0 && (o.nat ?? []).join() !== d.nat.join()) creations.push({ op: 'nat', subnets: d.nat });
   return [...removals, ...creations];
 }
+
+const joinsKey = (joins: { subnet: string; bridges: string[] }[]) => joins.map((j) => `${j.subnet}=${j.bridges.join()}`).join(';');
 
 /** Does the container end `name` in `ns` survive the removals (its host end kept, or it is a wire end in place)? */
 function endStays(d: DesiredTopology, o: ObservedTopology, ns: string, name: string, hostDeleted: Set<string>): boolean {
@@ -143,6 +153,9 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
     defaultRoutes: new Map(o.defaultRoutes),
     isolation: o.isolation ? [...o.isolation] : undefined,
     nat: o.nat ? [...o.nat] : undefined,
+    joins: o.joins?.map((j) => ({ subnet: j.subnet, bridges: [...j.bridges] })),
+    hostRoutes: new Map(o.hostRoutes),
+    proxyArp: new Set(o.proxyArp),
   };
   const nsMap = (ns: string) => {
     let m = next.nsLinks.get(ns);
@@ -184,6 +197,8 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
             for (const name of [...m.keys()]) if (levNames.vethHost(ns, name) === op.name) m.delete(name);
           }
           for (const [name, l] of next.hostLinks) if (l.master === op.name) next.hostLinks.set(name, { ...l, master: undefined });
+          for (const [dst, dev] of next.hostRoutes) if (dev === op.name) next.hostRoutes.delete(dst);
+          next.proxyArp.delete(op.name);
         }
         break;
       case 'link-up': {
@@ -220,6 +235,17 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
         break;
       case 'isolation':
         next.isolation = op.bridges.length > 0 ? [...op.bridges] : undefined;
+        next.joins = op.bridges.length > 0 ? (op.joins ?? []).map((j) => ({ subnet: j.subnet, bridges: [...j.bridges] })) : undefined;
+        break;
+      case 'route-host':
+        next.hostRoutes.set(op.dst, op.dev);
+        break;
+      case 'route-host-del':
+        next.hostRoutes.delete(op.dst);
+        break;
+      case 'proxy-arp':
+        if (op.on) next.proxyArp.add(op.dev);
+        else next.proxyArp.delete(op.dev);
         break;
       case 'nat':
         next.nat = op.subnets.length > 0 ? [...op.subnets] : undefined;
