@@ -95,6 +95,17 @@ describe('flags read off the daemons\' config schemas', () => {
     expect(() => coordinatorConfigFrom(parseFlags(['--tls-cert', 'c.pem'], coordinatorFlags, {}).values)).toThrow(/go together/);
   });
 
+  it('takes the underlay from --underlay-address / --underlay-interface or their environment, and refuses bad ones', () => {
+    expect(agentFlags.find((f) => f.name === 'underlay-interface')).toMatchObject({ kind: 'string', key: 'underlayInterface' });
+    const parse = (argv: string[], env: Record<string, string> = {}) => AgentConfig.parse(agentConfigFrom(parseFlags(argv, agentFlags, env).values));
+    expect(parse(['--underlay-interface', 'eth1'], { SWITCHYARD_UNDERLAY_ADDRESS: '192.0.2.7' })).toMatchObject({ underlayInterface: 'eth1', underlayAddress: '192.0.2.7' });
+    expect(parse([])).not.toHaveProperty('underlayAddress');
+    expect(() => parse(['--underlay-interface', 'eth0;reboot'])).toThrow(/underlay interface/);
+    expect(() => parse(['--underlay-interface', 'sixteen-chars-xx'])).toThrow(/underlay interface/);
+    expect(() => parse(['--underlay-address', '192.0.2'])).toThrow(/underlay address: an IPv4 address/);
+    expect(() => parse(['--underlay-address', '2001:db8::1'])).toThrow(/underlay address/);
+  });
+
   it('follows a schema: a new described key is a new flag with its default', () => {
     const schema = z.object({ pollIntervalMs: z.int().default(1500).describe('how often'), verbose: z.boolean().default(true).describe('talk'), hidden: z.int().default(1) });
     const flags = flagsFromSchema(schema);

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, isolationRules, observeTopology, parseIsolation, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan } from '../../packages/agent/src/topology/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
@@ -63,7 +63,7 @@ describe('topology plan', () => {
     const created = new Set(['a', 'b']);
     const none = desiredFor({ ...input, cens: [], cins: [], containers: [] });
     const teardown = plan(none, after, { ...ctx, created });
-    expect(teardown.map((o) => o.op).sort()).toEqual(['isolation', 'link-del', 'link-del', 'link-del', 'link-del', 'netns-del', 'netns-del']);
+    expect(teardown.map((o) => o.op).sort()).toEqual(['isolation', 'link-del', 'link-del', 'link-del', 'link-del', 'nat', 'netns-del', 'netns-del']);
     expect(plan(none, applyOps(after, teardown), { ...ctx, created: new Set() })).toEqual([]);
   });
 
@@ -88,6 +88,157 @@ describe('topology plan', () => {
     await execute(runner, commandsFor([{ op: 'link-del', name: 'syb-x' }], 'batched', 'hostns'));
     const bad = new FakeRunner().on('ip', ['-n', 'hostns'], { exitCode: 2, stderr: 'RTNETLINK answers: File exists\n' });
     await expect(execute(bad, commandsFor([{ op: 'bridge-add', name: 'syb-x' }], 'batched', 'hostns'))).rejects.toThrow(/File exists/);
+  });
+});
+
+describe('MTU on VXLAN-backed CENs', () => {
+  const withMtu = { ...input, underlayMtu: 9000 };
+
+  it('the VXLAN device and both ends of every veth of the CEN get the underlay MTU less 50 — as golden batch text', () => {
+    const d = desiredFor(withMtu);
+    expect(d.vxlans.get('syx-cen1')?.mtu).toBe(8950);
+    const cmds = commandsFor(plan(d, emptyObserved(), ctx), 'batched', 'hostns');
+    const host = cmds.find((c) => c.args.join(' ') === '-n hostns -batch -')?.input ?? '';
+    expect(host).toContain('link add name syx-cen1 mtu 8950 up master syb-cen1 type vxlan id 1000 local 192.0.2.1 dstport 4789\n');
+    expect(host).toContain(`link add name ${levNames.vethHost('a', 'cen1')} mtu 8950 up master syb-cen1 type veth peer name cen1 mtu 8950 netns a\n`);
+    // An IPv6 underlay costs 20 bytes more.
+    expect(desiredFor({ ...withMtu, underlay: '2001:db8::1', underlays: new Map([['h2', '2001:db8::2']]) }).vxlans.get('syx-cen1')?.mtu).toBe(8930);
+  });
+
+  it('a CEN with no remote member keeps the default MTU; links in place are changed when it starts spanning hosts', () => {
+    const single = { ...withMtu, cens: [cen('cen1', ['a', 'b'])], containers: [ctr('a'), ctr('b')] };
+    const d1 = desiredFor(single);
+    expect(d1.vxlans.size).toBe(0);
+    expect(plan(d1, emptyObserved(), ctx).some((o) => 'mtu' in o)).toBe(false);
+    // The kernel's 1500 everywhere, then a remote member joins.
+    const after = applyOps(emptyObserved(), plan(d1, emptyObserved(), ctx));
+    for (const l of after.hostLinks.values()) l.mtu = 1500;
+    for (const m of after.nsLinks.values()) for (const l of m.values()) l.mtu = 1500;
+    const d2 = desiredFor(withMtu);
+    const ops = plan(d2, after, ctx);
+    expect(ops.filter((o) => o.op === 'link-mtu')).toEqual([
+      { op: 'link-mtu', name: levNames.vethHost('a', 'cen1'), mtu: 8950 },
+      { op: 'link-mtu', name: levNames.vethHost('b', 'cen1'), mtu: 8950 },
+      { op: 'link-mtu', ns: 'a', name: 'cen1', mtu: 8950 },
+      { op: 'link-mtu', ns: 'b', name: 'cen1', mtu: 8950 },
+    ]);
+    expect(commandsFor(ops, 'batched', 'hostns').find((c) => c.args.join(' ') === '-n a -batch -')?.input).toMatch(/^link set dev cen1 mtu 8950\n/);
+    expect(plan(d2, applyOps(after, ops), ctx)).toEqual([]);
+  });
+
+  it('finds the underlay: by interface, by address, or the first global IPv4 address; a missing interface is an error', async () => {
+    const link = (ifname: string, mtu: number, addrs: string[]) => ({ ifname, mtu, flags: ['UP'], addr_info: addrs.map((a) => ({ family: 'inet', local: a, prefixlen: 24, scope: 'global' })) });
+    const runner = new FakeRunner().on('ip', ['-n', 'hostns', '-j', '-d', 'addr', 'show'], {
+      stdout: JSON.stringify([link('lo', 65536, []), link('syb-cen1', 1450, ['10.10.0.1']), link('eth0', 1500, ['198.51.100.7']), link('eth1', 9000, ['192.0.2.1'])]),
+    });
+    expect(await findUnderlay(runner, 'hostns')).toEqual({ address: '198.51.100.7', iface: 'eth0', mtu: 1500 });
+    expect(await findUnderlay(runner, 'hostns', { iface: 'eth1' })).toEqual({ address: '192.0.2.1', iface: 'eth1', mtu: 9000 });
+    expect(await findUnderlay(runner, 'hostns', { address: '192.0.2.1' })).toEqual({ address: '192.0.2.1', iface: 'eth1', mtu: 9000 });
+    expect(await findUnderlay(runner, 'hostns', { address: '203.0.113.9' })).toEqual({ address: '203.0.113.9' });
+    await expect(findUnderlay(runner, 'hostns', { iface: 'eth9' })).rejects.toThrow(/underlay interface eth9 does not exist/);
+    // Malformed names and addresses are refused before any command runs.
+    const untouched = new FakeRunner();
+    await expect(findUnderlay(untouched, 'hostns', { iface: 'eth0;reboot' })).rejects.toThrow(/not a valid interface name/);
+    await expect(findUnderlay(untouched, 'hostns', { iface: 'a-name-of-16-chr' })).rejects.toThrow(/not a valid interface name/);
+    await expect(findUnderlay(untouched, 'hostns', { address: '2001:db8::1' })).rejects.toThrow(/not an IPv4 address/);
+    expect(untouched.calls).toEqual([]);
+  });
+});
+
+describe('a CIN over several CENs', () => {
+  const span = {
+    ...input,
+    underlays: new Map<string, string>(),
+    cens: [cen('cen1', ['a', 'b']), cen('cen2', ['c'])],
+    cins: [{ ...cin, cenIDs: ['cen1', 'cen2'], addresses: [...cin.addresses, { containerID: 'c', cenID: 'cen2', ip: '10.10.0.12' }] }],
+    containers: [ctr('a'), ctr('b'), ctr('c')],
+  };
+  const spanCtx = { created: new Set<string>(), knownCens: new Set(['cen1', 'cen2']) };
+
+  it('routes between its bridges: a /32 per address, proxy ARP, and a pass through the isolation table — as golden text', () => {
+    const d = desiredFor(span);
+    expect(d.joins).toEqual([{ subnet: '10.10.0.0/16', bridges: ['syb-cen1', 'syb-cen2'] }]);
+    expect([...d.hostRoutes]).toEqual([
+      ['10.10.0.10', 'syb-cen1'],
+      ['10.10.0.11', 'syb-cen1'],
+      ['10.10.0.12', 'syb-cen2'],
+    ]);
+    const cmds = commandsFor(plan(d, emptyObserved(), spanCtx), 'batched', 'hostns');
+    const host = cmds.find((c) => c.args.join(' ') === '-n hostns -batch -')?.input ?? '';
+    expect(host).toContain('route replace 10.10.0.10/32 dev syb-cen1\nroute replace 10.10.0.11/32 dev syb-cen1\nroute replace 10.10.0.12/32 dev syb-cen2\n');
+    expect(cmds.filter((c) => c.cmd === 'sysctl')).toEqual([
+      {
+        cmd: 'sysctl',
+        args: ['-q', '-w', 'net/ipv4/conf/syb-cen1/proxy_arp=1', 'net/ipv4/neigh/syb-cen1/proxy_delay=0', 'net/ipv4/conf/syb-cen2/proxy_arp=1', 'net/ipv4/neigh/syb-cen2/proxy_delay=0'],
+        netns: 'hostns',
+        tolerant: false,
+      },
+    ]);
+    const nft = cmds.find((c) => c.cmd === 'nft')?.input ?? '';
+    // The pass comes first: an accept ends the chain before the drops.
+    expect(nft.split('\n')[5]).toBe('    iifname { "syb-cen1", "syb-cen2" } oifname { "syb-cen1", "syb-cen2" } ip saddr 10.10.0.0/16 ip daddr 10.10.0.0/16 accept');
+    expect(parseJoins(nft.replace('{ "syb-cen1", "syb-cen2" } ip', '{ "syb-cen2", "syb-cen1" } ip'))).toEqual(d.joins);
+  });
+
+  it('converges, and undoes the routes, proxy ARP and pass when the CIN is destroyed (the bridges stay)', () => {
+    const d = desiredFor(span);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), spanCtx));
+    expect(plan(d, after, spanCtx)).toEqual([]);
+    const gone = desiredFor({ ...span, cins: [{ ...span.cins[0], made: false, subnet: null, addresses: [] }] });
+    const ops = plan(gone, after, spanCtx);
+    expect(ops.filter((o) => o.op === 'route-host-del')).toHaveLength(3);
+    expect(ops.filter((o) => o.op === 'proxy-arp')).toEqual([
+      { op: 'proxy-arp', dev: 'syb-cen1', on: false },
+      { op: 'proxy-arp', dev: 'syb-cen2', on: false },
+    ]);
+    expect(ops).toContainEqual({ op: 'isolation', bridges: ['syb-cen1', 'syb-cen2'] });
+    expect(plan(gone, applyOps(after, ops), spanCtx)).toEqual([]);
+    // A CIN over one CEN, or over a CEN with no bridge here, joins nothing.
+    expect(desiredFor({ ...span, containers: [ctr('a'), ctr('b'), ctr('c', 'h2')] }).joins).toEqual([]);
+  });
+});
+
+describe('NAT for default routes', () => {
+  it('masquerades the subnet of a CIN that is a default route here, in the same nft -f - as the isolation table', () => {
+    const d = desiredFor(input);
+    expect(d.nat).toEqual(['10.10.0.0/16']);
+    const ops = plan(d, emptyObserved(), ctx);
+    expect(ops.filter((o) => o.op === 'nat')).toEqual([{ op: 'nat', subnets: ['10.10.0.0/16'] }]);
+    const nft = commandsFor(ops, 'batched', 'hostns').filter((c) => c.cmd === 'nft');
+    expect(nft).toHaveLength(1);
+    expect(nft[0].input).toContain(
+      [
+        'table ip switchyard_lev_nat',
+        'flush table ip switchyard_lev_nat',
+        'table ip switchyard_lev_nat {',
+        '  chain postrouting {',
+        '    type nat hook postrouting priority srcnat; policy accept;',
+        '    ip saddr 10.10.0.0/16 oifname != "syb-*" oifname != "syb_*" masquerade',
+        '  }',
+        '}',
+      ].join('\n'),
+    );
+  });
+
+  it('no default route here, no NAT; the table is pruned once the last default route goes', () => {
+    const noRoute = { ...input, containers: [ctr('a'), ctr('b'), ctr('r', 'h2')] };
+    expect(desiredFor(noRoute).nat).toEqual([]);
+    // A default route on another host does not NAT here.
+    expect(desiredFor({ ...input, containers: [ctr('a'), ctr('b'), ctr('r', 'h2', { defaultRoute: 'cen1' })] }).nat).toEqual([]);
+    const after = applyOps(emptyObserved(), plan(desiredFor(input), emptyObserved(), ctx));
+    expect(after.nat).toEqual(['10.10.0.0/16']);
+    const ops = plan(desiredFor(noRoute), after, ctx);
+    expect(ops).toContainEqual({ op: 'nat', subnets: [] });
+    expect(ops).toContainEqual({ op: 'route-default-del', ns: 'a' });
+    const nft = commandsFor(ops, 'batched', 'hostns').find((c) => c.cmd === 'nft');
+    expect(nft).toMatchObject({ tolerant: true, input: 'table ip switchyard_lev_nat\ndelete table ip switchyard_lev_nat\n' });
+    expect(plan(desiredFor(noRoute), applyOps(after, ops), ctx)).toEqual([]);
+  });
+
+  it('reads back what it wrote, and refuses a subnet that is not one', () => {
+    expect(parseNat(natRules(['10.11.0.0/16', '10.10.0.0/16']))).toEqual(['10.10.0.0/16', '10.11.0.0/16']);
+    expect(parseNat('ip saddr 10.10.0.0/16 masquerade')).toEqual([]);
+    expect(() => natRules(['10.10.0.0/16; flush ruleset'])).toThrow(/not an IPv4 subnet/);
   });
 });
 

@@ -8,6 +8,7 @@
  * durations on the command line. Keys without a description are knobs for
  * tests and embedders only.
  */
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, isInterfaceName, isSafeName, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
@@ -28,6 +29,16 @@ export const AgentConfig = z.object({
     .refine((s) => isSafeName(s, 63), { message: 'netns: a plain name' })
     .optional()
     .describe("treat this network namespace as the host's network"),
+  underlayAddress: z
+    .string()
+    .refine((s) => isIP(s) === 4, { message: 'underlay address: an IPv4 address' })
+    .optional()
+    .describe("address this host's VXLAN traffic leaves from, published for the other hosts (default: the underlay interface's first IPv4 address, or the host network's first global one)"),
+  underlayInterface: z
+    .string()
+    .refine((s) => isInterfaceName(s), { message: 'underlay interface: an interface name of at most 15 characters of letters, digits, "_", "." and "-"' })
+    .optional()
+    .describe('interface the underlay address is on; VXLAN devices get its MTU less 50 (default: the one holding the underlay address)'),
   resyncMs: z.int().positive().default(60_000).describe('period of the full resync that undoes drift'),
   /** Minimum interval between two applies; bursts inside it are coalesced (ms). */
   minSyncIntervalMs: z.int().min(0).default(20),

@@ -122,15 +122,23 @@ const checkIp = (ip: string) => {
   return ip;
 };
 
+/** ` mtu N` (68, IPv4's minimum, up to 65535), or nothing. */
+const mtuArg = (mtu?: number) => {
+  if (mtu === undefined) return '';
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new IpAdapterError(`not an MTU: ${JSON.stringify(mtu)}`);
+  return ` mtu ${mtu}`;
+};
+
 export const ipLines = {
   netnsAdd: (ns: string) => `netns add ${checkNs(ns)}`,
   netnsDel: (ns: string) => `netns del ${checkNs(ns)}`,
   bridgeAdd: (name: string) => `link add name ${checkIfname(name)} up type bridge`,
-  vxlanAdd: (name: string, vni: number, local: string, master: string, port = 4789) =>
-    `link add name ${checkIfname(name)} up master ${checkIfname(master)} type vxlan id ${Math.trunc(vni)} local ${checkIp(local)} dstport ${Math.trunc(port)}`,
-  /** A veth whose host end joins `master` and whose peer is created inside `peerNs` as `peer`. */
-  vethAdd: (name: string, master: string, peer: string, peerNs: string) =>
-    `link add name ${checkIfname(name)} up master ${checkIfname(master)} type veth peer name ${checkIfname(peer)} netns ${checkNs(peerNs)}`,
+  vxlanAdd: (name: string, vni: number, local: string, master: string, mtu?: number, port = 4789) =>
+    `link add name ${checkIfname(name)}${mtuArg(mtu)} up master ${checkIfname(master)} type vxlan id ${Math.trunc(vni)} local ${checkIp(local)} dstport ${Math.trunc(port)}`,
+  /** A veth whose host end joins `master` and whose peer is created inside `peerNs` as `peer` (both ends `mtu` when given). */
+  vethAdd: (name: string, master: string, peer: string, peerNs: string, mtu?: number) =>
+    `link add name ${checkIfname(name)}${mtuArg(mtu)} up master ${checkIfname(master)} type veth peer name ${checkIfname(peer)}${mtuArg(mtu)} netns ${checkNs(peerNs)}`,
+  linkMtu: (name: string, mtu: number) => `link set dev ${checkIfname(name)}${mtuArg(mtu)}`,
   /** One veth pair with both ends inside namespaces, both named `name`. */
   wireAdd: (name: string, nsA: string, nsB: string) =>
     `link add name ${checkIfname(name)} netns ${checkNs(nsA)} type veth peer name ${checkIfname(name)} netns ${checkNs(nsB)}`,
@@ -140,6 +148,9 @@ export const ipLines = {
   addrDel: (cidr: string, dev: string) => `addr del ${checkCidr(cidr)} dev ${checkIfname(dev)}`,
   defaultRoute: (via: string, dev: string) => `route replace default via ${checkIp(via)} dev ${checkIfname(dev)}`,
   defaultRouteDel: () => 'route del default',
+  /** A /32 through a bridge (IPv4: CIN addresses). */
+  hostRoute: (dst: string, dev: string) => `route replace ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
+  hostRouteDel: (dst: string, dev: string) => `route del ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
   /** For `bridge -batch -`: flood to a remote VTEP. */
   fdbAppend: (vxlan: string, dst: string) => `fdb append 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
   fdbDel: (vxlan: string, dst: string) => `fdb del 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
@@ -160,12 +171,14 @@ export interface ObservedLink {
   master?: string;
   up: boolean;
   vni?: number;
+  mtu?: number;
   /** `a.b.c.d/len`, IPv4 global only. */
   addrs: string[];
 }
 
 interface IpJsonDetailedLink extends IpJsonLink {
   master?: string;
+  mtu?: number;
   linkinfo?: { info_kind?: string; info_data?: { id?: number } };
   addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
 }
@@ -178,6 +191,7 @@ export function parseLinks(json: string): ObservedLink[] {
     master: l.master,
     up: (l.flags ?? []).includes('UP'),
     vni: l.linkinfo?.info_kind === 'vxlan' ? l.linkinfo.info_data?.id : undefined,
+    ...(l.mtu !== undefined ? { mtu: l.mtu } : {}),
     addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet' && (a.scope ?? 'global') === 'global').map((a) => `${a.local}/${a.prefixlen}`),
   }));
 }
@@ -196,6 +210,21 @@ export async function observeNamespace(runner: Runner, ns: string): Promise<{ li
   const routes = (arrays[1] ? JSON.parse(arrays[1]) : []) as { dst: string; gateway?: string; dev?: string }[];
   const def = routes.find((r) => r.dst === 'default');
   return { links: parseLinks(arrays[0] ?? '[]'), ...(def ? { defaultRoute: { via: def.gateway, dev: def.dev } } : {}) };
+}
+
+/**
+ * The host context's /32 routes through the links `owned` accepts (address
+ * → link) and those links with proxy ARP on, in one process.
+ */
+export async function observeRoutesAndProxyArp(runner: Runner, ns: string | undefined, owned: (link: string) => boolean): Promise<{ hostRoutes: Map<string, string>; proxyArp: Set<string> }> {
+  const res = await runner.run('ip', [...nsArgs(ns), '-j', '-batch', '-'], { input: 'route show\nnetconf show\n' });
+  const arrays = res.stdout.split('\n').filter((l) => l.startsWith('['));
+  const routes = (arrays[0] ? JSON.parse(arrays[0]) : []) as { dst: string; dev?: string; protocol?: string }[];
+  const conf = (arrays[1] ? JSON.parse(arrays[1]) : []) as { family: string; interface: string; proxy_neigh?: boolean }[];
+  const hostRoutes = new Map<string, string>();
+  for (const r of routes) if (r.dev && owned(r.dev) && !r.dst.includes('/') && r.dst !== 'default' && r.protocol !== 'kernel') hostRoutes.set(r.dst, r.dev);
+  const proxyArp = new Set(conf.filter((c) => c.family === 'inet' && c.proxy_neigh && owned(c.interface)).map((c) => c.interface));
+  return { hostRoutes, proxyArp };
 }
 
 /** Names of the machine's named network namespaces. */

@@ -3,6 +3,8 @@
  *
  *   batched     one `ip -batch -` per namespace touched (the host context,
  *               each container), one `bridge -batch -`, one `nft -f -`
+ *               (the isolation and NAT tables together), one `sysctl`
+ *               (proxy ARP on bridges of CINs over several CENs)
  *   per-object  one command per op (what a naive agent does; the benchmark's
  *               baseline)
  *
@@ -13,12 +15,13 @@
 import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
 import { nftScript } from '../adapters/nft.js';
 import { CommandError, type Runner } from '../exec/runner.js';
-import type { TopologyOp } from './model.js';
+import { isInterfaceName } from '@switchyard/shared';
+import type { CinJoin, TopologyOp } from './model.js';
 
 export type ExecMode = 'batched' | 'per-object';
 
 export interface Command {
-  cmd: 'ip' | 'bridge' | 'nft';
+  cmd: 'ip' | 'bridge' | 'nft' | 'sysctl';
   args: string[];
   input?: string;
   /** Run in this namespace through the runner (nft has no -n). */
@@ -42,15 +45,22 @@ const BRIDGE_WILDCARDS = ['syb-*', 'syb_*'];
  * either: a host's own `sybase0` is no CEN bridge (one rule per name form,
  * as older nft has no wildcards in anonymous sets).
  */
-export function isolationRules(bridges: string[]): string {
+export function isolationRules(bridges: string[], joins: CinJoin[] = []): string {
   // Declaring then deleting makes removal idempotent; flush + define makes creation so.
   if (bridges.length === 0) return `table inet ${ISOLATION_TABLE}\ndelete table inet ${ISOLATION_TABLE}\n`;
+  for (const j of joins) {
+    if (!IPV4_CIDR.test(j.subnet)) throw new Error(`not an IPv4 subnet: ${JSON.stringify(j.subnet)}`);
+    for (const b of j.bridges) if (!isInterfaceName(b)) throw new Error(`not an interface name: ${JSON.stringify(b)}`);
+  }
+  // A joined CIN's own traffic between its own bridges passes (first: accept ends the chain).
+  const set = (bs: string[]) => `{ ${bs.map((b) => `"${b}"`).join(', ')} }`;
   return [
     `table inet ${ISOLATION_TABLE}`,
     `flush table inet ${ISOLATION_TABLE}`,
     `table inet ${ISOLATION_TABLE} {`,
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
+    ...joins.map((j) => `    iifname ${set(j.bridges)} oifname ${set(j.bridges)} ip saddr ${j.subnet} ip daddr ${j.subnet} accept`),
     ...bridges.flatMap((b) => BRIDGE_WILDCARDS.map((w) => `    iifname "${b}" oifname "${w}" oifname != "${b}" drop`)),
     '  }',
     '}',
@@ -74,7 +84,64 @@ export function parseIsolation(text: string): string[] {
   return [...forms].filter(([, seen]) => BRIDGE_WILDCARDS.every((w) => seen.has(w))).map(([b]) => b).sort();
 }
 
-type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' };
+/** The nft table (family ip) that masquerades CIN subnets leaving the host (`default_route`). */
+export const NAT_TABLE = 'switchyard_lev_nat';
+
+const IPV4_CIDR = /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/;
+
+/**
+ * Masquerade per CIN subnet: traffic from it leaving through anything but a
+ * CEN bridge (the underlay, the host's uplink) takes the outgoing
+ * interface's address, so the outside needs no route back to the CIN. Traffic
+ * between CEN bridges or inside one (bridged, seen with the bridge as output
+ * under br_netfilter) keeps its source.
+ */
+export function natRules(subnets: string[]): string {
+  if (subnets.length === 0) return `table ip ${NAT_TABLE}\ndelete table ip ${NAT_TABLE}\n`;
+  for (const s of subnets) if (!IPV4_CIDR.test(s)) throw new Error(`not an IPv4 subnet: ${JSON.stringify(s)}`);
+  return [
+    `table ip ${NAT_TABLE}`,
+    `flush table ip ${NAT_TABLE}`,
+    `table ip ${NAT_TABLE} {`,
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    ...subnets.map((s) => `    ip saddr ${s} ${BRIDGE_WILDCARDS.map((w) => `oifname != "${w}"`).join(' ')} masquerade`),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** The subnets a NAT table's text (`nft list table`) masquerades, sorted; a rule in another form does not count. */
+export function parseNat(text: string): string[] {
+  const want = BRIDGE_WILDCARDS.map((w) => `oifname != "${w}"`).join(' ');
+  const out = new Set<string>();
+  for (const m of text.matchAll(/ip saddr (\S+) (.*) masquerade/g)) if (m[2] === want) out.add(m[1]);
+  return [...out].sort();
+}
+
+/** The joined CINs an isolation table's text lets through (nft lists set elements in its own order; sorted here). */
+export function parseJoins(text: string): CinJoin[] {
+  const names = (set: string) => [...set.matchAll(/"([^"]+)"/g)].map((m) => m[1]).sort();
+  const out: CinJoin[] = [];
+  for (const m of text.matchAll(/iifname \{([^}]*)\} oifname \{([^}]*)\} ip saddr (\S+) ip daddr (\S+) accept/g)) {
+    const bridges = names(m[1]);
+    if (m[3] === m[4] && bridges.join() === names(m[2]).join()) out.push({ subnet: m[3], bridges });
+  }
+  return out.sort((a, b) => (a.subnet < b.subnet ? -1 : 1));
+}
+
+/**
+ * sysctl arguments (slash form: a bridge name may hold dots) for proxy ARP on
+ * a bridge; on, replies come at once rather than after the random
+ * `proxy_delay` (up to 0.8 s) the kernel adds to proxied ARP replies.
+ */
+export function proxyArpArgs(dev: string, on: boolean): string[] {
+  if (!isInterfaceName(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
+  return [`net/ipv4/conf/${dev}/proxy_arp=${on ? 1 : 0}`, ...(on ? [`net/ipv4/neigh/${dev}/proxy_delay=0`] : [])];
+}
+
+type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' } | { tool: 'sysctl' };
 
 /** Where an op runs and its batch line. `hostNs` is the agent's --netns (undefined: the machine's own). */
 function render(op: TopologyOp, hostNs: string | undefined): { where: Where; line: string } {
@@ -87,15 +154,17 @@ function render(op: TopologyOp, hostNs: string | undefined): { where: Where; lin
     case 'bridge-add':
       return { where: host, line: ipLines.bridgeAdd(op.name) };
     case 'vxlan-add':
-      return { where: host, line: ipLines.vxlanAdd(op.name, op.vni, op.local, op.master) };
+      return { where: host, line: ipLines.vxlanAdd(op.name, op.vni, op.local, op.master, op.mtu) };
     case 'veth-add':
-      return { where: host, line: ipLines.vethAdd(op.name, op.master, op.peer, op.peerNs) };
+      return { where: host, line: ipLines.vethAdd(op.name, op.master, op.peer, op.peerNs, op.mtu) };
     case 'wire-add':
       return { where: host, line: ipLines.wireAdd(op.name, op.a, op.b) };
     case 'link-del':
       return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.linkDel(op.name) };
     case 'link-up':
       return { where: { tool: 'ip', ns: op.ns }, line: ipLines.linkUp(op.name) };
+    case 'link-mtu':
+      return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.linkMtu(op.name, op.mtu) };
     case 'addr-add':
       return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.addrAdd(op.cidr, op.dev) };
     case 'addr-del':
@@ -109,14 +178,23 @@ function render(op: TopologyOp, hostNs: string | undefined): { where: Where; lin
     case 'route-default-del':
       return { where: { tool: 'ip', ns: op.ns }, line: ipLines.defaultRouteDel() };
     case 'isolation':
-      return { where: { tool: 'nft' }, line: isolationRules(op.bridges) };
+      return { where: { tool: 'nft' }, line: isolationRules(op.bridges, op.joins) };
+    case 'route-host':
+      return { where: host, line: ipLines.hostRoute(op.dst, op.dev) };
+    case 'route-host-del':
+      return { where: host, line: ipLines.hostRouteDel(op.dst, op.dev) };
+    case 'proxy-arp':
+      // Lines of sysctl arguments, space-separated (names are checked interface names).
+      return { where: { tool: 'sysctl' }, line: proxyArpArgs(op.dev, op.on).join(' ') };
+    case 'nat':
+      return { where: { tool: 'nft' }, line: natRules(op.subnets) };
   }
 }
 
-const REMOVALS = new Set<TopologyOp['op']>(['netns-del', 'link-del', 'addr-del', 'fdb-del', 'route-default-del']);
+const REMOVALS = new Set<TopologyOp['op']>(['netns-del', 'link-del', 'addr-del', 'fdb-del', 'route-default-del', 'route-host-del']);
 
 function isRemoval(op: TopologyOp): boolean {
-  return REMOVALS.has(op.op) || (op.op === 'isolation' && op.bridges.length === 0);
+  return REMOVALS.has(op.op) || (op.op === 'proxy-arp' && !op.on) || (op.op === 'isolation' && op.bridges.length === 0) || (op.op === 'nat' && op.subnets.length === 0);
 }
 
 /**
@@ -130,12 +208,12 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
     const w = render(op, hostNs).where;
     if (removal) {
       if (op.op === 'netns-del') return 3;
-      if (w.tool === 'nft') return 3;
+      if (w.tool === 'nft' || w.tool === 'sysctl') return 3;
       if (w.tool === 'bridge') return 1;
       return 'ns' in w && w.ns !== hostNs ? 0 : 2;
     }
     if (op.op === 'netns-add') return 4;
-    if (w.tool === 'nft') return 8;
+    if (w.tool === 'nft' || w.tool === 'sysctl') return 8;
     if (w.tool === 'bridge') return 6;
     if ('ns' in w && w.ns !== hostNs) return 7;
     return 5;
@@ -149,6 +227,7 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
       const { where, line } = render(op, hostNs);
       const tolerant = isRemoval(op);
       if (where.tool === 'nft') out.push({ ...nftScript(line, hostNs), tolerant });
+      else if (where.tool === 'sysctl') out.push(sysctlCommand([line], hostNs, tolerant));
       else out.push({ cmd: where.tool, args: [...(where.global ? [] : nsArgs(where.ns)), ...line.split(' ')], tolerant });
     }
     return out;
@@ -161,7 +240,7 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
     for (; i < ordered.length && ordered[i].s === s; i++) {
       const { op } = ordered[i];
       const { where, line } = render(op, hostNs);
-      const key = where.tool === 'nft' ? 'nft' : `${where.tool}|${where.global ? '*' : (where.ns ?? '')}`;
+      const key = where.tool === 'nft' || where.tool === 'sysctl' ? where.tool : `${where.tool}|${where.global ? '*' : (where.ns ?? '')}`;
       const g = groups.get(key) ?? { where, lines: [], tolerant: isRemoval(op) };
       g.lines.push(line);
       groups.set(key, g);
@@ -171,11 +250,20 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
         out.push({ ...nftScript(g.lines.join(''), hostNs), tolerant: g.tolerant });
         continue;
       }
+      if (g.where.tool === 'sysctl') {
+        out.push(sysctlCommand(g.lines, hostNs, g.tolerant));
+        continue;
+      }
       const ns = g.where.global ? [] : nsArgs(g.where.ns);
       out.push({ cmd: g.where.tool, args: [...ns, ...(g.tolerant ? ['-force'] : []), '-batch', '-'], input: `${g.lines.join('\n')}\n`, tolerant: g.tolerant });
     }
   }
   return out;
+}
+
+/** One `sysctl -q -w` for several settings, in the host context (the runner's netns: sysctl has no -n). */
+function sysctlCommand(lines: string[], hostNs: string | undefined, tolerant: boolean): Command {
+  return { cmd: 'sysctl', args: ['-q', '-w', ...lines.flatMap((l) => l.split(' '))], ...(hostNs ? { netns: hostNs } : {}), tolerant };
 }
 
 /** Error lines of a failed command that are not "already gone" (ip's "Command failed -:N" trailers aside). */

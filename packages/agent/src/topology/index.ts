@@ -1,6 +1,6 @@
 export { startTopology, type RunningTopology, type TopologyOptions } from './reconciler.js';
-export { desiredFor, emptyObserved, type DesiredTopology, type ObservedTopology, type TopologyOp, type TopologyInput } from './model.js';
+export { desiredFor, emptyObserved, vxlanOverhead, type CinJoin, type DesiredTopology, type ObservedTopology, type TopologyOp, type TopologyInput } from './model.js';
 export { plan, applyOps, type PlanContext } from './plan.js';
-export { commandsFor, execute, isolationRules, parseIsolation, type Command, type ExecMode } from './execute.js';
-export { observeTopology, detectUnderlay } from './observe.js';
+export { commandsFor, execute, isolationRules, natRules, parseIsolation, parseJoins, parseNat, proxyArpArgs, NAT_TABLE, ISOLATION_TABLE, type Command, type ExecMode } from './execute.js';
+export { observeTopology, findUnderlay, type Underlay } from './observe.js';
 export { TopologyRole } from './role.js';

@@ -76,21 +76,33 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
     for (const dst of dsts) if (!v.remotes.includes(dst)) removals.push({ op: 'fdb-del', dev: name, dst });
   }
   for (const ns of [...nsGoing].sort()) removals.push({ op: 'netns-del', ns });
+  for (const [dst, dev] of o.hostRoutes) {
+    if (d.hostRoutes.get(dst) !== dev && keepHost.has(dev)) removals.push({ op: 'route-host-del', dst, dev });
+  }
+  for (const dev of o.proxyArp) if (keepHost.has(dev) && !d.proxyArp.includes(dev)) removals.push({ op: 'proxy-arp', dev, on: false });
   if (o.isolation && d.isolation.length === 0) removals.push({ op: 'isolation', bridges: [] });
+  if (o.nat && d.nat.length === 0) removals.push({ op: 'nat', subnets: [] });
 
   // ----- creations -----
   for (const ns of [...d.namespaces].sort()) if (!o.namespaces.has(ns)) creations.push({ op: 'netns-add', ns });
+  const mtuFix = (want: number | undefined, have: number | undefined, ns: string | undefined, name: string) => {
+    if (want !== undefined && have !== want) creations.push({ op: 'link-mtu', ...(ns ? { ns } : {}), name, mtu: want });
+  };
   for (const [name, b] of d.bridges) {
     if (!keepHost.has(name)) creations.push({ op: 'bridge-add', name });
     const have = keepHost.has(name) ? (o.hostLinks.get(name)?.addrs ?? []) : [];
     for (const a of b.addrs) if (!have.includes(a)) creations.push({ op: 'addr-add', dev: name, cidr: a });
   }
   for (const [name, v] of d.vxlans) {
-    if (!keepHost.has(name)) creations.push({ op: 'vxlan-add', name, vni: v.vni, local: v.local, master: v.bridge });
+    if (!keepHost.has(name)) creations.push({ op: 'vxlan-add', name, vni: v.vni, local: v.local, master: v.bridge, ...(v.mtu ? { mtu: v.mtu } : {}) });
+    else mtuFix(v.mtu, o.hostLinks.get(name)?.mtu, undefined, name);
     const have = keepHost.has(name) ? (o.flood.get(name) ?? []) : [];
     for (const dst of v.remotes) if (!have.includes(dst)) creations.push({ op: 'fdb-add', dev: name, dst });
   }
-  for (const [name, v] of d.veths) if (!keepHost.has(name)) creations.push({ op: 'veth-add', name, master: v.bridge, peer: v.peer, peerNs: v.ns });
+  for (const [name, v] of d.veths) {
+    if (!keepHost.has(name)) creations.push({ op: 'veth-add', name, master: v.bridge, peer: v.peer, peerNs: v.ns, ...(v.mtu ? { mtu: v.mtu } : {}) });
+    else mtuFix(v.mtu, o.hostLinks.get(name)?.mtu, undefined, name);
+  }
   for (const [cenId, w] of d.wires) {
     const stays = [w.a, w.b].every((ns) => o.namespaces.has(ns) && !nsGoing.has(ns) && o.nsLinks.get(ns)?.get(cenId)?.kind === 'veth' && endStays(d, o, ns, cenId, hostDeleted));
     if (!stays) creations.push({ op: 'wire-add', name: cenId, a: w.a, b: w.b });
@@ -98,6 +110,8 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
   for (const [ns, ifs] of [...d.ifaces].sort(([a], [b]) => (a < b ? -1 : 1))) {
     for (const [name, w] of ifs) {
       const l = linkAfterRemovals(d, o, ns, name, hostDeleted);
+      // A new end gets its MTU from veth-add; one in place is changed.
+      if (l) mtuFix(w.mtu, l.mtu, ns, name);
       if (!l?.up) creations.push({ op: 'link-up', ns, name });
       for (const a of w.addrs) if (!l?.addrs.includes(a)) creations.push({ op: 'addr-add', ns, dev: name, cidr: a });
     }
@@ -105,9 +119,16 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
     const have = o.defaultRoutes.get(ns);
     if (r && (have?.dev !== r.dev || have?.via !== r.via || !linkAfterRemovals(d, o, ns, r.dev, hostDeleted))) creations.push({ op: 'route-default', ns, dev: r.dev, via: r.via });
   }
-  if (d.isolation.length > 0 && (o.isolation ?? []).join() !== d.isolation.join()) creations.push({ op: 'isolation', bridges: d.isolation });
+  for (const [dst, dev] of d.hostRoutes) if (!keepHost.has(dev) || o.hostRoutes.get(dst) !== dev) creations.push({ op: 'route-host', dst, dev });
+  for (const dev of d.proxyArp) if (!keepHost.has(dev) || !o.proxyArp.has(dev)) creations.push({ op: 'proxy-arp', dev, on: true });
+  if (d.isolation.length > 0 && ((o.isolation ?? []).join() !== d.isolation.join() || joinsKey(o.joins ?? []) !== joinsKey(d.joins))) {
+    creations.push({ op: 'isolation', bridges: d.isolation, ...(d.joins.length > 0 ? { joins: d.joins } : {}) });
+  }
+  if (d.nat.length > 0 && (o.nat ?? []).join() !== d.nat.join()) creations.push({ op: 'nat', subnets: d.nat });
   return [...removals, ...creations];
 }
+
+const joinsKey = (joins: { subnet: string; bridges: string[] }[]) => joins.map((j) => `${j.subnet}=${j.bridges.join()}`).join(';');
 
 /** Does the container end `name` in `ns` survive the removals (its host end kept, or it is a wire end in place)? */
 function endStays(d: DesiredTopology, o: ObservedTopology, ns: string, name: string, hostDeleted: Set<string>): boolean {
@@ -131,6 +152,10 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
     nsLinks: new Map([...o.nsLinks].map(([ns, m]) => [ns, new Map([...m].map(([k, v]) => [k, { ...v, addrs: [...v.addrs] }]))])),
     defaultRoutes: new Map(o.defaultRoutes),
     isolation: o.isolation ? [...o.isolation] : undefined,
+    nat: o.nat ? [...o.nat] : undefined,
+    joins: o.joins?.map((j) => ({ subnet: j.subnet, bridges: [...j.bridges] })),
+    hostRoutes: new Map(o.hostRoutes),
+    proxyArp: new Set(o.proxyArp),
   };
   const nsMap = (ns: string) => {
     let m = next.nsLinks.get(ns);
@@ -152,12 +177,12 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
         next.hostLinks.set(op.name, { kind: 'bridge', up: true, addrs: [] });
         break;
       case 'vxlan-add':
-        next.hostLinks.set(op.name, { kind: 'vxlan', up: true, master: op.master, vni: op.vni, addrs: [] });
+        next.hostLinks.set(op.name, { kind: 'vxlan', up: true, master: op.master, vni: op.vni, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
         next.flood.set(op.name, []);
         break;
       case 'veth-add':
-        next.hostLinks.set(op.name, { kind: 'veth', up: true, master: op.master, addrs: [] });
-        nsMap(op.peerNs).set(op.peer, { kind: 'veth', up: false, addrs: [] });
+        next.hostLinks.set(op.name, { kind: 'veth', up: true, master: op.master, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
+        nsMap(op.peerNs).set(op.peer, { kind: 'veth', up: false, ...(op.mtu ? { mtu: op.mtu } : {}), addrs: [] });
         break;
       case 'wire-add':
         nsMap(op.a).set(op.name, { kind: 'veth', up: false, addrs: [] });
@@ -172,11 +197,18 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
             for (const name of [...m.keys()]) if (levNames.vethHost(ns, name) === op.name) m.delete(name);
           }
           for (const [name, l] of next.hostLinks) if (l.master === op.name) next.hostLinks.set(name, { ...l, master: undefined });
+          for (const [dst, dev] of next.hostRoutes) if (dev === op.name) next.hostRoutes.delete(dst);
+          next.proxyArp.delete(op.name);
         }
         break;
       case 'link-up': {
         const l = nsMap(op.ns).get(op.name);
         if (l) l.up = true;
+        break;
+      }
+      case 'link-mtu': {
+        const l = op.ns ? nsMap(op.ns).get(op.name) : next.hostLinks.get(op.name);
+        if (l) l.mtu = op.mtu;
         break;
       }
       case 'addr-add': {
@@ -203,6 +235,20 @@ export function applyOps(o: ObservedTopology, ops: TopologyOp[]): ObservedTopolo
         break;
       case 'isolation':
         next.isolation = op.bridges.length > 0 ? [...op.bridges] : undefined;
+        next.joins = op.bridges.length > 0 ? (op.joins ?? []).map((j) => ({ subnet: j.subnet, bridges: [...j.bridges] })) : undefined;
+        break;
+      case 'route-host':
+        next.hostRoutes.set(op.dst, op.dev);
+        break;
+      case 'route-host-del':
+        next.hostRoutes.delete(op.dst);
+        break;
+      case 'proxy-arp':
+        if (op.on) next.proxyArp.add(op.dev);
+        else next.proxyArp.delete(op.dev);
+        break;
+      case 'nat':
+        next.nat = op.subnets.length > 0 ? [...op.subnets] : undefined;
         break;
     }
   }

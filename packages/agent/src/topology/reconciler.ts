@@ -28,7 +28,7 @@ import { SyncLoop, type SyncObserver } from '../loop.js';
 import { commandsFor, execute, type ExecMode } from './execute.js';
 import { desiredFor, emptyObserved, type ObservedTopology, type TopologyOp } from './model.js';
 import { CreatedNamespaces } from './namespaces.js';
-import { detectUnderlay, observeTopology } from './observe.js';
+import { checkUnderlayWanted, findUnderlay, observeTopology, type Underlay } from './observe.js';
 import { applyOps, plan } from './plan.js';
 import { TopologySources } from './sources.js';
 import { TopologyStatus } from './status.js';
@@ -45,8 +45,10 @@ export interface TopologyOptions {
    * `ip netns exec` creates a namespace nobody else can see. Default: a plain ExecaRunner.
    */
   runner?: Runner;
-  /** VXLAN local address; detected from the host context when absent (not in dry-run). */
+  /** VXLAN local address, published for the other hosts; detected from the host context when absent (not in dry-run). */
   underlay?: string;
+  /** The interface the underlay address is on (its MTU sizes VXLAN devices); found from the address when absent. */
+  underlayInterface?: string;
   /** Full resync period (ms, default 60 s). */
   resyncMs?: number;
   /** Minimum interval between two syncs (ms, default 20). */
@@ -109,14 +111,27 @@ class AppliedRevision {
   }
 }
 
-/** The underlay address, published on a lease that is renewed if lost. */
-async function publishUnderlay(opts: TopologyOptions, runner: Runner, log: Logger): Promise<{ address?: string; key?: LeasedKey }> {
+/**
+ * The underlay, its address published on a lease that is renewed if lost.
+ * Read once, at start: a malformed address or interface name, or a given
+ * interface that is missing, fails the start; a failed detection only leaves
+ * VXLAN off.
+ */
+async function publishUnderlay(opts: TopologyOptions, runner: Runner, log: Logger): Promise<Underlay & { key?: LeasedKey }> {
   const { etcd, keys, hostId } = opts;
-  const address = opts.underlay ?? (opts.dryRun ? undefined : await detectUnderlay(runner, opts.netns).catch(() => undefined));
+  const want = { ...(opts.underlay !== undefined ? { address: opts.underlay } : {}), ...(opts.underlayInterface !== undefined ? { iface: opts.underlayInterface } : {}) };
+  checkUnderlayWanted(want);
+  let found: Underlay = want.address ? { address: want.address } : {};
+  if (!opts.dryRun) {
+    if (want.iface) found = await findUnderlay(runner, opts.netns, want);
+    else found = await findUnderlay(runner, opts.netns, want).catch(() => found);
+  }
+  const { address } = found;
   if (!address) {
-    log.warn('no underlay address: CENs spanning hosts will not be joined by VXLAN');
+    log.warn({ iface: found.iface }, 'no underlay address: CENs spanning hosts will not be joined by VXLAN');
     return {};
   }
+  if (found.mtu === undefined) log.warn({ address }, 'underlay MTU unknown: VXLAN devices get the kernel default');
   const key = new LeasedKey(etcd, {
     key: keys.lev.underlay(hostId),
     value: JSON.stringify({ hostId, address } satisfies LevUnderlay),
@@ -125,7 +140,7 @@ async function publishUnderlay(opts: TopologyOptions, runner: Runner, log: Logge
     log,
   });
   await key.start();
-  return { address, key };
+  return { ...found, key };
 }
 
 export async function startTopology(opts: TopologyOptions): Promise<RunningTopology> {
@@ -166,7 +181,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   async function sync(full: boolean): Promise<void> {
     const snap = sources.snapshot();
     const created = dryRun ? new Set([...snap.created, ...dryCreated]) : snap.created;
-    const d = desiredFor({ hostId, underlay: underlay.address, underlays: snap.underlays, cens: snap.cens, cins: snap.cins, containers: snap.containers });
+    const d = desiredFor({ hostId, underlay: underlay.address, underlayMtu: underlay.mtu, underlays: snap.underlays, cens: snap.cens, cins: snap.cins, containers: snap.containers });
     try {
       if (dryRun) observed ??= emptyObserved();
       else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]));
@@ -200,7 +215,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   });
   await sources.start(() => loop.trigger());
   loop.start();
-  log.info({ netns: opts.netns, underlay: underlay.address, dryRun }, 'topology started');
+  log.info({ netns: opts.netns, underlay: underlay.address, underlayInterface: underlay.iface, underlayMtu: underlay.mtu, dryRun }, 'topology started');
 
   return {
     get appliedRevision() {

@@ -36,6 +36,8 @@ export class TopologyRole implements AgentRole {
       keys,
       hostId: config.hostId,
       netns: config.netns,
+      ...(config.underlayAddress ? { underlay: config.underlayAddress } : {}),
+      ...(config.underlayInterface ? { underlayInterface: config.underlayInterface } : {}),
       log,
       runner: this.runner,
       resyncMs: config.resyncMs,
