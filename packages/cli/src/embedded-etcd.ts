@@ -44,6 +44,12 @@ export interface StartEtcdOptions {
   /** Called with each line etcd logs (stderr). */
   onLog?: (line: string) => void;
   extraArgs?: string[];
+  /**
+   * Serve clients over TLS and require a client certificate signed by
+   * `trustedCaFile` (etcd's --client-cert-auth). Health is then checked on a
+   * plain-HTTP metrics listener of its own (loopback).
+   */
+  tls?: { certFile: string; keyFile: string; trustedCaFile: string };
 }
 
 export async function startEtcd(opts: StartEtcdOptions): Promise<EmbeddedEtcd> {
@@ -51,8 +57,12 @@ export async function startEtcd(opts: StartEtcdOptions): Promise<EmbeddedEtcd> {
   const clientPort = opts.clientPort ?? (await freePort(host));
   const peerPort = opts.peerPort ?? (await freePort(host));
   mkdirSync(opts.dataDir, { recursive: true });
-  const url = `http://${host}:${clientPort}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const peer = `http://${host}:${peerPort}`;
+  const healthUrl = opts.tls ? `http://${host}:${await freePort(host)}` : url;
+  const tlsArgs = opts.tls
+    ? ['--cert-file', opts.tls.certFile, '--key-file', opts.tls.keyFile, '--trusted-ca-file', opts.tls.trustedCaFile, '--client-cert-auth', '--listen-metrics-urls', healthUrl]
+    : [];
   const args = [
     '--name', 'switchyard',
     '--data-dir', opts.dataDir,
@@ -62,6 +72,7 @@ export async function startEtcd(opts: StartEtcdOptions): Promise<EmbeddedEtcd> {
     '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `switchyard=${peer}`,
     '--log-level', 'warn',
+    ...tlsArgs,
     ...(opts.extraArgs ?? []),
   ];
   const child = spawn(opts.etcdBinary ?? 'etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -81,7 +92,7 @@ export async function startEtcd(opts: StartEtcdOptions): Promise<EmbeddedEtcd> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     const ok = await Promise.race([
-      fetch(`${url}/health`).then((r) => r.ok, () => false),
+      fetch(`${healthUrl}/health`).then((r) => r.ok, () => false),
       spawnError,
       exited.then(() => {
         throw new Error(`etcd exited during start:\n${log}`);
