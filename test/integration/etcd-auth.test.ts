@@ -110,6 +110,10 @@ describe('switchyard etcd-auth', () => {
     await h1.put(keys.hosts.status('h1')).value('{}');
     await h1.put(keys.lev.created('h1', 'ns1')).value('{}');
     await h1.delete().key(keys.lev.created('h1', 'ns1'));
+    // Its underlay address goes on a lease, as the topology role writes it.
+    const lease = h1.lease(5, { autoKeepAlive: false });
+    await lease.put(keys.lev.underlay('h1')).value('{"hostId":"h1","address":"10.0.0.1"}');
+    await lease.revoke();
     await h1.getAll().prefix(keys.l4.root).keys();
     await h1.getAll().prefix(keys.lev.hosts).keys();
     // What it may not.

@@ -6,11 +6,13 @@
  * without them the start fails and says why.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPasswordFile } from '@switchyard/shared';
 import { startAgent } from '../../packages/agent/src/index.js';
+import { setupEtcdAuth } from '../../packages/cli/src/commands/etcd-auth.js';
 import { buildCoordinator } from '../../packages/coordinator/src/index.js';
 import { startEtcd, type EmbeddedEtcd } from '../../packages/cli/src/embedded-etcd.js';
 import { runCli, startCli } from '../helpers/cli.js';
@@ -86,5 +88,24 @@ describe('etcd over TLS with client certificates', () => {
     await expect(buildCoordinator({ etcd: [etcd.url], etcdCa: pem('ca.crt'), etcdCert: pem('client.crt'), prefix, logLevel: 'silent' })).rejects.toThrow(
       /--etcd-cert and --etcd-key go together/,
     );
+  });
+
+  // Last: it turns auth on in this etcd.
+  it('etcd-auth works over TLS, and a coordinator then needs both its certificate and its user', async () => {
+    const out = join(dir, 'auth');
+    const tls = { credentials: { rootCertificate: readFileSync(pem('ca.crt')), certChain: readFileSync(pem('client.crt')), privateKey: readFileSync(pem('client.key')) } };
+    const result = await setupEtcdAuth({ etcd: [etcd.url], hosts: ['tls1'], out, prefix, tls });
+    expect(result.enabled).toBe(true);
+    const tlsConfig = { etcd: [etcd.url], etcdCa: pem('ca.crt'), etcdCert: pem('client.crt'), etcdKey: pem('client.key'), prefix, logLevel: 'silent' as const };
+    const c = await buildCoordinator({ ...tlsConfig, etcdUser: 'switchyard-coordinator', etcdPasswordFile: join(out, 'switchyard-coordinator.password') });
+    try {
+      const post = await c.app.inject({ method: 'POST', url: '/services', payload: { host: '10.3.0.2', port: 443 } });
+      expect(post.statusCode, post.body).toBe(200);
+    } finally {
+      await c.close();
+    }
+    // The certificate alone makes it user "switchyard" (its CN) to etcd, which has no permission.
+    await expect(buildCoordinator(tlsConfig)).rejects.toThrow(/refused access .*permission denied.*check --etcd-user, --etcd-password-file/);
+    expect(readPasswordFile('root', join(out, 'root.password'))).toMatch(/^[\w-]{32}$/);
   });
 });
