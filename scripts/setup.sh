@@ -18,13 +18,14 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 # command → Debian package. etcd-server is needed by `up` and the tests; the
-# rest by the agent's dataplanes and the kernel/DNS tests.
+# rest by the agent's dataplanes and the kernel/DNS tests (openssl: the etcd TLS test).
 declare -A pkgs=(
   [etcd]=etcd-server
   [nft]=nftables
   [ip]=iproute2
   [dig]=bind9-dnsutils
   [ping]=iputils-ping
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

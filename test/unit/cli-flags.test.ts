@@ -5,6 +5,7 @@ import { AgentConfig } from '@switchyard/agent';
 import { CoordinatorConfig } from '@switchyard/coordinator';
 import { agentConfigFrom, agentFlags } from '../../packages/cli/src/commands/agent.js';
 import { coordinatorConfigFrom, coordinatorFlags } from '../../packages/cli/src/commands/coordinator.js';
+import { upFlags } from '../../packages/cli/src/commands/up.js';
 import { configFrom, flagsFromSchema, helpText, parseFlags, UsageError, type FlagSpec } from '../../packages/cli/src/flags.js';
 
 describe('durations', () => {
@@ -104,6 +105,23 @@ describe('flags read off the daemons\' config schemas', () => {
     expect(() => parse(['--underlay-interface', 'sixteen-chars-xx'])).toThrow(/underlay interface/);
     expect(() => parse(['--underlay-address', '192.0.2'])).toThrow(/underlay address: an IPv4 address/);
     expect(() => parse(['--underlay-address', '2001:db8::1'])).toThrow(/underlay address/);
+  });
+
+  it('takes the etcd access flags (one shared fragment) on both daemons, from flags or environment', () => {
+    const names = ['etcd-ca', 'etcd-cert', 'etcd-key', 'etcd-user', 'etcd-password-file'];
+    for (const flags of [coordinatorFlags, agentFlags]) expect(flags.map((f) => f.name)).toEqual(expect.arrayContaining(names));
+    const env = { SWITCHYARD_ETCD_CA: '/pki/ca.pem', SWITCHYARD_ETCD_USER: 'switchyard-agent-h1' };
+    const { values } = parseFlags(['--etcd-cert', '/pki/c.pem', '--etcd-key', '/pki/c.key', '--etcd-password-file', '/run/pw'], agentFlags, env);
+    expect(AgentConfig.parse(agentConfigFrom(values))).toMatchObject({
+      etcdCa: '/pki/ca.pem',
+      etcdCert: '/pki/c.pem',
+      etcdKey: '/pki/c.key',
+      etcdUser: 'switchyard-agent-h1',
+      etcdPasswordFile: '/run/pw',
+    });
+    // `up` runs a plain-HTTP etcd of its own: its parts take a user, not client TLS.
+    expect(upFlags.map((f) => f.name)).toEqual(expect.arrayContaining(['etcd-user', 'etcd-password-file']));
+    expect(upFlags.map((f) => f.name)).not.toEqual(expect.arrayContaining(['etcd-ca']));
   });
 
   it('follows a schema: a new described key is a new flag with its default', () => {

@@ -26,3 +26,29 @@ describe('key layout', () => {
     expect(prefixEnd('/a/').toString()).toBe('/a0');
   });
 });
+
+describe('etcd roles (keyspace().access)', () => {
+  const k = keyspace('/sy');
+  const covers = (ranges: ({ prefix: string } | { key: string })[], key: string) => ranges.some((r) => ('prefix' in r ? key.startsWith(r.prefix) : key === r.key));
+  const agent = k.access.agent('h1');
+  const reads = (key: string) => covers([...agent.read, ...agent.readwrite], key);
+  const writes = (key: string) => covers(agent.readwrite, key);
+
+  it('lets an agent write its own keys and read what it follows', () => {
+    for (const key of [k.hosts.agent('h1'), k.hosts.status('h1'), k.hosts.owned('h1', 'ipvs'), k.lev.status('h1'), k.lev.underlay('h1'), k.lev.created('h1', 'c1')]) expect(writes(key), key).toBe(true);
+    for (const key of [k.l4.current, k.l4.service('g1', 's1'), k.l4.pending('g1'), k.disco.lbOwned('s', 'r'), k.lev.cen('c'), k.lev.cin('c'), k.lev.container('c'), k.lev.underlay('h2')]) expect(reads(key), key).toBe(true);
+  });
+
+  it("never another host's keys (not even h10's for h1), desired state or Portmaster", () => {
+    for (const key of [k.hosts.status('h2'), k.hosts.status('h10'), k.hosts.agent('h10'), k.lev.status('h10'), k.lev.underlay('h10'), k.l4.current, k.l4.service('0', 's'), k.lev.cen('c'), k.disco.lbOwned('s', 'r')]) {
+      expect(writes(key), key).toBe(false);
+    }
+    for (const key of [k.pm.ranges, k.pm.offer('web', 'secret'), k.pm.port('web', 8000), k.lev.status('h2'), k.hosts.status('h2')]) expect(reads(key), key).toBe(false);
+  });
+
+  it('gives coordinators the whole prefix and the SkyDNS records', () => {
+    const c = k.access.coordinator();
+    for (const key of [k.pm.offer('web', 'x'), k.l4.current, k.hosts.status('h1'), skydns.recordKey('skydns.local', [], 'web', 'a')]) expect(covers(c.readwrite, key), key).toBe(true);
+    expect(covers(c.readwrite, '/sy-other/x')).toBe(false);
+  });
+});

@@ -14,7 +14,7 @@
  * through restarts and upgrades; `flushOnExit` removes what the agent owns.
  */
 import type { Logger } from 'pino';
-import { createEtcdClient, keyspace, parseEtcdHosts, VERSION, type AgentRegistration, type Dataplane } from '@switchyard/shared';
+import { checkEtcdAccess, createEtcdClient, keyspace, loadEtcdAccess, parseEtcdHosts, VERSION, wantsAccessCheck, type AgentRegistration, type Dataplane } from '@switchyard/shared';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
@@ -53,8 +53,12 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
     const res = await runner.run('true', [], { allowFail: true });
     if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
   }
-  const etcd = createEtcdClient({ hosts: parseEtcdHosts(config.etcd) });
   const keys = keyspace(config.prefix);
+  const etcdHosts = parseEtcdHosts(config.etcd);
+  const access = loadEtcdAccess(config);
+  // A refused password or TLS handshake fails the start; etcd merely away does not.
+  if (wantsAccessCheck(etcdHosts, access)) await checkEtcdAccess(etcdHosts, access, keys.l4.current);
+  const etcd = createEtcdClient({ hosts: etcdHosts, access });
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
   const metrics = new AgentMetrics();

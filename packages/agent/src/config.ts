@@ -11,7 +11,7 @@
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, isInterfaceName, isSafeName, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
+import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, EtcdAccessConfig, isInterfaceName, isSafeName, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
 
 export const DATAPLANE_CHOICES = ['auto', 'ipvs', 'nftables', 'dry-run'] as const;
 
@@ -22,6 +22,8 @@ export const AgentConfig = z.object({
     .default(() => hostname())
     .describe("this host's id (the hostname by default)"),
   etcd: z.array(z.string()).min(1).default([...DEFAULT_ETCD_ENDPOINTS]).describe('etcd endpoints, comma-separated'),
+  /** --etcd-ca/--etcd-cert/--etcd-key (TLS), --etcd-user/--etcd-password-file: the coordinator's too. */
+  ...EtcdAccessConfig.shape,
   prefix: z.string().default(DEFAULT_PREFIX).describe('etcd key prefix'),
   dataplane: z.enum(DATAPLANE_CHOICES).default('auto').describe('how services reach the kernel: ipvs, nftables, dry-run, or auto (the first that works)'),
   netns: z

@@ -58,6 +58,12 @@ export interface StartEtcdOptions {
    * leases and the agent deregisters while etcd still answers).
    */
   ownProcessGroup?: boolean;
+  /**
+   * Serve clients over TLS and require a client certificate signed by
+   * `trustedCaFile` (etcd's --client-cert-auth). Health is then checked on a
+   * plain-HTTP metrics listener of its own (loopback).
+   */
+  tls?: { certFile: string; keyFile: string; trustedCaFile: string };
 }
 
 export interface EmbeddedEtcdCluster {
@@ -82,6 +88,10 @@ interface MemberSpec {
  */
 async function startMember(m: MemberSpec, initialCluster: string, opts: StartEtcdOptions, giveUp: Promise<never>): Promise<EmbeddedEtcd> {
   mkdirSync(m.dataDir, { recursive: true });
+  const healthUrl = opts.tls ? `http://${new URL(m.url).hostname}:${await freePort(new URL(m.url).hostname)}` : m.url;
+  const tlsArgs = opts.tls
+    ? ['--cert-file', opts.tls.certFile, '--key-file', opts.tls.keyFile, '--trusted-ca-file', opts.tls.trustedCaFile, '--client-cert-auth', '--listen-metrics-urls', healthUrl]
+    : [];
   const args = [
     '--name', m.name,
     '--data-dir', m.dataDir,
@@ -92,6 +102,7 @@ async function startMember(m: MemberSpec, initialCluster: string, opts: StartEtc
     '--initial-cluster', initialCluster,
     '--initial-cluster-token', 'switchyard',
     '--log-level', 'warn',
+    ...tlsArgs,
     ...(opts.extraArgs ?? []),
   ];
   const child = spawn(opts.etcdBinary ?? 'etcd', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.ownProcessGroup ?? false });
@@ -117,7 +128,7 @@ async function startMember(m: MemberSpec, initialCluster: string, opts: StartEtc
   try {
     for (;;) {
       const ok = await Promise.race([
-        fetch(`${m.url}/health`).then((r) => r.ok, () => false),
+        fetch(`${healthUrl}/health`).then((r) => r.ok, () => false),
         spawnError,
         giveUp,
         exited.then(() => {
@@ -176,7 +187,7 @@ export async function startEtcdCluster(opts: StartEtcdOptions & { members: numbe
     const peerPort = opts.peerPort !== undefined ? opts.peerPort + 2 * i : await freePort(host);
     // One member keeps the name and data dir the embedded etcd always had.
     const name = opts.members === 1 ? 'switchyard' : `switchyard${i}`;
-    specs.push({ name, dataDir: opts.members === 1 ? opts.dataDir : join(opts.dataDir, name), url: `http://${host}:${clientPort}`, peerUrl: `http://${host}:${peerPort}` });
+    specs.push({ name, dataDir: opts.members === 1 ? opts.dataDir : join(opts.dataDir, name), url: `${opts.tls ? 'https' : 'http'}://${host}:${clientPort}`, peerUrl: `http://${host}:${peerPort}` });
   }
   const initialCluster = specs.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   if (opts.members > 1) checkClusterDir(opts.dataDir, initialCluster);

@@ -25,6 +25,11 @@ const commands: Record<string, Entry> = {
     flags: async () => (await import('./commands/coordinator.js')).coordinatorFlags,
   },
   agent: { help: "reconcile this host's kernel from etcd", load: async () => (await import('./commands/agent.js')).agentCommand, flags: async () => (await import('./commands/agent.js')).agentFlags },
+  'etcd-auth': {
+    help: 'turn etcd auth on: root, a coordinator user, one user per agent host',
+    load: async () => (await import('./commands/etcd-auth.js')).etcdAuthCommand,
+    flags: async () => (await import('./commands/etcd-auth.js')).etcdAuthFlags,
+  },
   status: {
     help: 'the cluster on one screen: coordinators, etcd, hosts and their lag, counts',
     load: async () => (await import('./commands/status.js')).statusCommand,

@@ -18,7 +18,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Etcd3 } from 'etcd3';
 import { WebSocketServer } from 'ws';
-import { createEtcdClient, keyspace, logDestination, parseEtcdHosts, VERSION, wantsPretty } from '@switchyard/shared';
+import { checkEtcdAccess, createEtcdClient, keyspace, loadEtcdAccess, logDestination, parseEtcdHosts, VERSION, wantsAccessCheck, wantsPretty } from '@switchyard/shared';
 import { CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { makeCall, makeWrite, type CoordinatorContext, type Feature, type WebSocketHandler } from './context.js';
 import { checkToken, installAuth } from './http/auth.js';
@@ -61,6 +61,11 @@ const MiB = 1024 * 1024;
 
 export async function buildCoordinator(input: CoordinatorConfigInput, deps: BuildDeps = {}): Promise<Coordinator> {
   const config = CoordinatorConfig.parse(input);
+  const keys = keyspace(config.prefix);
+  const etcdHosts = parseEtcdHosts(config.etcd);
+  const access = loadEtcdAccess(config);
+  // A refused password or TLS handshake fails the start; etcd merely away does not.
+  if (!deps.etcd && wantsAccessCheck(etcdHosts, access)) await checkEtcdAccess(etcdHosts, access, keys.l4.current, config.etcdTimeoutMs);
   const https = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : null;
   const app = fastify({
     // JSON goes through pino's own fast stdout writer; people get readable lines.
@@ -85,11 +90,11 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
 
   // A call's gRPC deadline is the request's: a write cut short by a shorter one
   // would only turn into a 504 (sent, outcome unknown) sooner.
-  const etcd = deps.etcd ?? createEtcdClient({ hosts: parseEtcdHosts(config.etcd), callTimeoutMs: config.etcdTimeoutMs });
+  const etcd = deps.etcd ?? createEtcdClient({ hosts: etcdHosts, callTimeoutMs: config.etcdTimeoutMs, access });
   const metrics = new CoordinatorMetrics();
   const ctx: CoordinatorContext = {
     etcd,
-    keys: keyspace(config.prefix),
+    keys,
     config,
     coordinatorId: randomUUID(),
     log: app.log,

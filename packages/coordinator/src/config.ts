@@ -7,12 +7,14 @@
  * Keys in milliseconds end in `Ms` and take durations on the command line.
  */
 import { z } from 'zod';
-import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
+import { DEFAULT_ETCD_ENDPOINTS, DEFAULT_PREFIX, EtcdAccessConfig, LOG_FORMATS, LOG_LEVELS } from '@switchyard/shared';
 
 const Listen = z.object({ host: z.string(), port: z.int().min(0).max(65535) });
 
 export const CoordinatorConfig = z.object({
   etcd: z.array(z.string()).min(1).default([...DEFAULT_ETCD_ENDPOINTS]).describe('etcd endpoints, comma-separated'),
+  /** --etcd-ca/--etcd-cert/--etcd-key (TLS), --etcd-user/--etcd-password-file: the agent's too. */
+  ...EtcdAccessConfig.shape,
   listen: Listen.default({ host: '127.0.0.1', port: 8443 }).describe('HOST:PORT to serve the API on'),
   token: z.string().min(1).optional().describe('require this X-AUTH-TOKEN on every route but /healthz'),
   prefix: z.string().default(DEFAULT_PREFIX).describe('etcd key prefix'),

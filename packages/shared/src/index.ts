@@ -10,6 +10,7 @@ export * from './schemas/leviathan.js';
 export * from './schemas/skydns.js';
 export * from './schemas/portmaster.js';
 export * from './schemas/status.js';
+export * from './etcd/access.js';
 export * from './etcd/client.js';
 export * from './etcd/members.js';
 export * from './etcd/retry.js';

@@ -109,6 +109,15 @@ export type PmKey =
   | { kind: 'offerName'; service: string; instance: string }
   | { kind: 'offer'; service: string; secret: string };
 
+/** A key range an etcd role is granted: every key under `prefix`, or the one `key`. */
+export type KeyRange = { prefix: string } | { key: string };
+
+/** What one etcd role may do (`switchyard etcd-auth` grants exactly this). */
+export interface RoleAccess {
+  read: KeyRange[];
+  readwrite: KeyRange[];
+}
+
 export function keyspace(prefix: string = DEFAULT_PREFIX) {
   const p = normalisePrefix(prefix);
   const l4 = generationKeys(`${p}/l4/`);
@@ -240,6 +249,28 @@ export function keyspace(prefix: string = DEFAULT_PREFIX) {
         if (!m) return undefined;
         return m[3] ? { serviceId: m[1], serverId: m[2], kind: 'owned' } : { serviceId: m[1], serverId: m[2], kind: 'reg', connId: m[4] };
       },
+    },
+
+    /**
+     * The etcd roles of `switchyard etcd-auth`, derived from the layout above
+     * so a new key kind cannot be left out of them unnoticed.
+     */
+    access: {
+      /** Coordinators: everything under the prefix, and the SkyDNS records they publish. */
+      coordinator: (): RoleAccess => ({ read: [], readwrite: [{ prefix: `${p}/` }, { prefix: `${SKYDNS_PREFIX}/` }] }),
+      /**
+       * One host's agent. It reads the desired state it applies (L4
+       * generations, Leviathan), the servers providers hold (disco/lb, whose
+       * health it leaves alone) and every host's Leviathan record (underlay
+       * addresses for VXLAN); it writes only its own registration, status and
+       * ownership (hosts/<id>/), its namespaces and underlay (lev-hosts/<id>/)
+       * and its topology report. Never Portmaster (offer secrets), never
+       * another host's keys, never desired state.
+       */
+      agent: (hostId: string): RoleAccess => ({
+        read: [{ prefix: l4.root }, { prefix: `${p}/disco/lb/` }, { prefix: lev }, { prefix: levHosts }],
+        readwrite: [{ prefix: `${hosts}${hostId}/` }, { prefix: `${levHosts}${hostId}/` }, { key: `${levStatus}${hostId}` }],
+      }),
     },
   };
 }

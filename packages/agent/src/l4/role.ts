@@ -36,6 +36,7 @@ import {
 } from '@switchyard/shared';
 import type { RoleStatus } from '../status.js';
 import type { AgentConfig } from '../config.js';
+import { listErrorLogger } from '../log.js';
 import { SyncLoop, type SyncObserver } from '../loop.js';
 import type { RoleProgress } from '../metrics.js';
 import type { StatusReporter } from '../status.js';
@@ -89,6 +90,7 @@ export class L4Role implements AgentRole {
     this.heldMirror = new PrefixMirror<true>(etcd, {
       prefix: keys.disco.lb,
       parse: (key) => (keys.disco.parseLb(key)?.kind === 'owned' ? true : undefined),
+      onListError: listErrorLogger(log, keys.disco.lb),
     });
     this.heldMirror.on('change', (c: MirrorChange<true>) => {
       const k = keys.disco.parseLb(c.key);
@@ -109,6 +111,7 @@ export class L4Role implements AgentRole {
       prefix: keys.l4.root,
       parse: (key, raw) => parseGenerationRecord(keys.l4, key, raw, (rel, value) => (rel.includes('/') ? undefined : Service.parse(JSON.parse(value.toString())))),
       onInvalid: (key, err) => log.warn({ key, err: (err as Error).message }, 'ignoring invalid service in etcd'),
+      onListError: listErrorLogger(log, keys.l4.root),
     });
     this.gen = mirroredGeneration(this.mirror, keys.l4).id;
     this.mirror.on('change', (c: MirrorChange<GenerationRecord<Service>>) => this.onChange(c));

@@ -7,6 +7,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { LevUnderlay, PrefixMirror, StoredCen, StoredCin, StoredContainer, type Keyspace } from '@switchyard/shared';
+import { listErrorLogger } from '../log.js';
 
 type Desired = { kind: 'cen'; value: StoredCen } | { kind: 'cin'; value: StoredCin } | { kind: 'container'; value: StoredContainer };
 type HostRec = { kind: 'underlay'; hostId: string; address: string } | { kind: 'created'; ns: string } | { kind: 'other' };
@@ -41,6 +42,7 @@ export class TopologySources {
         return undefined;
       },
       onInvalid: (key, err) => log.warn({ key, err }, 'ignoring invalid Leviathan record'),
+      onListError: listErrorLogger(log, k.all),
     });
     this.hosts = new PrefixMirror<HostRec>(etcd, {
       prefix: k.hosts,
@@ -51,6 +53,7 @@ export class TopologySources {
         return { kind: 'other' };
       },
       onInvalid: (key, err) => log.warn({ key, err }, 'ignoring invalid Leviathan host record'),
+      onListError: listErrorLogger(log, k.hosts),
     });
   }
 

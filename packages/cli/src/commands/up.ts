@@ -40,11 +40,15 @@ const own: FlagSpec[] = flagsFromSchema(UpOptions);
 /** Where `up` serves the agent's metrics unless told otherwise (9464: the usual Prometheus exporter port). */
 export const UP_AGENT_METRICS = '127.0.0.1:9464';
 
-// `up` owns etcd, so the --etcd flags of the parts it starts do not apply;
-// flags both parts have (--prefix, --log-level, …) are given once and go to
-// both; it turns the agent's metrics on.
+// `up` owns etcd, so the --etcd flags of the parts it starts do not apply,
+// nor the client TLS ones (its etcd listens on loopback, in plain HTTP);
+// --etcd-user/--etcd-password-file do, for both parts (after `switchyard
+// etcd-auth` turned auth on in its data dir). Flags both parts have
+// (--prefix, --log-level, …) are given once and go to both; it turns the
+// agent's metrics on.
+const notForUp = new Set(['etcd', 'etcd-ca', 'etcd-cert', 'etcd-key']);
 export const upFlags: FlagSpec[] = [...own, ...coordinatorFlags, ...agentFlags]
-  .filter((f, i, all) => f.name !== 'etcd' && all.findIndex((g) => g.name === f.name) === i)
+  .filter((f, i, all) => !notForUp.has(f.name) && all.findIndex((g) => g.name === f.name) === i)
   .map((f) => (f.name === 'metrics-listen' ? { ...f, default: UP_AGENT_METRICS } : f));
 
 export async function upCommand(argv: string[]): Promise<void> {

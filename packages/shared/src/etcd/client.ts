@@ -30,6 +30,7 @@ import {
   type IOptions,
 } from 'etcd3';
 import { SwitchyardError } from '../errors.js';
+import type { EtcdAccess } from './access.js';
 import { ClusterMembers, MemberUnavailableError, type MemberProbeOptions } from './members.js';
 import { retryUnapplied } from './retry.js';
 
@@ -41,6 +42,8 @@ export interface EtcdClientOptions extends MemberProbeOptions {
   hosts: string[];
   /** Deadline of one unary call (default 2 s). */
   callTimeoutMs?: number;
+  /** TLS client certificate and etcd user (loadEtcdAccess); the member probes use them too. */
+  access?: EtcdAccess;
 }
 
 /** An etcd3 client that knows which members answer (see members.ts). */
@@ -75,10 +78,12 @@ export function parseEtcdHosts(list: string | string[]): string[] {
 
 export function createEtcdClient(opts: EtcdClientOptions): EtcdClient {
   const timeout = opts.callTimeoutMs ?? 2000;
-  const members = new ClusterMembers(opts.hosts, opts);
+  const access = opts.access ?? {};
+  const members = new ClusterMembers(opts.hosts, { ...opts, probeClientOptions: { ...access } });
   const client = new EtcdClient(
     {
       hosts: opts.hosts,
+      ...access,
       dialTimeout: timeout,
       grpcOptions: {
         // One watch response carries every event of one revision: a transaction

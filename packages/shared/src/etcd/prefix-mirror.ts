@@ -30,6 +30,11 @@ export interface PrefixMirrorOptions<T> {
   /** Parse one value; return undefined (or throw) to drop it. */
   parse: (key: string, value: Buffer) => T | undefined;
   onInvalid?: (key: string, error: unknown) => void;
+  /**
+   * A list (or the watch after it) failed and is tried again after `retryMs`.
+   * etcd refusing access (a role without this prefix) only shows here.
+   */
+  onListError?: (error: unknown) => void;
   /** How long to wait before listing again after a failed list (ms). */
   retryMs?: number;
   /** Keys per page of the initial list (default 5,000). */
@@ -190,8 +195,9 @@ export class PrefixMirror<T> extends EventEmitter {
           this.healthy = true;
           this.emit('resync');
           return;
-        } catch {
+        } catch (e) {
           this.healthy = false;
+          if (!this.stopped) this.opts.onListError?.(e);
           await new Promise((r) => setTimeout(r, this.retryMs));
         }
       }
