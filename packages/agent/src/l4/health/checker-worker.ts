@@ -8,6 +8,8 @@
  * targets) and `stop`; out `updates` (targets whose state, since or last
  * error changed, and removed ones, with the probe counters), `log`, `stopped`.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { HealthChecker } from './checker.js';
 import { NetnsProber } from './netns-prober.js';
@@ -15,7 +17,20 @@ import { LocalProber } from './probe.js';
 import type { TargetHealth } from './state.js';
 import type { CheckerWorkerData, FromWorker, ToWorker, Update } from './threaded.js';
 
+/** The checker thread's nice value (the agent's own is usually 0). */
+const CHECKER_NICE = 10;
+
 const port = parentPort!;
+
+// Applying desired state comes before probing it: on a busy host this thread
+// yields the CPU to the sync loop (and to etcd, and the coordinator if it
+// shares the host), and checks start late instead — which the delay gauge
+// shows. Linux keeps a nice value per thread; /proc/thread-self names ours.
+try {
+  setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), CHECKER_NICE);
+} catch {
+  /* not Linux, or not allowed: the thread runs at the agent's priority */
+}
 const { concurrency, netns } = workerData as CheckerWorkerData;
 const send = (m: FromWorker) => port.postMessage(m);
 
