@@ -292,3 +292,32 @@ export async function runInVm(script: string, opts: VmOptions = {}): Promise<VmR
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Guest shell lines for backends: one namespace each behind a veth from the
+ * VM's root namespace (the `.1` of its /24), answering its name with busybox
+ * httpd on `port`; waits until each listens.
+ */
+export function backendsScript(backends: readonly { ns: string; address: string; name: string }[], port: number): string {
+  const portHex = port.toString(16).toUpperCase().padStart(4, '0');
+  return backends
+    .map(
+      (b, i) => `
+ip netns add ${b.ns}
+ip link add ${b.ns}h type veth peer name eth0 netns ${b.ns}
+ip addr add ${b.address.replace(/\.\d+$/, '.1')}/24 dev ${b.ns}h
+ip link set ${b.ns}h up
+ip -n ${b.ns} link set lo up
+ip -n ${b.ns} addr add ${b.address}/24 dev eth0
+ip -n ${b.ns} link set eth0 up
+ip -n ${b.ns} route add default via ${b.address.replace(/\.\d+$/, '.1')}
+mkdir -p /tmp/www-${i}
+echo ${b.name} > /tmp/www-${i}/index.html
+ip netns exec ${b.ns} busybox httpd -p ${b.address}:${port} -h /tmp/www-${i}
+n=0
+until ip netns exec ${b.ns} grep -q ':${portHex} 00000000:0000 0A' /proc/net/tcp; do
+  n=$((n + 1)); [ $n -lt 300 ] || { echo "${b.name} never listened" >&2; exit 1; }; sleep 0.2
+done`,
+    )
+    .join('\n');
+}

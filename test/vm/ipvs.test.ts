@@ -14,7 +14,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { bundleForGuest, canRunVm, runInVm, type VmResult } from './harness.js';
+import { backendsScript, bundleForGuest, canRunVm, runInVm, type VmResult } from './harness.js';
 import type { GuestResult, PhaseReport } from './ipvs-guest.js';
 import {
   EMPTY,
@@ -35,7 +35,6 @@ const vm = canRunVm();
 const skip = vm !== true && process.env.CI !== 'true';
 if (skip) console.warn(`[vm] skipping the real-IPVS tests (set CI=true to make this a failure): ${vm}`);
 
-const PORT_HEX = TRAFFIC.port.toString(16).toUpperCase().padStart(4, '0');
 
 /**
  * The guest's job: a foreign IPVS service, a client namespace and two backend
@@ -56,26 +55,7 @@ ip -n ${TRAFFIC.clientNs} link set lo up
 ip -n ${TRAFFIC.clientNs} addr add 10.210.0.2/24 dev eth0
 ip -n ${TRAFFIC.clientNs} link set eth0 up
 ip -n ${TRAFFIC.clientNs} route add default via 10.210.0.1
-${TRAFFIC.backends
-  .map(
-    (b, i) => `
-ip netns add ${b.ns}
-ip link add ${b.ns}h type veth peer name eth0 netns ${b.ns}
-ip addr add ${b.address.replace(/\.\d+$/, '.1')}/24 dev ${b.ns}h
-ip link set ${b.ns}h up
-ip -n ${b.ns} link set lo up
-ip -n ${b.ns} addr add ${b.address}/24 dev eth0
-ip -n ${b.ns} link set eth0 up
-ip -n ${b.ns} route add default via ${b.address.replace(/\.\d+$/, '.1')}
-mkdir -p /tmp/www-${i}
-echo ${b.name} > /tmp/www-${i}/index.html
-ip netns exec ${b.ns} busybox httpd -p ${b.address}:${TRAFFIC.port} -h /tmp/www-${i}
-n=0
-until ip netns exec ${b.ns} grep -q ':${PORT_HEX} 00000000:0000 0A' /proc/net/tcp; do
-  n=$((n + 1)); [ $n -lt 300 ] || { echo "${b.name} never listened" >&2; exit 1; }; sleep 0.2
-done`,
-  )
-  .join('\n')}
+${backendsScript(TRAFFIC.backends, TRAFFIC.port)}
 
 exec node /run/sy-vm/ipvs-guest.mjs
 `;

@@ -11,39 +11,19 @@
  */
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { bundleForGuest, canRunVm, GUEST_MODULES, runInVm } from './harness.js';
+import { backendsScript, bundleForGuest, canRunVm, GUEST_MODULES, runInVm } from './harness.js';
 import { NFT_VM, type NftVmPhase, type NftVmResult } from './nft-local-vips-scenario.js';
 
 const vm = canRunVm();
 const skip = vm !== true && process.env.CI !== 'true';
 if (skip) console.warn(`[vm] skipping the --nft-local-vips tests (set CI=true to make this a failure): ${vm}`);
 
-const PORT_HEX = NFT_VM.port.toString(16).toUpperCase().padStart(4, '0');
 const NFT_MODULES = ['nf_tables', 'nf_nat', 'nft_chain_nat', 'nft_nat', 'nft_masq', 'nft_numgen', 'nft_hash', 'nft_ct'];
 
 /** Two backend namespaces (busybox httpd answering their names) routed through the VM's root namespace; then the dataplane. */
 const GUEST_SCRIPT = `set -eu
 echo 1 > /proc/sys/net/ipv4/ip_forward
-${NFT_VM.backends
-  .map(
-    (b, i) => `
-ip netns add ${b.ns}
-ip link add ${b.ns}h type veth peer name eth0 netns ${b.ns}
-ip addr add ${b.address.replace(/\.\d+$/, '.1')}/24 dev ${b.ns}h
-ip link set ${b.ns}h up
-ip -n ${b.ns} link set lo up
-ip -n ${b.ns} addr add ${b.address}/24 dev eth0
-ip -n ${b.ns} link set eth0 up
-ip -n ${b.ns} route add default via ${b.address.replace(/\.\d+$/, '.1')}
-mkdir -p /tmp/www-${i}
-echo ${b.name} > /tmp/www-${i}/index.html
-ip netns exec ${b.ns} busybox httpd -p ${b.address}:${NFT_VM.port} -h /tmp/www-${i}
-n=0
-until ip netns exec ${b.ns} grep -q ':${PORT_HEX} 00000000:0000 0A' /proc/net/tcp; do
-  n=$((n + 1)); [ $n -lt 300 ] || { echo "${b.name} never listened" >&2; exit 1; }; sleep 0.2
-done`,
-  )
-  .join('\n')}
+${backendsScript(NFT_VM.backends, NFT_VM.port)}
 
 exec node /run/sy-vm/nft-guest.mjs
 `;
