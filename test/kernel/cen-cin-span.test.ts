@@ -14,8 +14,7 @@ import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { desiredFor, observeTopology, plan, startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
-import { StoredCen, StoredCin, StoredContainer } from '../../packages/shared/src/index.js';
-import { callOk, testCoordinator } from '../helpers/coordinator.js';
+import { callOk, storedLeviathan, testCoordinator } from '../helpers/coordinator.js';
 import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
 
 const P = `s${randomBytes(2).toString('hex')}`;
@@ -44,15 +43,7 @@ const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: 
 
 /** The plan the kernel's current state would need: [] when converged. */
 async function residualPlan() {
-  const all = await c.ctx.etcd.getAll().prefix(c.ctx.keys.lev.all).strings();
-  const cens = [];
-  const cins = [];
-  const containers = [];
-  for (const [key, v] of Object.entries(all)) {
-    if (c.ctx.keys.lev.parseCen(key)) cens.push(StoredCen.parse(JSON.parse(v)));
-    else if (c.ctx.keys.lev.parseCin(key)) cins.push(StoredCin.parse(JSON.parse(v)));
-    else if (c.ctx.keys.lev.parseContainer(key)) containers.push(StoredContainer.parse(JSON.parse(v)));
-  }
+  const { cens, cins, containers } = await storedLeviathan(c);
   const d = desiredFor({ hostId: 'host1', underlays: new Map(), cens, cins, containers });
   const o = await observeTopology(runner, HOST, d.namespaces);
   return plan(d, o, { created: new Set(d.namespaces), knownCens: new Set(cens.map((x) => x.cenID)) });

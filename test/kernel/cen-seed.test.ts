@@ -15,8 +15,7 @@ import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { desiredFor, observeTopology, plan, startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
-import { StoredCen, StoredCin, StoredContainer } from '../../packages/shared/src/index.js';
-import { callOk, testCoordinator } from '../helpers/coordinator.js';
+import { callOk, storedLeviathan, testCoordinator } from '../helpers/coordinator.js';
 import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
 import { SEED_CEN_FILE } from '../fixtures/leviathan/seed.js';
 
@@ -50,15 +49,7 @@ const start = () => startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId: 
 
 /** The plan the kernel's current state would need: [] when converged. */
 async function residualPlan() {
-  const all = await c.ctx.etcd.getAll().prefix(c.ctx.keys.lev.all).strings();
-  const cens = [];
-  const cins = [];
-  const containers = [];
-  for (const [key, v] of Object.entries(all)) {
-    if (c.ctx.keys.lev.parseCen(key)) cens.push(StoredCen.parse(JSON.parse(v)));
-    else if (c.ctx.keys.lev.parseCin(key)) cins.push(StoredCin.parse(JSON.parse(v)));
-    else if (c.ctx.keys.lev.parseContainer(key)) containers.push(StoredContainer.parse(JSON.parse(v)));
-  }
+  const { cens, cins, containers } = await storedLeviathan(c);
   const created = new Set(Object.keys(await c.ctx.etcd.getAll().prefix(c.ctx.keys.lev.createdAll('host1')).strings()).map((k) => k.split('/').pop() as string));
   const d = desiredFor({ hostId: 'host1', underlays: new Map(), cens, cins, containers });
   const o = await observeTopology(runner, HOST_NS, [...d.namespaces, ...created]);
