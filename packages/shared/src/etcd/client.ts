@@ -53,12 +53,38 @@ export class EtcdClient extends Etcd3 {
     readonly members: ClusterMembers,
   ) {
     super(options);
+    dropOrphanWatchResponses(this);
   }
 
   override close(): void {
     this.members.stop();
     super.close();
   }
+}
+
+/** What dropOrphanWatchResponses needs of etcd3's (internal) WatchManager. */
+interface WatchManagerInternals {
+  watchers: { id: string | null }[];
+  handleResponse(res: { watch_id: string }): void;
+}
+
+/**
+ * etcd3 1.1.2 throws ("Failed to find watcher for IWatchResponse") from its
+ * watch stream's data handler when a response names a watch it no longer
+ * has. That happens after a compaction: a watch resumed at a compacted
+ * revision is cancelled by etcd while its PrefixMirror, relisting, cancels it
+ * too, and etcd confirms both. The throw escapes into grpc-js before it asks
+ * for the next message, so the client's one watch stream stops for good and
+ * every watch on it hangs (an agent stuck at its old revision). A response
+ * for a watch nobody holds any more carries nothing anyone waits for: drop it.
+ */
+function dropOrphanWatchResponses(client: Etcd3): void {
+  const manager = (client as unknown as { watchManager?: WatchManagerInternals }).watchManager;
+  if (!manager || typeof manager.handleResponse !== 'function' || !Array.isArray(manager.watchers)) return;
+  const handle = manager.handleResponse.bind(manager);
+  manager.handleResponse = (res) => {
+    if (manager.watchers.some((w) => w.id === res.watch_id)) handle(res);
+  };
 }
 
 /** The member probes behind a client, when it was made by createEtcdClient. */
