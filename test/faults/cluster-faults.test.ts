@@ -13,16 +13,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEtcdClient, keyspace, INITIAL_GENERATION, type EtcdClient } from '@switchyard/shared';
 import { startAgent } from '../../packages/agent/src/index.js';
 import { freePort } from '../../packages/cli/src/embedded-etcd.js';
+import { startCli } from '../helpers/cli.js';
 import { startEtcdCluster, type ClusterMember, type EtcdCluster } from '../helpers/etcd-cluster.js';
 import { B1, B2, count, L4Lab, request, VIP } from '../helpers/l4-topology.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
-const CLI_DIST = fileURLToPath(new URL('../../packages/cli/dist/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Answer {
@@ -60,49 +59,17 @@ const coordinators: CoordinatorProcess[] = [];
 const rows: Row[] = [];
 
 async function startCoordinator(c: CoordinatorProcess): Promise<void> {
-  const args = [CLI_DIST, 'coordinator', '--etcd', cluster.urls.join(','), '--listen', `127.0.0.1:${c.port}`, '--prefix', prefix, '--log-level', 'error'];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`coordinator not ready:\n${out}`)), 30_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (/coordinator listening at/.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`coordinator exited ${code}:\n${out}`));
-    });
-  });
+  const args = ['coordinator', '--etcd', cluster.urls.join(','), '--listen', `127.0.0.1:${c.port}`, '--prefix', prefix, '--log-level', 'error'];
+  const { child, ready } = startCli(args, /coordinator listening at/, {}, 30_000, { built: true });
+  await ready;
   c.child = child;
 }
 
 /** A real agent process (nftables dataplane in the lab's balancer namespace). */
 async function startAgentProcess(hostId: string, netns: string, table: string): Promise<ChildProcess> {
-  const args = [CLI_DIST, 'agent', '--host-id', hostId, '--etcd', cluster.urls.join(','), '--prefix', prefix, '--dataplane', 'nftables', '--netns', netns, '--nft-table', table, '--log-level', 'error'];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent not ready:\n${out}`)), 30_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (/agent ".*" running/.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`agent exited ${code}:\n${out}`));
-    });
-  });
+  const args = ['agent', '--host-id', hostId, '--etcd', cluster.urls.join(','), '--prefix', prefix, '--dataplane', 'nftables', '--netns', netns, '--nft-table', table, '--log-level', 'error'];
+  const { child, ready } = startCli(args, /agent ".*" running/, {}, 30_000, { built: true });
+  await ready;
   return child;
 }
 

@@ -26,8 +26,12 @@ import { NoopPolicy, type IDefaultPolicyContext, type IPolicy } from 'cockatiel'
 import { Etcd3 } from 'etcd3';
 
 /** A call refused before it was sent: this member (or every member) is not answering. */
-/** A failed probe that took this many times its deadline failed because this process stalled. */
-const STALLED_FACTOR = 1.5;
+/**
+ * A failed probe whose deadline fired this much later than due failed because
+ * this process stalled: gRPC's deadline timer fires on time (within a few ms)
+ * for a member that does not answer, however busy the machine.
+ */
+const STALL_SLACK_MS = 100;
 
 export class MemberUnavailableError extends Error {
   override readonly name = 'MemberUnavailableError';
@@ -279,7 +283,7 @@ export class ClusterMembers extends EventEmitter {
         // event loop was blocked (a large body parsed, thousands of watch
         // events handled at once): the answer may be waiting in the socket
         // behind the timer. That judges us, not the member — probe again.
-        if (performance.now() - started > deadlineMs * STALLED_FACTOR) {
+        if (performance.now() - started > deadlineMs + STALL_SLACK_MS) {
           this.stalls++;
           continue;
         }
