@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import type { StoredCen, StoredContainer } from '@switchyard/shared';
 import { ExecaRunner } from '../packages/agent/src/exec/runner.js';
-import { commandsFor, desiredFor, execute, observeTopology, plan, type ExecMode } from '../packages/agent/src/topology/index.js';
+import { commandsFor, desiredFor, execute, observeTopology, plan, type ExecMode } from '../packages/agent/src/leviathan/index.js';
 
 const CENS = Number(process.argv[2] ?? 100);
 const PER = Number(process.argv[3] ?? 10);

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEtcdClient, keyspace } from '@switchyard/shared';
 import type { Etcd3 } from 'etcd3';
 import { FakeRunner } from '../../packages/agent/src/index.js';
-import { startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
+import { startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
 import { freePort, sharedEtcdUrl, uniquePrefix } from '../helpers/etcd.js';
 import { runCli, startCli } from '../helpers/cli.js';
 

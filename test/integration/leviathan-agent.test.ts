@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { LevHostStatus } from '@switchyard/shared';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { FakeRunner, startAgent, type RunningAgent } from '../../packages/agent/src/index.js';
-import { startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
+import { startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
 import { callOk, testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
 

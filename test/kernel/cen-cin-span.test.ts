@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
-import { desiredFor, observeTopology, plan, startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
+import { desiredFor, observeTopology, plan, startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
 import { callOk, storedLeviathan, testCoordinator } from '../helpers/coordinator.js';
 import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';

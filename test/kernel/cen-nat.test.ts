@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
-import { NAT_TABLE, startTopology, type RunningTopology } from '../../packages/agent/src/topology/index.js';
+import { NAT_TABLE, startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
 import { callOk, testCoordinator } from '../helpers/coordinator.js';
 import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
 

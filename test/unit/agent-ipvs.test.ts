@@ -18,7 +18,7 @@ import {
   renderIpvsRules,
   virtualKey,
   type IpvsOp,
-} from '../../packages/agent/src/dataplanes/ipvs/index.js';
+} from '../../packages/agent/src/l4/ipvs/index.js';
 
 const dir = new URL('../fixtures/agent/ipvs/', import.meta.url);
 

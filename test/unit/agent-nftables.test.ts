@@ -12,8 +12,8 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ServiceInput, toService, type Service } from '@switchyard/shared';
 import { FakeRunner, type RunOptions, type Runner, type RunResult } from '../../packages/agent/src/exec/runner.js';
-import { DeviceAddresses, planAddresses } from '../../packages/agent/src/dataplanes/local-addresses.js';
-import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
+import { DeviceAddresses, planAddresses } from '../../packages/agent/src/l4/local-addresses.js';
+import { NftDataplane } from '../../packages/agent/src/l4/nftables/dataplane.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
 import {
   emptyObserved,
@@ -28,7 +28,7 @@ import {
   slotSequence,
   type NftObserved,
   type ServiceObjects,
-} from '../../packages/agent/src/dataplanes/nftables/index.js';
+} from '../../packages/agent/src/l4/nftables/index.js';
 
 const dir = new URL('../fixtures/agent/nftables/', import.meta.url);
 const read = (f: string) => readFileSync(new URL(f, dir), 'utf8');

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan } from '../../packages/agent/src/topology/index.js';
+import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan } from '../../packages/agent/src/leviathan/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });

@@ -9,7 +9,7 @@
  *   node /run/sy-vm/ipvs-guest.mjs                                          (the test: bundled on the host)
  */
 import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
-import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/dataplanes/ipvs/index.js';
+import { desiredVirtuals, IpvsExecutor, ipvsadmLine, planIpvs, type IpvsOp } from '../../packages/agent/src/l4/ipvs/index.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
 import { effectiveService, HealthChecker, LocalProber, targetsOf } from '../../packages/agent/src/l4/health/index.js';
 import { DEVICE, EMPTY, FULL, HEALTH, INCREMENTAL, TRAFFIC, WEIGHT0, type ServiceSpec } from './ipvs-scenario.js';

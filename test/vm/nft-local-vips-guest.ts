@@ -8,10 +8,10 @@
  */
 import { pino } from 'pino';
 import { ServiceInput, toService } from '../../packages/shared/src/schemas/l4.js';
-import { DeviceAddresses } from '../../packages/agent/src/dataplanes/local-addresses.js';
-import { NftExecutor } from '../../packages/agent/src/dataplanes/nftables/executor.js';
+import { DeviceAddresses } from '../../packages/agent/src/l4/local-addresses.js';
+import { NftExecutor } from '../../packages/agent/src/l4/nftables/executor.js';
 import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
-import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
+import { NftDataplane } from '../../packages/agent/src/l4/nftables/dataplane.js';
 import { NFT_VM, type NftVmPhase, type NftVmResult } from './nft-local-vips-scenario.js';
 
 const runner = new ExecaRunner({ timeoutMs: 120_000 });

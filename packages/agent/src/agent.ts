@@ -26,7 +26,7 @@ import { serveMetrics } from './metrics-server.js';
 import { Registration } from './registration.js';
 import type { AgentRole, RoleContext } from './role.js';
 import { StatusReporter } from './status.js';
-import { TopologyRole } from './topology/role.js';
+import { TopologyRole } from './leviathan/role.js';
 
 export interface RunningAgent {
   /** The dataplane actually in use (auto resolved). */

@@ -55,9 +55,9 @@ const commands: Record<string, Entry> = {
   },
   ports: {
     help: 'port allocation (Portmaster): service …|offer|accept|reject|list|find|release',
-    load: async () => (await import('./commands/ports.js')).portsCommand,
+    load: async () => (await import('./commands/portmaster.js')).portsCommand,
     verbs: ['service', 'offer', 'accept', 'reject', 'list', 'find', 'release'],
-    flags: async () => (await import('./commands/ports.js')).portsSpecs,
+    flags: async () => (await import('./commands/portmaster.js')).portsSpecs,
   },
   cen: {
     help: 'container edge networks (Leviathan): import|make|destroy|list|show|remove',

@@ -26,7 +26,7 @@ import { installBodyParsers } from './http/body.js';
 import { installErrorHandling } from './http/errors.js';
 import { discoveryFeature } from './discovery/feature.js';
 import { dnsFeature } from './dns/feature.js';
-import { healthFeature } from './health/feature.js';
+import { healthzFeature } from './healthz/feature.js';
 import { hostsFeature } from './hosts/feature.js';
 import { HostDirectory } from './hosts/routes.js';
 import { l4Feature } from './l4/feature.js';
@@ -131,7 +131,7 @@ export async function buildCoordinator(input: CoordinatorConfigInput, deps: Buil
   const features: Feature[] = [
     // First: its request hook must see the routes of every feature after it.
     ...(config.metrics ? [metricsFeature(ctx)] : []),
-    healthFeature(ctx),
+    healthzFeature(ctx),
     l4Feature(ctx, l4, hosts),
     hostsFeature(ctx, hosts),
     portmasterFeature(ctx, portmaster),

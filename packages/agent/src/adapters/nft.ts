@@ -4,7 +4,7 @@
  * transaction); a table is read back by name, never the whole ruleset.
  * nft has no `-n NS`, so a namespace goes through the runner's per-call
  * `ip netns exec`. (The L4 dataplane has its own executor,
- * dataplanes/nftables/executor.ts, reading its table as JSON.)
+ * l4/nftables/executor.ts, reading its table as JSON.)
  */
 import type { Runner } from '../exec/runner.js';
 

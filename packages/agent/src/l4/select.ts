@@ -6,13 +6,13 @@ import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Keyspace } from '@switchyard/shared';
 import type { AgentConfig } from '../config.js';
-import { IpvsExecutor } from '../dataplanes/ipvs/executor.js';
-import { DeviceAddresses } from '../dataplanes/local-addresses.js';
-import { NftExecutor } from '../dataplanes/nftables/executor.js';
+import { IpvsExecutor } from './ipvs/executor.js';
+import { DeviceAddresses } from './local-addresses.js';
+import { NftExecutor } from './nftables/executor.js';
 import type { Runner } from '../exec/runner.js';
 import type { L4Dataplane } from './dataplane.js';
-import { IpvsDataplane, type OwnershipStore } from './ipvs.js';
-import { NftDataplane } from './nft.js';
+import { IpvsDataplane, type OwnershipStore } from './ipvs/dataplane.js';
+import { NftDataplane } from './nftables/dataplane.js';
 
 /** IPVS ownership at `<p>/hosts/<id>/owned/ipvs`. */
 export function etcdOwnership(etcd: Etcd3, keys: Keyspace, hostId: string): OwnershipStore {

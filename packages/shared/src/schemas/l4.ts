@@ -7,6 +7,7 @@
  * from the same objects.
  */
 import { isIP } from 'node:net';
+import { prefixOfMask } from '../netmask.js';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from '../duration.js';
 
@@ -65,12 +66,7 @@ function choice<const T extends readonly [string, ...string[]]>(values: T, fallb
 function validNetmask(mask: string, family: 4 | 6): boolean {
   if (mask === '') return true;
   if (family === 6) return /^\d{1,3}$/.test(mask) && Number(mask) >= 1 && Number(mask) <= 128;
-  if (isIP(mask) !== 4) return false;
-  const bits = mask
-    .split('.')
-    .map((o) => Number(o).toString(2).padStart(8, '0'))
-    .join('');
-  return /^1*0*$/.test(bits);
+  return isIP(mask) === 4 && prefixOfMask(mask) !== undefined;
 }
 
 // ---------- ids ----------

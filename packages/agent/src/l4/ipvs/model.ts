@@ -3,7 +3,7 @@
  * servers ("destinations") in exactly the form `ipvsadm -Sn` prints them, so
  * desired state, observed state and golden tests compare field by field.
  */
-import { ipFamily, type Forwarder, type Protocol, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
+import { ipFamily, maskOfPrefix, netmaskBits, type Forwarder, type Protocol, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
 
 export interface IpvsServiceSpec {
   protocol: Protocol;
@@ -48,15 +48,6 @@ export function destKey(v: Pick<IpvsServiceSpec, 'protocol' | 'address' | 'port'
   return `${virtualKey(v)} -> ${endpoint(d.address, d.port)}`;
 }
 
-function maskBits(dotted: string): number {
-  return dotted.split('.').reduce((n, o) => n + Number(o).toString(2).replace(/0/g, '').length, 0);
-}
-
-function dottedMask(bits: number): string {
-  const n = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.');
-}
-
 /**
  * The netmask as `ipvsadm -Sn` prints it for this service, or an error text.
  * ipvsadm prints `-M` only for persistent services and only when it is not a
@@ -64,10 +55,10 @@ function dottedMask(bits: number): string {
  */
 export function canonicalNetmask(family: 4 | 6, persistence: number, netmask: string): { netmask: string } | { error: string } {
   if (persistence === 0 || netmask === '') return { netmask: '' };
-  const bits = /^\d+$/.test(netmask) ? Number(netmask) : maskBits(netmask);
+  const bits = netmaskBits(netmask) ?? 0;
   if (family === 4) {
     if (bits > 32) return { error: `netmask /${bits} is longer than an IPv4 address` };
-    return { netmask: bits === 32 ? '' : dottedMask(bits) };
+    return { netmask: bits === 32 ? '' : maskOfPrefix(4, bits) };
   }
   return { netmask: bits === 128 ? '' : String(bits) };
 }

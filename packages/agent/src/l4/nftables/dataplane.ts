@@ -26,12 +26,12 @@
  */
 import type { Logger } from 'pino';
 import type { Service, ServiceReport } from '@switchyard/shared';
-import { planAddresses, type DeviceAddresses } from '../dataplanes/local-addresses.js';
-import { NftExecutor } from '../dataplanes/nftables/executor.js';
-import { serviceObjects, type ServiceObjects } from '../dataplanes/nftables/model.js';
-import { emptyObserved, observedOf, type NftObserved, type ObservedService } from '../dataplanes/nftables/observe.js';
-import { NFT_BASE, planNft, renderNftScript, type NftOp } from '../dataplanes/nftables/plan.js';
-import type { L4Dataplane, SyncOutcome } from './dataplane.js';
+import { planAddresses, type DeviceAddresses } from '../local-addresses.js';
+import { NftExecutor } from './executor.js';
+import { serviceObjects, type ServiceObjects } from './model.js';
+import { emptyObserved, observedOf, type NftObserved, type ObservedService } from './observe.js';
+import { NFT_BASE, planNft, renderNftScript, type NftOp } from './plan.js';
+import type { L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface NftDataplaneOptions {
   /**

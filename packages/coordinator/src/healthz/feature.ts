@@ -6,9 +6,9 @@ import type { CoordinatorContext, Feature } from '../context.js';
 /** A dead cluster must be reported within this, whatever --etcd-timeout says (load balancers probe often). */
 const HEALTH_DEADLINE_MS = 2500;
 
-export function healthFeature(ctx: CoordinatorContext): Feature {
+export function healthzFeature(ctx: CoordinatorContext): Feature {
   return {
-    name: 'health',
+    name: 'healthz',
     routes: async (app) => {
       app.get(
         '/healthz',

@@ -3,7 +3,7 @@
  *
  * How to drive it by hand (this is what the VM test's guest script does):
  *
- *   import { ExecaRunner, ipvs } from '@switchyard/agent';   // or packages/agent/src/dataplanes/ipvs/index.ts
+ *   import { ExecaRunner, ipvs } from '@switchyard/agent';   // or packages/agent/src/l4/ipvs/index.ts
  *   const { desiredVirtuals, IpvsExecutor, planIpvs, parseIpvsRules, renderIpvsRules } = ipvs;
  *
  *   const services: Service[] = [...];                 // shared schema `Service` (parse with Service.parse)

@@ -39,7 +39,7 @@
  * the rules, so rewriting a service never disturbs existing connections.
  */
 import { createHash } from 'node:crypto';
-import { ipFamily, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
+import { ipFamily, maskOfPrefix, netmaskBits, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
 
 export const MASQ_MARK = '0x00100000';
 export const MAX_SLOTS = 256;
@@ -139,31 +139,13 @@ export function slotSequence(counts: number[]): number[] {
   return seq;
 }
 
-function v6Mask(bits: number): string {
-  const groups: string[] = [];
-  for (let g = 0; g < 8; g++) {
-    const b = Math.max(0, Math.min(16, bits - g * 16));
-    groups.push(((0xffff << (16 - b)) & 0xffff).toString(16));
-  }
-  // Compress the trailing zero groups (nft wants a canonical literal).
-  const firstZero = groups.findIndex((x, i) => groups.slice(i).every((y) => y === '0'));
-  if (firstZero < 0) return groups.join(':');
-  return `${groups.slice(0, firstZero).join(':')}::`;
-}
-
 /** The client-address expression persistence is keyed on: `ip saddr & 255.255.255.0`. */
 function clientExpr(family: 4 | 6, netmask: string): string {
   const saddr = family === 4 ? 'ip saddr' : 'ip6 saddr';
   if (netmask === '') return saddr;
-  const bits = /^\d+$/.test(netmask)
-    ? Number(netmask)
-    : netmask.split('.').reduce((n, o) => n + Number(o).toString(2).replace(/0/g, '').length, 0);
-  if (family === 4) {
-    if (bits >= 32 || bits > 32) return saddr;
-    const n = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-    return `${saddr} & ${[24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.')}`;
-  }
-  return bits >= 128 ? saddr : `${saddr} & ${v6Mask(bits)}`;
+  const bits = netmaskBits(netmask) ?? (family === 4 ? 32 : 128);
+  if (bits >= (family === 4 ? 32 : 128)) return saddr;
+  return `${saddr} & ${maskOfPrefix(family, bits)}`;
 }
 
 const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);

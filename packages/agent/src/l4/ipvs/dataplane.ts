@@ -7,10 +7,10 @@
  */
 import type { Logger } from 'pino';
 import type { Service, ServiceReport } from '@switchyard/shared';
-import { desiredVirtuals, type IpvsVirtual } from '../dataplanes/ipvs/model.js';
-import { ipvsadmLine, planIpvs } from '../dataplanes/ipvs/plan.js';
-import type { IpvsExecutor } from '../dataplanes/ipvs/executor.js';
-import type { L4Dataplane, SyncOutcome } from './dataplane.js';
+import { desiredVirtuals, type IpvsVirtual } from './model.js';
+import { ipvsadmLine, planIpvs } from './plan.js';
+import type { IpvsExecutor } from './executor.js';
+import type { L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface OwnershipStore {
   load(): Promise<Set<string>>;
