@@ -15,7 +15,12 @@
  * process, whose CPU is reported too: on a real network the backends are
  * other machines) accepts them all.
  *
- *   node --conditions=source --import tsx bench/health.ts [--services 10000] [--changes 60]
+ * `--backends 0,1000` runs the checks once per value: 0 gives every server
+ * its own address (50,000 endpoints, the worst case); B > 0 draws the 5
+ * servers of service i from B backends (i mod B), as when many VIPs front one
+ * pool — servers checked the same way then share a probe.
+ *
+ *   node --conditions=source --import tsx bench/health.ts [--services 10000] [--changes 60] [--backends 0,1000]
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -24,19 +29,21 @@ import { AgentStatus, atomically, op, ServiceInput, toService } from '@switchyar
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
 import { benchEtcd, cpuMs, freePort, median, percentile, runMain, startChild, startSwitchyard, stop } from './lib.js';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, changes: { type: 'string', default: '60' } } });
+const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, changes: { type: 'string', default: '60' }, backends: { type: 'string', default: '0,1000' } } });
+const BACKENDS = String(values.backends).split(',').map(Number);
 const N = Number(values.services);
 const CHANGES = Number(values.changes);
 const WINDOW_MS = 20_000;
 
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 
-function service(i: number, port: number, health: boolean) {
+function service(i: number, port: number, health: boolean, backends = 0) {
+  const j = backends > 0 ? i % backends : i;
   return {
     host: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
     port: 80,
     scheduler: 'wrr',
-    servers: [1, 2, 3, 4, 5].map((k) => ({ host: `127.${k}.${(i >> 8) & 255}.${i & 255}`, port, forwarder: 'm', weight: 1 })),
+    servers: [1, 2, 3, 4, 5].map((k) => ({ host: `127.${k}.${(j >> 8) & 255}.${j & 255}`, port, forwarder: 'm', weight: 1 })),
     ...(health ? { health: { type: 'tcp', interval: '2s', timeout: '1s' } } : {}),
   };
 }
@@ -52,24 +59,26 @@ interface Run {
   p99: number;
   checked: number;
   healthy: number;
+  probes: number;
 }
 
 /** The agent's probes so far, and how late its checks start, from its /metrics. */
-async function checkerMetrics(metricsUrl: string): Promise<{ probes: number; delayS: number }> {
+async function checkerMetrics(metricsUrl: string): Promise<{ probes: number; delayS: number; distinct: number }> {
   const text = await (await fetch(metricsUrl)).text();
   let probes = 0;
   for (const m of text.matchAll(/^switchyard_agent_health_checks_total\{[^}]*\} (\d+)/gm)) probes += Number(m[1]);
   const delayS = Number(/^switchyard_agent_health_check_delay_seconds (\S+)/m.exec(text)?.[1] ?? 0);
-  return { probes, delayS };
+  const distinct = Number(/^switchyard_agent_health_probes (\S+)/m.exec(text)?.[1] ?? 0);
+  return { probes, delayS, distinct };
 }
 
-async function run(label: string, health: boolean, etcdUrl: string, port: number, listenerPid: number): Promise<Run> {
+async function run(label: string, health: boolean, etcdUrl: string, port: number, listenerPid: number, backends = 0): Promise<Run> {
   const prefix = `/bench-health-${label}`;
   const coord = await buildCoordinator({ etcd: [etcdUrl], prefix, listen: { host: '127.0.0.1', port: 0 }, logLevel: 'silent' });
   const etcd = new Etcd3({ hosts: etcdUrl });
   const hostId = `bench-${label}`;
   try {
-    const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i, port, health))));
+    const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i, port, health, backends))));
     // Preloaded straight into etcd under the current generation, in transactions etcd's default limits take.
     const gen = coord.l4.generation().id;
     for (let i = 0; i < services.length; i += 100) {
@@ -106,7 +115,7 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
     const latencies: number[] = [];
     const gap = WINDOW_MS / CHANGES;
     for (let c = 0; c < CHANGES; c++) {
-      const svc = service((c * 7919) % N, port, health);
+      const svc = service((c * 7919) % N, port, health, backends);
       const id = `tcp-${svc.host.replace(/\./g, '_')}-80`;
       const start = performance.now();
       const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers });
@@ -122,7 +131,7 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
     const end = await checkerMetrics(metricsUrl);
     const probesPerSec = (end.probes - p0) / (windowMs / 1000);
     const s = await status();
-    const out = { label, cpuPct, listenerPct, probesPerSec, delayS: end.delayS, rss: rssMiB(pid), p50: median(latencies), p99: percentile(latencies, 99), checked: s?.health ? s.health.healthy + s.health.unhealthy + s.health.unknown : 0, healthy: s?.health?.healthy ?? 0 };
+    const out = { label, cpuPct, listenerPct, probesPerSec, delayS: end.delayS, rss: rssMiB(pid), p50: median(latencies), p99: percentile(latencies, 99), checked: s?.health ? s.health.healthy + s.health.unhealthy + s.health.unknown : 0, healthy: s?.health?.healthy ?? 0, probes: end.distinct };
     process.stderr.write(`${JSON.stringify(out)}\n`);
     await stop(agent);
     return out;
@@ -139,16 +148,17 @@ runMain(async () => {
   try {
     await new Promise((r) => setTimeout(r, 500));
     const lpid = listener.pid as number;
-    const rows = [await run('baseline', false, etcd.url, port, lpid), await run('checks', true, etcd.url, port, lpid)];
+    const rows = [await run('baseline', false, etcd.url, port, lpid)];
+    for (const b of BACKENDS) rows.push(await run(b > 0 ? `checks-${b}-backends` : 'checks', true, etcd.url, port, lpid, b));
     process.stdout.write(
       [
         `### Health checks: ${N.toLocaleString('en')} services × 5 servers, TCP every 2 s`,
         '',
         `Agent: dry-run dataplane, one process; ${CHANGES} unrelated changes (PUT /services/:id/servers) spread over ${WINDOW_MS / 1000} s while checks run; CPU over that window.`,
         '',
-        '| run | servers checked | healthy | probes/s (asked) | check delay | agent CPU (% of one core) | listener CPU | agent RSS | change p50 | change p99 |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-        ...rows.map((r) => `| ${r.label} | ${r.checked.toLocaleString('en')} | ${r.healthy.toLocaleString('en')} | ${r.probesPerSec.toFixed(0)} (${r.checked ? ((N * 5) / 2).toFixed(0) : 0}) | ${r.delayS.toFixed(1)} s | ${r.cpuPct.toFixed(0)} % | ${r.listenerPct.toFixed(0)} % | ${r.rss.toFixed(0)} MiB | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`),
+        '| run | servers checked | distinct probes | healthy | probes/s (asked) | check delay | agent CPU (% of one core) | listener CPU | agent RSS | change p50 | change p99 |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        ...rows.map((r) => `| ${r.label} | ${r.checked.toLocaleString('en')} | ${r.probes.toLocaleString('en')} | ${r.healthy.toLocaleString('en')} | ${r.probesPerSec.toFixed(0)} (${(r.probes / 2).toFixed(0)}) | ${r.delayS.toFixed(1)} s | ${r.cpuPct.toFixed(0)} % | ${r.listenerPct.toFixed(0)} % | ${r.rss.toFixed(0)} MiB | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`),
         '',
       ].join('\n'),
     );

@@ -85,6 +85,7 @@ describe('health checks (real etcd, dry-run agent, real probes on loopback)', ()
     expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'ok' })).toBeGreaterThan(0);
     expect(sample(text, 'switchyard_agent_health_checks_total', { result: 'failed' })).toBeGreaterThanOrEqual(2);
     expect(sample(text, 'switchyard_agent_servers_unhealthy')).toBe(1);
+    expect(sample(text, 'switchyard_agent_health_probes')).toBe(2);
     // Two servers every 100 ms keep up easily: no check starts late by more than a tick.
     expect(sample(text, 'switchyard_agent_health_check_delay_seconds')).toBeLessThan(0.1);
     // The list and the server routes are Portal's shapes: no health summary there.

@@ -188,6 +188,44 @@ describe('health checker', () => {
     await checker.stop();
   });
 
+  it('servers that several services check the same way share one probe and one state', async () => {
+    let down = new Set<string>();
+    const prober = new FakeProber((spec) => (down.has(spec.host) ? bad : ok));
+    const changes: [string, boolean][] = [];
+    const checker = new HealthChecker({ prober, concurrency: 16, onChange: (id, pick) => changes.push([id, pick]) });
+    const health = { type: 'tcp', interval: '100ms', timeout: '50ms', rise: 1, fall: 1 } as const;
+    const a = svc([['10.0.1.1', 1], ['10.0.1.2', 1]], health);
+    const b = { ...a, id: 'tcp-10_0_0_2-80', host: '10.0.0.2' };
+    // Same servers, but checked on another port: those are probes of their own.
+    const c = { ...a, id: 'tcp-10_0_0_3-80', host: '10.0.0.3', health: { ...a.health!, port: 9000 } };
+    for (const s of [a, b, c]) checker.setService(s.id, targetsOf(s, () => false));
+    expect(checker.size).toBe(6);
+    expect(checker.probes).toBe(4);
+    await new Promise((r) => setTimeout(r, 450));
+    const perEndpoint = new Map<string, number>();
+    for (const call of prober.calls) perEndpoint.set(`${call.host}:${call.port}`, (perEndpoint.get(`${call.host}:${call.port}`) ?? 0) + 1);
+    // Every 100 ms for ~450 ms: about 4 probes per endpoint, not 8 for the shared ones.
+    expect(perEndpoint.get('10.0.1.1:8080')).toBeLessThanOrEqual(6);
+    expect(perEndpoint.get('10.0.1.1:9000')).toBeGreaterThanOrEqual(2);
+    down = new Set(['10.0.1.1']);
+    await new Promise((r) => setTimeout(r, 400));
+    // One probe failing takes the server out of every service that shares it.
+    for (const s of [a, b, c]) expect(checker.state(s.id, '10_0_1_1-8080')).toBe('unhealthy');
+    for (const s of [a, b, c]) expect(changes).toContainEqual([s.id, true]);
+    expect(checker.summary().counts).toEqual({ healthy: 3, unhealthy: 3, unknown: 0 });
+    // A service that stops checking leaves the probe to the others; the last one drops it.
+    checker.setService(a.id, targetsOf(undefined, () => false));
+    expect([checker.size, checker.probes]).toEqual([4, 4]);
+    checker.setService(b.id, targetsOf(undefined, () => false));
+    expect([checker.size, checker.probes]).toEqual([2, 2]);
+    expect(checker.state(c.id, '10_0_1_1-8080')).toBe('unhealthy');
+    // A changed rule on the same endpoint keeps what was learnt about it.
+    checker.setService(c.id, targetsOf({ ...c, health: { ...c.health, fall: 5 } }, () => false));
+    expect(checker.state(c.id, '10_0_1_1-8080')).toBe('unhealthy');
+    expect(checker.probes).toBe(2);
+    await checker.stop();
+  });
+
   it('an inconclusive probe (the prober failed) counts neither way', async () => {
     const prober = new FakeProber(() => undefined);
     const checker = new HealthChecker({ prober, concurrency: 4, onChange: () => undefined });

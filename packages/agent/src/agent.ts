@@ -21,6 +21,7 @@ import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
 import { inThreadHealthChecks, threadedHealthChecks, type Prober } from './l4/health/index.js';
 import { createLogger } from './log.js';
+import { HeapCompactor } from './memory.js';
 import { AgentMetrics } from './metrics.js';
 import { serveMetrics } from './metrics-server.js';
 import { Registration } from './registration.js';
@@ -62,9 +63,11 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
   const metrics = new AgentMetrics();
-  const ctx: RoleContext = { config, etcd, keys, runner, status, log, metrics };
+  const compactor = new HeapCompactor(log.child({ component: 'memory' }));
+  const syncObserver = (role: string) => compactor.wrap(metrics.syncObserver(role));
+  const ctx: RoleContext = { config, etcd, keys, runner, status, log, syncObserver };
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })), metrics.syncObserver('l4')),
+    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })), syncObserver('l4')),
     new TopologyRole(ctx),
   ];
   metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });
@@ -104,6 +107,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
             log.error({ role: r.name, err: (err as Error).message }, 'role did not stop cleanly');
           }
         }
+        compactor.stop();
         await status.stop();
         await registration.stop();
         etcd.close();

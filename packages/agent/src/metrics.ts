@@ -18,7 +18,7 @@ export interface RoleProgress {
   /** What it keeps in that dataplane, by kind (service, server; cen, cin, container). */
   objects: Record<string, number>;
   /** L4 only: health-check probes run so far by result, and servers this host finds unhealthy. */
-  health?: { checks: { ok: number; failed: number; inconclusive: number }; unhealthy: number; delayMs: number };
+  health?: { checks: { ok: number; failed: number; inconclusive: number }; unhealthy: number; delayMs: number; probes: number };
 }
 
 export interface MetricSources {
@@ -82,6 +82,14 @@ export class AgentMetrics {
       registers: [this.registry],
       collect: () => {
         delay.set(Math.max(0, ...this.progressOf().map((p) => (p.health?.delayMs ?? 0) / 1000)));
+      },
+    });
+    const probes: Gauge = new Gauge({
+      name: 'switchyard_agent_health_probes',
+      help: 'Distinct health probes this host runs each interval (servers that several services check the same way share one).',
+      registers: [this.registry],
+      collect: () => {
+        probes.set(this.progressOf().reduce((n, p) => n + (p.health?.probes ?? 0), 0));
       },
     });
     new Gauge({

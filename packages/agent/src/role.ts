@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import type { Keyspace } from '@switchyard/shared';
 import type { AgentConfig } from './config.js';
 import type { Runner } from './exec/runner.js';
-import type { AgentMetrics, RoleProgress } from './metrics.js';
+import type { SyncObserver } from './loop.js';
+import type { RoleProgress } from './metrics.js';
 import type { StatusReporter } from './status.js';
 
 export interface AgentRole {
@@ -28,5 +29,6 @@ export interface RoleContext {
   runner: Runner;
   status: StatusReporter;
   log: Logger;
-  metrics: AgentMetrics;
+  /** What the role's SyncLoop reports to (metrics, and the heap compactor). */
+  syncObserver(role: string): SyncObserver;
 }

@@ -275,7 +275,7 @@ export class L4Role implements AgentRole {
       appliedRevision: this.applied,
       dataplane: this.dataplane.name,
       objects: { service: this.desired.size, server: servers },
-      ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy, delayMs: this.health.delayMs } } : {}),
+      ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy, delayMs: this.health.delayMs, probes: this.health.probes } } : {}),
     };
   }
 

@@ -44,7 +44,7 @@ export class TopologyRole implements AgentRole {
       minSyncIntervalMs: config.minSyncIntervalMs,
       leaseTtlSeconds: config.leaseTtlSeconds,
       dryRun: this.dryRun,
-      observer: this.ctx.metrics.syncObserver(this.name),
+      observer: this.ctx.syncObserver(this.name),
     });
   }
 

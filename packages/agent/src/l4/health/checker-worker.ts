@@ -48,10 +48,11 @@ function flush(): void {
   flushing = false;
   const stats = { ...checker.stats };
   const delayMs = checker.delayMs;
-  const statsText = `${stats.ok}|${stats.failed}|${stats.inconclusive}|${delayMs}`;
+  const probes = checker.probes;
+  const statsText = `${stats.ok}|${stats.failed}|${stats.inconclusive}|${delayMs}|${probes}`;
   if (outbox.length === 0 && statsText === lastStats) return;
   lastStats = statsText;
-  send({ t: 'updates', items: outbox, stats, delayMs });
+  send({ t: 'updates', items: outbox, stats, delayMs, probes });
   outbox = [];
 }
 

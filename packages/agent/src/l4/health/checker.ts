@@ -8,6 +8,10 @@
  *   10,000 services × 5 servers do not fire at once.
  * - At most `concurrency` probes in flight; a due check waits for a slot.
  * - A probe whose prober failed (no verdict) counts neither way.
+ * - Servers that several services check the same way (same address, port,
+ *   probe and rule: a pool of backends behind many VIPs is the common case)
+ *   share ONE probe and one state: 10,000 services over 1,000 distinct
+ *   backends cost 1,000 probes per interval, not 50,000.
  *
  * `onChange(serviceId, pickChanged)` is called when a server of that service
  * changes state; `pickChanged` when it entered or left the pick. `onUpdate`
@@ -32,14 +36,22 @@ export interface HealthCheckerOptions {
   random?: () => number;
 }
 
+/** One (service, server) pair that is checked: it follows a shared probe. */
 interface Target {
-  key: string;
   serviceId: string;
   serverId: string;
+  probe: Probe;
+}
+
+/** One check of one endpoint, shared by every target that checks it the same way. */
+interface Probe {
+  key: string;
   spec: ProbeSpec;
   rule: HealthRule;
   health: TargetHealth;
-  /** Bumped when the target is replaced or removed: stale heap entries and results are ignored. */
+  /** Target keys following this probe. */
+  targets: Set<string>;
+  /** Bumped when the probe is dropped: stale heap entries and results are ignored. */
   gen: number;
   running: boolean;
 }
@@ -70,14 +82,20 @@ const targetKey = (serviceId: string, serverId: string) => `${serviceId}/${serve
 const sameSpec = (a: ProbeSpec, b: ProbeSpec) =>
   a.type === b.type && a.host === b.host && a.port === b.port && a.path === b.path && a.expect === b.expect && a.timeoutMs === b.timeoutMs;
 
+/** Targets with equal keys share one probe: everything that decides what is probed, how often, and how results count. */
+const probeKey = (spec: ProbeSpec, rule: HealthRule) =>
+  `${spec.type} ${spec.host} ${spec.port} ${spec.path ?? ''} ${spec.expect ?? ''} ${spec.timeoutMs} ${rule.intervalMs} ${rule.rise} ${rule.fall}`;
+
 /** What the L4 role needs of health checks, in this thread or in a worker. */
 export interface HealthChecks {
   /** The servers to check for this service now (none: it is gone, unchecked, or not applied here). */
   setService(serviceId: string, targets: CheckTarget[]): void;
   state(serviceId: string, serverId: string): HealthState | undefined;
   summary(): { counts: Omit<CheckerStats, 'checks'>; notHealthy: ServerHealthView[] };
-  /** Servers checked. */
+  /** Servers checked (service, server pairs). */
   readonly size: number;
+  /** Distinct probes those need (pairs that check the same endpoint the same way share one). */
+  readonly probes: number;
   readonly stats: CheckerStats['checks'];
   /** How late checks start behind their schedule (ms; the worst in the last second): above 0 for long, the checker cannot keep up. */
   readonly delayMs: number;
@@ -86,6 +104,7 @@ export interface HealthChecks {
 
 export class HealthChecker implements HealthChecks {
   private readonly targets = new Map<string, Target>();
+  private readonly probesByKey = new Map<string, Probe>();
   /** Target keys per service, to replace a service's targets in O(its servers). */
   private readonly byService = new Map<string, Set<string>>();
   private readonly heap: Due[] = [];
@@ -110,31 +129,34 @@ export class HealthChecker implements HealthChecks {
     for (const t of targets) {
       const key = targetKey(serviceId, t.serverId);
       keep.add(key);
+      const pkey = probeKey(t.spec, t.rule);
       const cur = this.targets.get(key);
-      if (cur && sameSpec(cur.spec, t.spec) && cur.rule.intervalMs === t.rule.intervalMs) {
-        cur.rule = t.rule;
-        continue;
+      if (cur?.probe.key === pkey) continue;
+      let probe = this.probesByKey.get(pkey);
+      if (!probe) {
+        probe = {
+          key: pkey,
+          spec: t.spec,
+          rule: t.rule,
+          // A changed rule keeps what was learnt about the server if it still probes the same thing.
+          health: cur && sameSpec(cur.probe.spec, t.spec) ? cur.probe.health : initialHealth(this.now()),
+          targets: new Set(),
+          gen: 0,
+          running: false,
+        };
+        this.probesByKey.set(pkey, probe);
+        this.schedule(probe, this.now() + Math.floor(this.random() * t.rule.intervalMs));
       }
-      const target: Target = {
-        key,
-        serviceId,
-        serverId: t.serverId,
-        spec: t.spec,
-        rule: t.rule,
-        // A changed probe keeps what was learnt about the server only if it still probes the same thing.
-        health: cur && sameSpec(cur.spec, t.spec) ? cur.health : initialHealth(this.now()),
-        gen: (cur?.gen ?? 0) + 1,
-        running: false,
-      };
-      this.targets.set(key, target);
-      this.opts.onUpdate?.(serviceId, t.serverId, target.health);
-      this.schedule(target, this.now() + Math.floor(this.random() * t.rule.intervalMs));
+      if (cur) this.detach(key, cur);
+      probe.targets.add(key);
+      this.targets.set(key, { serviceId, serverId: t.serverId, probe });
+      this.opts.onUpdate?.(serviceId, t.serverId, probe.health);
     }
     for (const key of old) {
       if (keep.has(key)) continue;
       const t = this.targets.get(key);
       if (!t) continue;
-      t.gen++;
+      this.detach(key, t);
       this.targets.delete(key);
       this.opts.onUpdate?.(t.serviceId, t.serverId, undefined);
     }
@@ -142,23 +164,26 @@ export class HealthChecker implements HealthChecks {
     else this.byService.delete(serviceId);
   }
 
+  /** The target stops following its probe; a probe nobody follows is dropped. */
+  private detach(key: string, t: Target): void {
+    t.probe.targets.delete(key);
+    if (t.probe.targets.size > 0) return;
+    t.probe.gen++;
+    this.probesByKey.delete(t.probe.key);
+  }
+
   state(serviceId: string, serverId: string): HealthState | undefined {
-    return this.targets.get(targetKey(serviceId, serverId))?.health.state;
+    return this.targets.get(targetKey(serviceId, serverId))?.probe.health.state;
   }
 
   summary(): { counts: Omit<CheckerStats, 'checks'>; notHealthy: ServerHealthView[] } {
     const counts = { healthy: 0, unhealthy: 0, unknown: 0 };
     const notHealthy: ServerHealthView[] = [];
     for (const t of this.targets.values()) {
-      counts[t.health.state]++;
-      if (t.health.state !== 'healthy') {
-        notHealthy.push({
-          serviceId: t.serviceId,
-          serverId: t.serverId,
-          state: t.health.state,
-          since: t.health.since,
-          ...(t.health.lastError ? { lastError: t.health.lastError } : {}),
-        });
+      const h = t.probe.health;
+      counts[h.state]++;
+      if (h.state !== 'healthy') {
+        notHealthy.push({ serviceId: t.serviceId, serverId: t.serverId, state: h.state, since: h.since, ...(h.lastError ? { lastError: h.lastError } : {}) });
       }
     }
     return { counts, notHealthy };
@@ -166,6 +191,10 @@ export class HealthChecker implements HealthChecks {
 
   get size(): number {
     return this.targets.size;
+  }
+
+  get probes(): number {
+    return this.probesByKey.size;
   }
 
   get delayMs(): number {
@@ -187,8 +216,8 @@ export class HealthChecker implements HealthChecks {
 
   // ---- scheduling ----
 
-  private schedule(t: Target, at: number): void {
-    this.push({ at, key: t.key, gen: t.gen });
+  private schedule(p: Probe, at: number): void {
+    this.push({ at, key: p.key, gen: p.gen });
     this.arm();
   }
 
@@ -209,37 +238,40 @@ export class HealthChecker implements HealthChecks {
     const now = this.now();
     while (!this.stopped && this.heap.length > 0 && this.heap[0].at <= now && this.inFlight < this.opts.concurrency) {
       const due = this.pop()!;
-      const t = this.targets.get(due.key);
-      if (!t || t.gen !== due.gen || t.running) continue;
+      const p = this.probesByKey.get(due.key);
+      if (!p || p.gen !== due.gen || p.running) continue;
       this.rollLateness(now);
       this.late.current = Math.max(this.late.current, now - due.at);
-      this.start(t);
+      this.start(p);
     }
     this.arm();
   }
 
-  private start(t: Target): void {
-    const gen = t.gen;
+  private start(p: Probe): void {
+    const gen = p.gen;
     const startedAt = this.now();
-    t.running = true;
+    p.running = true;
     this.inFlight++;
-    void this.opts.prober.probe(t.spec).then((result) => {
+    void this.opts.prober.probe(p.spec).then((result) => {
       this.inFlight--;
-      t.running = false;
+      p.running = false;
       if (this.stopped) return;
-      const current = this.targets.get(t.key);
-      if (current === t && t.gen === gen) {
+      if (this.probesByKey.get(p.key) === p && p.gen === gen) {
         if (result === undefined) this.stats.inconclusive++;
         else {
           this.stats[result.ok ? 'ok' : 'failed']++;
-          const before = t.health.state;
-          t.health = observe(t.health, result, this.now(), t.rule);
-          this.opts.onUpdate?.(t.serviceId, t.serverId, t.health);
-          if (t.health.state !== before) this.opts.onChange(t.serviceId, inPick(before) !== inPick(t.health.state));
+          const before = p.health.state;
+          p.health = observe(p.health, result, this.now(), p.rule);
+          const changed = p.health.state !== before;
+          for (const key of p.targets) {
+            const t = this.targets.get(key)!;
+            this.opts.onUpdate?.(t.serviceId, t.serverId, p.health);
+            if (changed) this.opts.onChange(t.serviceId, inPick(before) !== inPick(p.health.state));
+          }
         }
-        // Keep the target's phase; a little jitter keeps phases from lining up again.
-        const jitter = (this.random() - 0.5) * 0.1 * t.rule.intervalMs;
-        this.schedule(t, Math.max(this.now(), startedAt + t.rule.intervalMs + jitter));
+        // Keep the probe's phase; a little jitter keeps phases from lining up again.
+        const jitter = (this.random() - 0.5) * 0.1 * p.rule.intervalMs;
+        this.schedule(p, Math.max(this.now(), startedAt + p.rule.intervalMs + jitter));
       }
       this.runDue();
     });

@@ -35,7 +35,7 @@ export type Update = [string, string, HealthState | null, number, string?];
 
 export type ToWorker = { t: 'set'; services: [string, CheckTarget[]][] } | { t: 'stop' };
 export type FromWorker =
-  | { t: 'updates'; items: Update[]; stats: CheckerStats['checks']; delayMs: number }
+  | { t: 'updates'; items: Update[]; stats: CheckerStats['checks']; delayMs: number; probes: number }
   | { t: 'log'; level: 'warn'; obj: Record<string, unknown>; msg: string }
   | { t: 'stopped' };
 
@@ -85,6 +85,8 @@ export class ThreadedHealthChecker implements HealthChecks {
   private readonly counts = { healthy: 0, unhealthy: 0, unknown: 0 };
   readonly stats: CheckerStats['checks'] = { ok: 0, failed: 0, inconclusive: 0 };
   delayMs = 0;
+  /** Distinct probes, as the worker last reported. */
+  probes = 0;
 
   constructor(private readonly opts: ThreadedOptions) {}
 
@@ -167,6 +169,7 @@ export class ThreadedHealthChecker implements HealthChecks {
     this.restartMs = RESTART_MS;
     Object.assign(this.stats, m.stats);
     this.delayMs = m.delayMs;
+    this.probes = m.probes;
     for (const [serviceId, serverId, state, since, lastError] of m.items) {
       const key = `${serviceId}/${serverId}`;
       const before = this.views.get(key);

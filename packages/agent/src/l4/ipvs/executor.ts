@@ -5,6 +5,7 @@
  * `ip -batch -` around it (added before the services that need them,
  * removed after the last service using them is gone).
  */
+import { Ipvsadm } from '../../adapters/ipvsadm.js';
 import type { Runner } from '../../exec/runner.js';
 import { DeviceAddresses } from '../local-addresses.js';
 import { destKey, type IpvsVirtual } from './model.js';
@@ -29,29 +30,23 @@ export const DEFAULT_IPVS_DEVICE = 'sy-ipvs0';
 export class IpvsExecutor {
   readonly device: string;
   private readonly addresses: DeviceAddresses;
+  private readonly ipvsadm: Ipvsadm;
 
-  constructor(
-    private readonly runner: Runner,
-    private readonly opts: IpvsExecutorOptions = {},
-  ) {
+  constructor(runner: Runner, opts: IpvsExecutorOptions = {}) {
     this.device = opts.device ?? DEFAULT_IPVS_DEVICE;
     this.addresses = new DeviceAddresses(runner, this.device, opts.netns);
+    this.ipvsadm = new Ipvsadm(runner, opts.netns);
   }
 
-  private ipvsadm(args: string[], input?: string) {
-    return this.runner.run('ipvsadm', args, { ...(input !== undefined ? { input } : {}), ...(this.opts.netns ? { netns: this.opts.netns } : {}) });
-  }
-
-  /** True when this kernel has IPVS (`ipvsadm -Ln` answers). */
-  async available(): Promise<boolean> {
-    const res = await this.runner.run('ipvsadm', ['-Ln'], { allowFail: true, ...(this.opts.netns ? { netns: this.opts.netns } : {}) }).catch(() => undefined);
-    return res !== undefined && res.exitCode === 0;
+  /** True when this kernel has IPVS. */
+  available(): Promise<boolean> {
+    return this.ipvsadm.available();
   }
 
   async observe(): Promise<IpvsObserved> {
-    const [rules, limits, addresses] = await Promise.all([this.ipvsadm(['-Sn']), this.ipvsadm(['-Ln', '--thresholds']), this.addresses.observe()]);
-    const virtuals = parseIpvsRules(rules.stdout);
-    const thresholds = parseIpvsThresholds(limits.stdout);
+    const [rules, limits, addresses] = await Promise.all([this.ipvsadm.save(), this.ipvsadm.listThresholds(), this.addresses.observe()]);
+    const virtuals = parseIpvsRules(rules);
+    const thresholds = parseIpvsThresholds(limits);
     for (const v of virtuals) {
       for (const d of v.dests) {
         const t = thresholds.get(destKey(v, d));
@@ -66,18 +61,13 @@ export class IpvsExecutor {
 
   /** Connections per destination key; only worth reading while something drains. */
   async connections(): Promise<Map<string, number>> {
-    return parseIpvsConnections((await this.ipvsadm(['-Ln'])).stdout);
+    return parseIpvsConnections(await this.ipvsadm.list());
   }
 
   async apply(ops: IpvsOp[]): Promise<void> {
     const lines = ops.map(ipvsadmLine).filter((l): l is string => l !== undefined);
     await this.addresses.apply(ops, 'add-address');
-    if (lines.length > 0) {
-      // `ipvsadm -R` goes on past a failing line and exits 0 unless the last
-      // line failed: its stderr is the only sign of a rule the kernel refused.
-      const res = await this.ipvsadm(['-R'], `${lines.join('\n')}\n`);
-      if (res.stderr.trim() !== '') throw new Error(`ipvsadm -R refused part of the batch: ${res.stderr.trim()}`);
-    }
+    await this.ipvsadm.restore(lines);
     await this.addresses.apply(ops, 'delete-address');
   }
 
