@@ -15,13 +15,16 @@ import { FakeRunner, type RunOptions, type Runner, type RunResult } from '../../
 import { DeviceAddresses, planAddresses } from '../../packages/agent/src/dataplanes/local-addresses.js';
 import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
+import { AgentConfig } from '../../packages/agent/src/config.js';
 import {
+  drBase,
   emptyObserved,
   NFT_BASE,
   NftExecutor,
   observedOf,
   parseNftJson,
   planNft,
+  planTables,
   renderNftScript,
   serviceObjects,
   slotCounts,
@@ -100,13 +103,117 @@ describe('nftables planner', () => {
   it('warns where nftables cannot do what IPVS would', () => {
     const reports = services.flatMap((s) => serviceObjects(s).reports).map((r) => `${r.serviceId}: ${r.message}`);
     expect(reports).toEqual([
-      'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
-      'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
-      'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
+      'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
+      'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
       'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
       'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
-      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
     ]);
+  });
+});
+
+describe('direct routing (--nft-dr-device)', () => {
+  const DEV = 'eth1';
+  const drServices = [...services, ...(JSON.parse(read('services-dr.json')) as unknown[]).map((s) => toService(ServiceInput.parse(s)))];
+  const drDesired = new Map<string, ServiceObjects>(drServices.map((s) => [s.id, serviceObjects(s, { drDevice: DEV }).objects]));
+  const parseDr = (json: string) => parseNftJson(json, drBase(DEV).chains.map((c) => c.name), drBase(DEV).maps.map((m) => m.name));
+  /** The inet table as the planner wrote it for `objects` (its fixture listing stands for the skeleton). */
+  const inetModel = (objects: Map<string, ServiceObjects>) => modelOf(new Map([...objects].filter(([, o]) => o.family === 'inet')));
+
+  it('puts services whose servers all use g in the netdev table, in the same transaction as the inet table', () => {
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: emptyObserved(), observedDr: emptyObserved(), drDevice: DEV }));
+    expect(script).toBe(read('dr-full-from-empty.nft'));
+  });
+
+  it('reads back what nft printed after applying it (captured from this kernel), and then has nothing to do', () => {
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    expect(observedDr.device).toBe(DEV);
+    expect([...observedDr.services.keys()].sort()).toEqual(['tcp-10_1_0_5-80', 'tcp-10_1_0_6-443', 'tcp-2001_db8__2-80', 'udp-10_1_0_1-53', 'udp-10_1_0_7-53']);
+    // (The inet fixture still holds the group chain of 10.1.0.1:53 from before it moved; a full pass deletes it there.)
+    expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr, drDevice: DEV }).filter((o) => o.family === 'netdev')).toEqual([]);
+  });
+
+  it('a service that starts routing directly leaves the inet table and enters the netdev one in one script', () => {
+    const id = 'udp-10_1_0_1-53';
+    const before = new Map(desired);
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    observedDr.services.delete(id);
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: modelOf(before), observedDr, scope: new Set([id]), drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }',
+      'delete element inet switchyard backends4_udp { 10.1.0.1 . 53 . 0, 10.1.0.1 . 53 . 1, 10.1.0.1 . 53 . 2 }',
+      'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
+      'add element netdev switchyard fwd4_udp { 10.1.0.1 . 53 . 0 : 10.2.0.3, 10.1.0.1 . 53 . 1 : 10.2.0.4, 10.1.0.1 . 53 . 2 : 10.2.0.3 }',
+    ]);
+  });
+
+  it('a netdev table hooked on another device is replaced as a whole', () => {
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const onEth2 = new Map(drServices.map((s) => [s.id, serviceObjects(s, { drDevice: 'eth2' }).objects]));
+    const lines = renderNftScript('switchyard', planTables({ desired: onEth2, observed: inetModel(onEth2), observedDr, drDevice: 'eth2' })).split('\n');
+    expect(lines.filter((l) => l.includes(' netdev ')).slice(0, 2)).toEqual(['delete table netdev switchyard', 'add table netdev switchyard']);
+    expect(lines).toContain('add chain netdev switchyard ingress.eth2 { type filter hook ingress device "eth2" priority 0 ; policy accept ; }');
+    expect(lines).toContain('add rule netdev switchyard grp.fwd-flow.4.tcp4 fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 4 seed 0x5359 map @fwd4_tcp device "eth2"');
+  });
+
+  it('without the flag nothing is planned in the netdev table', () => {
+    const ops = planTables({ desired, observed: emptyObserved(), observedDr: emptyObserved() });
+    expect(ops.some((o) => o.family === 'netdev')).toBe(false);
+  });
+
+  it('warns only where direct routing cannot be done', () => {
+    const reports = drServices.flatMap((s) => serviceObjects(s, { drDevice: DEV }).reports).map((r) => `${r.serviceId}: ${r.message}`);
+    expect(reports).toEqual([
+      'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
+      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)',
+      'tcp-2001_db8__2-80: scheduler wlc is not expressible in nftables; using a weighted hash of the flow',
+      'tcp-2001_db8__2-80: server 2001_db8_1__7-8080: direct routing keeps the service port 80; the server port 8080 is not used',
+      'tcp-10_1_0_8-80: server 10_2_0_15-80: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)',
+    ]);
+    const tunnel = toService(ServiceInput.parse({ host: '10.1.0.9', port: 80, scheduler: 'rr', servers: [{ host: '10.2.0.17', port: 80, forwarder: 'i' }] }));
+    expect(serviceObjects(tunnel, { drDevice: DEV }).reports.map((r) => r.message)).toEqual(['server 10_2_0_17-80: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)']);
+  });
+
+  it('the device name is checked when the configuration is read, before any command', () => {
+    expect(AgentConfig.safeParse({ nftDrDevice: 'eth1' }).success).toBe(true);
+    expect(AgentConfig.safeParse({ nftDrDevice: 'a-very-long-name0' }).success).toBe(false);
+    expect(AgentConfig.safeParse({ nftDrDevice: 'eth1; rm' }).success).toBe(false);
+  });
+
+  it('the dataplane reads and applies both tables and flushes both; without the flag it deletes an earlier netdev table once', async () => {
+    const r = new FakeRunner().on('nft', ['-j', 'list', 'table', 'inet'], { stdout: read('observed-after-full.json') }).on('nft', ['-j', 'list', 'table', 'netdev'], { exitCode: 1, stderr: 'Error: No such file or directory' });
+    const dp = new NftDataplane(new NftExecutor(r, { table: 'switchyard' }), 'switchyard', silent, { drDevice: DEV });
+    const byIdDr = new Map(drServices.map((s) => [s.id, s]));
+    await dp.sync(byIdDr);
+    expect(r.lines().slice(0, 2).sort()).toEqual(['nft -j list table inet switchyard', 'nft -j list table netdev switchyard']);
+    const script = r.calls.find((c) => c.args[0] === '-f')?.input ?? '';
+    expect(script).toContain('add chain netdev switchyard ingress.eth1 { type filter hook ingress device "eth1" priority 0 ; policy accept ; }');
+    expect(script).toContain('delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }');
+    // An incremental pass plans from the model: a change to a direct-routed service is a few netdev lines.
+    r.clear();
+    const s = byIdDr.get('tcp-10_1_0_5-80') as Service;
+    await dp.sync(new Map([...byIdDr, [s.id, { ...s, servers: s.servers.slice(1) }]]), new Set([s.id]));
+    expect(r.calls.map((c) => c.input)).toEqual([
+      [
+        'delete element netdev switchyard services4 { 10.1.0.5 . tcp . 80 }',
+        'delete element netdev switchyard fwd4_tcp { 10.1.0.5 . 80 . 1, 10.1.0.5 . 80 . 2, 10.1.0.5 . 80 . 3 }',
+        'add chain netdev switchyard grp.fwd-flow.1.tcp4',
+        'add rule netdev switchyard grp.fwd-flow.1.tcp4 fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 1 seed 0x5359 map @fwd4_tcp device "eth1"',
+        'add element netdev switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.fwd-flow.1.tcp4 }',
+        '',
+      ].join('\n'),
+    ]);
+    r.clear();
+    await dp.flush();
+    expect(r.lines()).toEqual(['nft delete table inet switchyard', 'nft delete table netdev switchyard']);
+
+    const off = new FakeRunner().on('nft', ['-j', 'list'], { stdout: read('observed-after-full.json') });
+    const plain = new NftDataplane(new NftExecutor(off, { table: 'switchyard' }), 'switchyard', silent);
+    await plain.sync(byId);
+    await plain.sync(byId);
+    expect(off.lines().filter((l) => l.includes('netdev'))).toEqual(['nft delete table netdev switchyard']);
   });
 });
 

@@ -32,6 +32,19 @@
  * map typed with `th dport` once the rule has a `tcp` match ("conflicting
  * protocols specified: tcp vs. th"); a map typed `tcp dport` has no such issue.
  *
+ * Direct routing (forwarder g, with `--nft-dr-device`) lives in a second
+ * table, `netdev <table>`, whose ingress chain on that device sees packets
+ * before the IP stack: `fwd ip to <server> device <dev>` resolves the
+ * server's MAC and sends the packet out unchanged (the VIP stays the
+ * destination; the kernel only decrements the TTL, nft_fwd_netdev.c), and
+ * the server answers the client directly. Ingress has no conntrack, so every
+ * packet of a flow must pick the same server by itself: the slot is a jhash
+ * of the flow (or of the client for sh/persistence, of the VIP for dh), and
+ * weights still apply through the slots. For IPv4 the slot maps are global
+ * like the inet table's; nft 1.0.6 aborts on a jhash inside a concatenation
+ * with an IPv6 address in this table ("BUG: register reg_low 15 invalid"), so
+ * an IPv6 service gets its own chain with the slots in the rule.
+ *
  * Masquerade (forwarder m) marks the first packet of a connection
  * (MASQ_MARK); the postrouting chain masquerades marked packets and clears
  * the bit. NAT rules only ever see the first packet of a connection, and an
@@ -65,9 +78,13 @@ export interface NftElement {
   value: string;
 }
 
+/** The table a service's objects live in: `inet <table>` (NAT) or `netdev <table>` (direct routing). */
+export type NftFamily = 'inet' | 'netdev';
+
 /** Every kernel object of one service. */
 export interface ServiceObjects {
   id: string;
+  family: NftFamily;
   chains: NftChain[];
   sets: NftSet[];
   elements: NftElement[];
@@ -155,9 +172,7 @@ function v6Mask(bits: number): string {
 function clientExpr(family: 4 | 6, netmask: string): string {
   const saddr = family === 4 ? 'ip saddr' : 'ip6 saddr';
   if (netmask === '') return saddr;
-  const bits = /^\d+$/.test(netmask)
-    ? Number(netmask)
-    : netmask.split('.').reduce((n, o) => n + Number(o).toString(2).replace(/0/g, '').length, 0);
+  const bits = maskBits(netmask);
   if (family === 4) {
     if (bits >= 32 || bits > 32) return saddr;
     const n = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
@@ -166,12 +181,24 @@ function clientExpr(family: 4 | 6, netmask: string): string {
   return bits >= 128 ? saddr : `${saddr} & ${v6Mask(bits)}`;
 }
 
+export interface ModelOptions {
+  /** `--nft-dr-device`: where direct-routed (forwarder g) traffic arrives and leaves; unset, g is applied as DNAT. */
+  drDevice?: string;
+}
+
+/** Netmask → prefix length (`255.255.255.0` → 24, `64` → 64). */
+function maskBits(netmask: string): number {
+  return /^\d+$/.test(netmask) ? Number(netmask) : netmask.split('.').reduce((n, o) => n + Number(o).toString(2).replace(/0/g, '').length, 0);
+}
+
 const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
 /** Desired objects of one service, plus the warnings nftables has to give about it. */
-export function serviceObjects(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: ServiceObjects; reports: ServiceReport[] } {
   const reports: ServiceReport[] = [];
   const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
+  const active = s.servers.filter((srv) => srv.weight > 0);
+  if (opts.drDevice !== undefined && active.length > 0 && active.every((srv) => srv.forwarder === 'g')) return directRouted(s, active, opts.drDevice, warn, reports);
   const family = ipFamily(s.host);
   const ip = family === 4 ? 'ip' : 'ip6';
   const sfx = family === 4 ? '4' : '6';
@@ -182,11 +209,17 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
 
   if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
   for (const srv of s.servers) {
-    if (srv.forwarder !== 'm') warn(`server ${srv.id}: forwarder ${srv.forwarder} is applied as DNAT without masquerade (nftables cannot route directly or tunnel)`);
+    if (srv.forwarder === 'i') warn(`server ${srv.id}: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)`);
+    if (srv.forwarder === 'g') {
+      warn(
+        opts.drDevice === undefined
+          ? `server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)`
+          : `server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)`,
+      );
+    }
     if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
 
-  const active = s.servers.filter((srv) => srv.weight > 0);
   const weights = active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight));
   const { counts, exact } = slotCounts(weights);
   if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
@@ -244,12 +277,59 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
     });
   }
 
-  if (chains.length === 0 && svcRules.length === 0) return { objects: { id: s.id, chains, sets, elements, groups, digest: '' }, reports };
+  if (chains.length === 0 && svcRules.length === 0) return { objects: { id: s.id, family: 'inet', chains, sets, elements, groups, digest: '' }, reports };
   const digest = createHash('sha256')
     .update(JSON.stringify([svcRules, chains, sets, elements]))
     .digest('hex')
     .slice(0, 16);
   // The first rule carries the digest; it also counts the service's new connections.
   chains.unshift({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...svcRules] });
-  return { objects: { id: s.id, chains, sets, elements, groups, digest }, reports };
+  return { objects: { id: s.id, family: 'inet', chains, sets, elements, groups, digest }, reports };
+}
+
+/**
+ * A service whose servers all route directly: objects for `netdev <table>`.
+ * The slot hash replaces the scheduler (ingress sees every packet, not only
+ * a connection's first): sh and persistence hash the client address (with
+ * the netmask) — affinity then lasts as long as the server set, without a
+ * timeout — dh the VIP, everything else the flow (address and port).
+ */
+function directRouted(s: Service, active: Service['servers'], device: string, warn: (m: string) => void, reports: ServiceReport[]): { objects: ServiceObjects; reports: ServiceReport[] } {
+  const family = ipFamily(s.host);
+  const ip = family === 4 ? 'ip' : 'ip6';
+  const sfx = family === 4 ? '4' : '6';
+  if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using a weighted hash of the flow`);
+  for (const srv of s.servers) {
+    if (srv.weight > 0 && srv.port !== s.port) warn(`server ${srv.id}: direct routing keeps the service port ${s.port}; the server port ${srv.port} is not used`);
+    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
+  }
+  const { counts, exact } = slotCounts(active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight)));
+  if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
+  const seq = slotSequence(counts);
+  const total = seq.length;
+  const keyed =
+    s.persistence > 0 || s.scheduler === 'sh'
+      ? { name: `client${s.persistence > 0 && s.netmask !== '' ? maskBits(s.netmask) : ''}`, expr: s.persistence > 0 ? clientExpr(family, s.netmask) : `${ip} saddr` }
+      : s.scheduler === 'dh'
+        ? { name: 'vip', expr: `${ip} daddr` }
+        : { name: 'flow', expr: `${ip} saddr . ${s.type} sport` };
+  const hash = `jhash ${keyed.expr} mod ${total} seed ${JHASH_SEED}`;
+  const dev = JSON.stringify(device);
+  const svcKey = `${s.host} . ${s.type} . ${s.port}`;
+  const elements: NftElement[] = [];
+  const groups: NftChain[] = [];
+  const chains: NftChain[] = [];
+  if (family === 4) {
+    const group = `grp.fwd-${keyed.name}.${total}.${s.type}4`;
+    groups.push({ name: group, rules: [`fwd ip to ip daddr . ${s.type} dport . ${hash} map @fwd4_${s.type} device ${dev}`] });
+    elements.push({ map: 'services4', key: svcKey, value: `goto ${group}` });
+    seq.forEach((i, slot) => elements.push({ map: `fwd4_${s.type}`, key: `${s.host} . ${s.port} . ${slot}`, value: active[i].host }));
+    return { objects: { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest: '' }, reports };
+  }
+  const slots = seq.map((i, slot) => `${slot} : ${active[i].host}`).join(', ');
+  const rules = [`fwd ${ip} to ${hash} map { ${slots} } device ${dev}`];
+  elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${svcChain(s.id)}` });
+  const digest = createHash('sha256').update(JSON.stringify([rules, elements])).digest('hex').slice(0, 16);
+  chains.push({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...rules] });
+  return { objects: { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest }, reports };
 }
