@@ -20,6 +20,10 @@
  *    long as the last complete one, incremental passes wait for it to end
  *    instead of restarting it forever.
  *
+ * With `--nft-dr-device` the same passes also plan `netdev <table>` (direct
+ * routing): each service's objects go to the table its forwarders call for
+ * and leave the other, in the same transaction.
+ *
  * The model keeps only a reference to each applied `Service` (which the etcd
  * mirror holds anyway) and recomputes a service's nft objects when they are
  * needed: memory stays close to the mirror's own.

@@ -2,8 +2,8 @@
  * What the nftables dataplane writes, as data: every object a service owns
  * in the agent's table, named after the service so one service's update
  * touches only its own objects (kube-proxy's nftables proxier has the same
- * shape). All of it lives in ONE table, `inet <table>`; nothing outside it is
- * ever read or written.
+ * shape). NAT lives in ONE table, `inet <table>`, direct routing in
+ * `netdev <table>` (below); nothing outside them is ever read or written.
  *
  *   map services4/6  VIP . proto . port            → goto svc.<serviceId>
  *   map backends<4|6>_<tcp|udp>  VIP . port . slot  → server addr . port   (one dnat per connection)
@@ -35,9 +35,8 @@
  * Direct routing (forwarder g, with `--nft-dr-device`) lives in a second
  * table, `netdev <table>`, whose ingress chain on that device sees packets
  * before the IP stack: `fwd ip to <server> device <dev>` resolves the
- * server's MAC and sends the packet out unchanged (the VIP stays the
- * destination; the kernel only decrements the TTL, nft_fwd_netdev.c), and
- * the server answers the client directly. Ingress has no conntrack, so every
+ * server's MAC and sends the packet out with the VIP still its destination
+ * (nft_fwd_netdev.c, neigh_xmit), and the server answers the client directly. Ingress has no conntrack, so every
  * packet of a flow must pick the same server by itself: the slot is a jhash
  * of the flow (or of the client for sh/persistence, of the VIP for dh), and
  * weights still apply through the slots. For IPv4 the slot maps are global
