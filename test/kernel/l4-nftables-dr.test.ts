@@ -195,16 +195,23 @@ describe('nftables direct routing (forwarder g, --nft-dr-device)', () => {
     expect((await seen()).fromVip).toBe(0);
   });
 
-  it('a service whose servers stop using g moves to DNAT in the inet table (the server then sees the VIP nowhere)', async () => {
+  it('g mixed with m: the g server is reached directly, the m server through masquerading DNAT; a service without g leaves the netdev table', async () => {
     // DNAT needs the balancer to forward (direct routing does not: fwd sends from ingress).
     await inNs(NS.lb, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    await applied(await write('PUT', `/services/${SID}`, { host: VIP, port: 80, scheduler: 'rr', servers: [{ host: '10.97.1.11', port: 80, forwarder: 'm' }] }));
-    // Masqueraded: the server sees the balancer's address and its own.
-    const answers = await request(NS.c, VIP, 80, 4);
-    await inNs(NS.lb, 'sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
-    expect(answers).toEqual(Array(4).fill('b1 10.97.1.2 10.97.1.11'));
-    const netdev = (await inNs(NS.lb, 'nft', ['list', 'map', 'netdev', TABLE, 'services4'])).stdout;
-    expect(netdev).not.toContain(VIP);
+    try {
+      await applied(await write('PUT', `/services/${SID}`, { host: VIP, port: 80, scheduler: 'rr', servers: [dr('10.97.1.11'), { host: '10.97.1.12', port: 80, forwarder: 'm' }] }));
+      const answers = await request(NS.c, VIP, 80, 30);
+      const kinds = new Set(answers);
+      // Masqueraded: b2 sees the balancer's address and its own; b1 the client's and the VIP.
+      expect([...kinds].sort()).toEqual([`b1 ${CLIENT} ${VIP}`, 'b2 10.97.1.2 10.97.1.12']);
+
+      await applied(await write('PUT', `/services/${SID}`, { host: VIP, port: 80, scheduler: 'rr', servers: [{ host: '10.97.1.11', port: 80, forwarder: 'm' }] }));
+      expect(await request(NS.c, VIP, 80, 4)).toEqual(Array(4).fill('b1 10.97.1.2 10.97.1.11'));
+      const netdev = (await inNs(NS.lb, 'nft', ['list', 'map', 'netdev', TABLE, 'services4'])).stdout;
+      expect(netdev).not.toContain(VIP);
+    } finally {
+      await inNs(NS.lb, 'sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    }
     await applied(await write('PUT', `/services/${SID}`, { host: VIP, port: 80, scheduler: 'rr', servers: [dr('10.97.1.12')] }));
     expect(byServer(await request(NS.c, VIP, 80, 4), CLIENT, VIP)).toEqual({ b2: 4 });
   });

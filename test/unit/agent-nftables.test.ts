@@ -129,7 +129,7 @@ describe('direct routing (--nft-dr-device)', () => {
   it('reads back what nft printed after applying it (captured from this kernel), and then has nothing to do', () => {
     const observedDr = parseDr(read('dr-observed-after-full.json'));
     expect(observedDr.device).toBe(DEV);
-    expect([...observedDr.services.keys()].sort()).toEqual(['tcp-10_1_0_5-80', 'tcp-10_1_0_6-443', 'tcp-2001_db8__2-80', 'udp-10_1_0_1-53', 'udp-10_1_0_7-53']);
+    expect([...observedDr.services.keys()].sort()).toEqual(['tcp-10_1_0_5-80', 'tcp-10_1_0_6-443', 'tcp-10_1_0_8-80', 'tcp-2001_db8__1-80', 'tcp-2001_db8__2-80', 'udp-10_1_0_1-53', 'udp-10_1_0_7-53']);
     // (The inet fixture still holds the group chain of 10.1.0.1:53 from before it moved; a full pass deletes it there.)
     expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr, drDevice: DEV }).filter((o) => o.family === 'netdev')).toEqual([]);
   });
@@ -145,6 +145,31 @@ describe('direct routing (--nft-dr-device)', () => {
       'delete element inet switchyard backends4_udp { 10.1.0.1 . 53 . 0, 10.1.0.1 . 53 . 1, 10.1.0.1 . 53 . 2 }',
       'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
       'add element netdev switchyard fwd4_udp { 10.1.0.1 . 53 . 0 : 10.2.0.3, 10.1.0.1 . 53 . 1 : 10.2.0.4, 10.1.0.1 . 53 . 2 : 10.2.0.3 }',
+    ]);
+  });
+
+  it('a service mixing g with m: the g servers own their slots in the netdev table, the other slots fall through to DNAT among the others', () => {
+    const mixed = drDesired.get('tcp-10_1_0_8-80') as ServiceObjects;
+    expect(mixed.family).toBe('inet');
+    // 2 slots (rr): slot 0 routes directly to 10.2.0.15; slot 1 has no address, so its packets go on to the inet table.
+    expect(mixed.dr?.elements).toEqual([
+      { map: 'services4', key: '10.1.0.8 . tcp . 80', value: 'goto grp.fwd-flow.2.tcp4' },
+      { map: 'fwd4_tcp', key: '10.1.0.8 . 80 . 0', value: '10.2.0.15' },
+    ]);
+    expect(mixed.elements).toEqual([
+      { map: 'services4', key: '10.1.0.8 . tcp . 80', value: 'goto grp.numgen-inc.1.tcp4.masq' },
+      { map: 'backends4_tcp', key: '10.1.0.8 . 80 . 0', value: '10.2.0.16 . 80' },
+    ]);
+    // Deleting it removes both parts in one script.
+    const next = new Map(drDesired);
+    next.delete(mixed.id);
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const script = renderNftScript('switchyard', planTables({ desired: next, observed: inetModel(drDesired), observedDr, scope: new Set([mixed.id]), drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element inet switchyard services4 { 10.1.0.8 . tcp . 80 }',
+      'delete element inet switchyard backends4_tcp { 10.1.0.8 . 80 . 0 }',
+      'delete element netdev switchyard services4 { 10.1.0.8 . tcp . 80 }',
+      'delete element netdev switchyard fwd4_tcp { 10.1.0.8 . 80 . 0 }',
     ]);
   });
 
@@ -167,10 +192,9 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(reports).toEqual([
       'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
       'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
-      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: direct routing keeps the service port 80; the server port 8080 is not used',
       'tcp-2001_db8__2-80: scheduler wlc is not expressible in nftables; using a weighted hash of the flow',
       'tcp-2001_db8__2-80: server 2001_db8_1__7-8080: direct routing keeps the service port 80; the server port 8080 is not used',
-      'tcp-10_1_0_8-80: server 10_2_0_15-80: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)',
     ]);
     const tunnel = toService(ServiceInput.parse({ host: '10.1.0.9', port: 80, scheduler: 'rr', servers: [{ host: '10.2.0.17', port: 80, forwarder: 'i' }] }));
     expect(serviceObjects(tunnel, { drDevice: DEV }).reports.map((r) => r.message)).toEqual(['server 10_2_0_17-80: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)']);

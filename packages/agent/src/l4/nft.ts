@@ -119,7 +119,7 @@ export class NftDataplane implements L4Dataplane {
     const s = this.applied.get(id);
     if (!s) return this.unknown.get(id);
     const o = this.objectsOf(s).objects;
-    return { [o.family]: observedOf(o) };
+    return { [o.family]: observedOf(o), ...(o.dr ? { netdev: observedOf(o.dr) } : {}) };
   }
 
   private observedWith(have: Map<string, Held>): TablesObserved {
@@ -332,8 +332,8 @@ export class NftDataplane implements L4Dataplane {
       this.reading?.services.add(id);
       if (s && o) {
         this.applied.set(id, s);
-        for (const g of o.groups) {
-          (o.family === 'netdev' ? d : m).groups.set(g.name, g.rules.length);
+        for (const g of [...o.groups, ...(o.dr?.groups ?? [])]) {
+          (o.family === 'netdev' || o.dr?.groups.includes(g) ? d : m).groups.set(g.name, g.rules.length);
           this.reading?.groups.add(g.name);
         }
       } else this.applied.delete(id);

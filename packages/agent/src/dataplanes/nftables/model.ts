@@ -91,6 +91,8 @@ export interface ServiceObjects {
   groups: NftChain[];
   /** Hash of all of the above; carried as the first rule's comment so a full sync can tell it wrote them. */
   digest: string;
+  /** A service mixing g with other forwarders: its direct-routing part in the netdev table (this is its inet part). */
+  dr?: ServiceObjects;
 }
 
 export const svcChain = (sid: string) => `svc.${sid}`;
@@ -197,7 +199,16 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
   const reports: ServiceReport[] = [];
   const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
   const active = s.servers.filter((srv) => srv.weight > 0);
-  if (opts.drDevice !== undefined && active.length > 0 && active.every((srv) => srv.forwarder === 'g')) return directRouted(s, active, opts.drDevice, warn, reports);
+  const routed = opts.drDevice !== undefined ? active.filter((srv) => srv.forwarder === 'g') : [];
+  if (opts.drDevice !== undefined && routed.length > 0) {
+    const mixed = routed.length < active.length;
+    const dr = directRouted(s, active, opts.drDevice, mixed, warn);
+    if (!mixed) return { objects: dr, reports };
+    // The other servers' share of the slots finds no address in the netdev table: those packets go on
+    // up the stack, where the inet table DNATs them among the other servers by their own weights.
+    const nat = serviceObjects({ ...s, servers: s.servers.filter((srv) => srv.forwarder !== 'g') });
+    return { objects: { ...nat.objects, dr }, reports: [...reports, ...nat.reports] };
+  }
   const family = ipFamily(s.host);
   const ip = family === 4 ? 'ip' : 'ip6';
   const sfx = family === 4 ? '4' : '6';
@@ -209,13 +220,8 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
   if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
   for (const srv of s.servers) {
     if (srv.forwarder === 'i') warn(`server ${srv.id}: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)`);
-    if (srv.forwarder === 'g') {
-      warn(
-        opts.drDevice === undefined
-          ? `server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)`
-          : `server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs every server of the service to use g)`,
-      );
-    }
+    // (With --nft-dr-device a g server routes directly once it has a weight.)
+    if (srv.forwarder === 'g' && opts.drDevice === undefined) warn(`server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)`);
     if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
 
@@ -293,12 +299,13 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
  * the netmask) — affinity then lasts as long as the server set, without a
  * timeout — dh the VIP, everything else the flow (address and port).
  */
-function directRouted(s: Service, active: Service['servers'], device: string, warn: (m: string) => void, reports: ServiceReport[]): { objects: ServiceObjects; reports: ServiceReport[] } {
+function directRouted(s: Service, active: Service['servers'], device: string, mixed: boolean, warn: (m: string) => void): ServiceObjects {
   const family = ipFamily(s.host);
   const ip = family === 4 ? 'ip' : 'ip6';
   const sfx = family === 4 ? '4' : '6';
-  if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using a weighted hash of the flow`);
-  for (const srv of s.servers) {
+  // With other forwarders mixed in, the inet part reports the scheduler and its own servers.
+  if (!mixed && FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using a weighted hash of the flow`);
+  for (const srv of s.servers.filter((x) => x.forwarder === 'g')) {
     if (srv.weight > 0 && srv.port !== s.port) warn(`server ${srv.id}: direct routing keeps the service port ${s.port}; the server port ${srv.port} is not used`);
     if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
@@ -322,13 +329,15 @@ function directRouted(s: Service, active: Service['servers'], device: string, wa
     const group = `grp.fwd-${keyed.name}.${total}.${s.type}4`;
     groups.push({ name: group, rules: [`fwd ip to ip daddr . ${s.type} dport . ${hash} map @fwd4_${s.type} device ${dev}`] });
     elements.push({ map: 'services4', key: svcKey, value: `goto ${group}` });
-    seq.forEach((i, slot) => elements.push({ map: `fwd4_${s.type}`, key: `${s.host} . ${s.port} . ${slot}`, value: active[i].host }));
-    return { objects: { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest: '' }, reports };
+    seq.forEach((i, slot) => {
+      if (active[i].forwarder === 'g') elements.push({ map: `fwd4_${s.type}`, key: `${s.host} . ${s.port} . ${slot}`, value: active[i].host });
+    });
+    return { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest: '' };
   }
-  const slots = seq.map((i, slot) => `${slot} : ${active[i].host}`).join(', ');
+  const slots = seq.flatMap((i, slot) => (active[i].forwarder === 'g' ? [`${slot} : ${active[i].host}`] : [])).join(', ');
   const rules = [`fwd ${ip} to ${hash} map { ${slots} } device ${dev}`];
   elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${svcChain(s.id)}` });
   const digest = createHash('sha256').update(JSON.stringify([rules, elements])).digest('hex').slice(0, 16);
   chains.push({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...rules] });
-  return { objects: { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest }, reports };
+  return { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest };
 }

@@ -212,16 +212,22 @@ export interface NftTablesInput {
 }
 
 /**
- * Both tables: each service's objects are planned in the table its family
- * names and removed from the other, so a service that starts or stops
- * routing directly moves in one transaction.
+ * Both tables: each service's objects are planned in the table(s) they are
+ * for and removed from the other, so a service that starts or stops routing
+ * directly moves in one transaction.
  */
 export function planTables(input: NftTablesInput): NftOp[] {
-  const of = (family: NftFamily) => new Map([...input.desired].filter(([, o]) => o.family === family));
+  const inetPart = new Map<string, ServiceObjects>();
+  const drPart = new Map<string, ServiceObjects>();
+  for (const [id, o] of input.desired) {
+    if (o.family === 'netdev') drPart.set(id, o);
+    else inetPart.set(id, o);
+    if (o.dr) drPart.set(id, o.dr);
+  }
   const scope = input.scope ? { scope: input.scope } : {};
-  const inet = planNft({ desired: of('inet'), observed: input.observed, ...scope });
+  const inet = planNft({ desired: inetPart, observed: input.observed, ...scope });
   if (input.drDevice === undefined) return inet;
-  const dr = planNft({ desired: of('netdev'), observed: input.observedDr, ...scope, base: drBase(input.drDevice) });
+  const dr = planNft({ desired: drPart, observed: input.observedDr, ...scope, base: drBase(input.drDevice) });
   return [...inet, ...dr.map((op): NftOp => ({ ...op, family: 'netdev' }))];
 }
 
