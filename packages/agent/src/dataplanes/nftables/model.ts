@@ -36,13 +36,16 @@
  * table, `netdev <table>`, whose ingress chain on that device sees packets
  * before the IP stack: `fwd ip to <server> device <dev>` resolves the
  * server's MAC and sends the packet out with the VIP still its destination
- * (nft_fwd_netdev.c, neigh_xmit), and the server answers the client directly. Ingress has no conntrack, so every
- * packet of a flow must pick the same server by itself: the slot is a jhash
- * of the flow (or of the client for sh/persistence, of the VIP for dh), and
- * weights still apply through the slots. For IPv4 the slot maps are global
- * like the inet table's; nft 1.0.6 aborts on a jhash inside a concatenation
- * with an IPv6 address in this table ("BUG: register reg_low 15 invalid"), so
- * an IPv6 service gets its own chain with the slots in the rule.
+ * (nft_fwd_netdev.c, neigh_xmit), and the server answers the client
+ * directly. Ingress has no conntrack, so every packet of a flow must pick the
+ * same server by itself: the slot is a jhash of the flow (or of the client
+ * for sh/persistence, of the VIP for dh), and weights still apply through
+ * the slots. A service mixing g with m/i has both parts: slots of its other
+ * servers find no address at ingress and go on to the inet table. For IPv4
+ * the slot maps are global like the inet table's; nft 1.0.6 aborts on a
+ * jhash inside a concatenation with an IPv6 address in this table ("BUG:
+ * register reg_low 15 invalid"), so an IPv6 service gets its own chain with
+ * the slots in the rule.
  *
  * Masquerade (forwarder m) marks the first packet of a connection
  * (MASQ_MARK); the postrouting chain masquerades marked packets and clears
@@ -293,7 +296,8 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
 }
 
 /**
- * A service whose servers all route directly: objects for `netdev <table>`.
+ * The direct-routing part of a service: objects for `netdev <table>`, with
+ * an address for the slots of its g servers only (`mixed`: others have some).
  * The slot hash replaces the scheduler (ingress sees every packet, not only
  * a connection's first): sh and persistence hash the client address (with
  * the netmask) — affinity then lasts as long as the server set, without a

@@ -69,14 +69,15 @@ export const NFT_BASE: NftBase = {
   ],
 };
 
+/** The netdev table's base chain; the device is in the name because nft 1.0.6's JSON listing leaves it out. */
+export const ingressChain = (device: string) => `ingress.${device}`;
+
 /**
  * The skeleton of `netdev <table>` for direct routing on `device`: packets to
  * a VIP . protocol . port of a direct-routed service go to its group (IPv4)
  * or service chain (IPv6); every other packet passes untouched. Priority 0
  * (filter): after any earlier ingress filtering of others.
  */
-export const ingressChain = (device: string) => `ingress.${device}`;
-
 export function drBase(device: string): NftBase {
   return {
     device,
@@ -88,7 +89,6 @@ export function drBase(device: string): NftBase {
     ],
     chains: [
       {
-        // The device is in the name because nft 1.0.6's JSON listing leaves a netdev chain's device out.
         name: ingressChain(device),
         spec: `type filter hook ingress device ${JSON.stringify(device)} priority 0 ; policy accept ;`,
         rules: ['ip daddr . meta l4proto . th dport vmap @services4', 'ip6 daddr . meta l4proto . th dport vmap @services6'],
