@@ -9,6 +9,8 @@
  *   sydrr-<r> router 10.97.0.1 ─ bridge 10.97.1.1, fd97:1::1
  *       │      routes the VIPs to the balancer; the servers' default gateway
  *       ├─ sydrlb-<r> balancer e0 10.97.1.2, fd97:1::2 (the agent, --nft-dr-device e0)
+ *       │      and lbc 10.96.0.1 ── client c1 10.96.0.2 (the two-arm case: VIP
+ *       │      traffic arriving on lbc, --nft-dr-ingress lbc)
  *       ├─ sydrb1-<r> real server 10.97.1.11, fd97:1::11; the VIPs on lo
  *       └─ sydrb2-<r> real server 10.97.1.12, fd97:1::12; the VIPs on lo
  *
@@ -73,6 +75,14 @@ async function setup(): Promise<void> {
     await sh('ip', ['-n', ns, '-6', 'route', 'add', 'default', 'via', 'fd97:1::1']);
   };
   await attach(NS.lb, 'rlb', '10.97.1.2', 'fd97:1::2');
+  // The client's second arm, straight to the balancer (used by the two-arm test only; rp_filter off
+  // because the answers come back on the other arm).
+  await sh('ip', ['link', 'add', 'c1', 'netns', NS.c, 'type', 'veth', 'peer', 'name', 'lbc', 'netns', NS.lb]);
+  await sh('ip', ['-n', NS.c, 'addr', 'add', '10.96.0.2/24', 'dev', 'c1']);
+  await sh('ip', ['-n', NS.c, 'link', 'set', 'c1', 'up']);
+  await inNs(NS.c, 'sysctl', ['-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.c0.rp_filter=0', 'net.ipv4.conf.c1.rp_filter=0']);
+  await sh('ip', ['-n', NS.lb, 'addr', 'add', '10.96.0.1/24', 'dev', 'lbc']);
+  await sh('ip', ['-n', NS.lb, 'link', 'set', 'lbc', 'up']);
   for (const i of [1, 2] as const) {
     const ns = i === 1 ? NS.b1 : NS.b2;
     await attach(ns, `rb${i}`, `10.97.1.1${i}`, `fd97:1::1${i}`);
@@ -117,8 +127,9 @@ async function applied(rev: number): Promise<void> {
   await waitFor(`agent to apply revision ${rev}`, async () => (agent?.status.written?.appliedRevision ?? 0) >= rev);
 }
 
-async function start(flushOnExit = false): Promise<void> {
+async function start(flushOnExit = false, ingress?: string[]): Promise<void> {
   agent = await startAgent({
+    ...(ingress ? { nftDrIngress: ingress } : {}),
     hostId: `sydr-${r}`,
     etcd: [sharedEtcdUrl()],
     prefix: coord.ctx.keys.prefix,
@@ -228,5 +239,24 @@ describe('nftables direct routing (forwarder g, --nft-dr-device)', () => {
     expect(tables).not.toContain(TABLE);
     // Nothing of the agent's left: the IPv6 VIP is no longer routed to a server.
     expect((await request(NS.c, VIP6, 80, 1))[0]).toMatch(/^ERR /);
+  });
+
+  it('two arms (--nft-dr-ingress lbc): VIP traffic arriving on the client side goes out e0 to the real servers; the one-arm table of an earlier run is replaced', async () => {
+    await start();
+    await applied(await write('POST', '/services', { host: VIP, port: 80, scheduler: 'rr', servers: [dr('10.97.1.11'), dr('10.97.1.12')] }));
+    await agent?.stop();
+    expect((await inNs(NS.lb, 'nft', ['list', 'table', 'netdev', TABLE])).stdout).toContain('chain ingress.e0 {');
+    await start(true, ['lbc']);
+    await waitFor('the two-arm table', async () => (await inNs(NS.lb, 'nft', ['list', 'table', 'netdev', TABLE])).stdout.includes('chain ingress.e0/lbc {'));
+    // The client sends to the VIP over its arm to the balancer, from its address on the router's side.
+    await inNs(NS.c, 'ip', ['route', 'add', `${VIP}/32`, 'via', '10.96.0.1', 'dev', 'c1', 'src', CLIENT]);
+    const before = await seen();
+    const counts = byServer(await request(NS.c, VIP, 80, 30), CLIENT, VIP);
+    expect(Object.keys(counts).sort()).toEqual(['b1', 'b2']);
+    const after = await seen();
+    // Neither the requests (they arrive on lbc, not e0) nor the answers (they go through the router) crossed e0's ingress.
+    expect(after.toVip - before.toVip).toBe(0);
+    expect(after.fromVip).toBe(0);
+    expect((await inNs(NS.lb, 'nft', ['list', 'chain', 'netdev', TABLE, 'ingress.e0/lbc'])).stdout).toContain('type filter hook ingress device "lbc"');
   });
 });

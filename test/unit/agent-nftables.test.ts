@@ -16,6 +16,7 @@ import { DeviceAddresses, planAddresses } from '../../packages/agent/src/datapla
 import { NftDataplane } from '../../packages/agent/src/l4/nft.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
 import { AgentConfig } from '../../packages/agent/src/config.js';
+import { startAgent } from '../../packages/agent/src/agent.js';
 import {
   drBase,
   emptyObserved,
@@ -180,6 +181,25 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(lines.filter((l) => l.includes(' netdev ')).slice(0, 2)).toEqual(['delete table netdev switchyard', 'add table netdev switchyard']);
     expect(lines).toContain('add chain netdev switchyard ingress.eth2 { type filter hook ingress device "eth2" priority 0 ; policy accept ; }');
     expect(lines).toContain('add rule netdev switchyard grp.fwd-flow.4.tcp4 fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 4 seed 0x5359 map @fwd4_tcp device "eth2"');
+  });
+
+  it('--nft-dr-ingress: traffic arriving on other devices, the real servers on the DR device; a change of devices replaces the table', () => {
+    const twoArm = renderNftScript('switchyard', planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr: emptyObserved(), drDevice: DEV, drIngress: ['eth0'] }));
+    expect(twoArm).toContain('add chain netdev switchyard ingress.eth1/eth0 { type filter hook ingress device "eth0" priority 0 ; policy accept ; }\n');
+    expect(twoArm).toContain('fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 4 seed 0x5359 map @fwd4_tcp device "eth1"');
+    const several = drBase(DEV, ['eth0', 'eth2']).chains[0];
+    expect([several.name, several.spec]).toEqual(['ingress.eth1/eth0/eth2', 'type filter hook ingress devices = { "eth0", "eth2" } priority 0 ;']);
+    // The one-device table (the fixture) is replaced by the two-arm one in one transaction.
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const ops = planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr, drDevice: DEV, drIngress: ['eth0', 'eth2'] }).filter((o) => o.family === 'netdev');
+    expect(ops.slice(0, 2).map((o) => o.kind)).toEqual(['delete-table', 'add-table']);
+    // Read back with the same devices, nothing to do.
+    const sameDevices = parseNftJson(read('dr-observed-after-full.json'), drBase(DEV, [DEV]).chains.map((c) => c.name), drBase(DEV).maps.map((m) => m.name));
+    expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr: sameDevices, drDevice: DEV, drIngress: [DEV] }).filter((o) => o.family === 'netdev')).toEqual([]);
+  });
+
+  it('--nft-dr-ingress without --nft-dr-device is refused at start', async () => {
+    await expect(startAgent({ nftDrIngress: ['eth0'], etcd: ['http://127.0.0.1:1'], logLevel: 'silent' })).rejects.toThrow('--nft-dr-ingress needs --nft-dr-device');
   });
 
   it('without the flag nothing is planned in the netdev table', () => {

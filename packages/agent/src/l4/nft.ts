@@ -56,6 +56,8 @@ export interface NftDataplaneOptions {
    * netdev table is deleted on the first full pass.
    */
   drDevice?: string;
+  /** `--nft-dr-ingress`: where the direct-routed traffic arrives (default: the DR device). */
+  drIngress?: string[];
 }
 
 /** What the kernel holds of one service, per table (a service lives in one; a failed pass may find it in both). */
@@ -133,12 +135,12 @@ export class NftDataplane implements L4Dataplane {
   }
 
   private plan(desired: ReadonlyMap<string, ServiceObjects>, observed: TablesObserved, scope?: ReadonlySet<string>): NftOp[] {
-    return planTables({ desired, ...observed, ...(scope ? { scope } : {}), ...this.model });
+    return planTables({ desired, ...observed, ...(scope ? { scope } : {}), ...this.model, ...(this.opts.drIngress ? { drIngress: this.opts.drIngress } : {}) });
   }
 
   /** Both tables from the kernel (the netdev one only with --nft-dr-device). */
   private async readTables(executor: NftExecutor): Promise<TablesObserved> {
-    const [observed, observedDr] = await Promise.all([executor.observe('inet'), this.opts.drDevice !== undefined ? executor.observe('netdev', drBase(this.opts.drDevice)) : emptyObserved()]);
+    const [observed, observedDr] = await Promise.all([executor.observe('inet'), this.opts.drDevice !== undefined ? executor.observe('netdev', drBase(this.opts.drDevice, this.opts.drIngress)) : emptyObserved()]);
     return { observed, observedDr };
   }
 
@@ -319,7 +321,7 @@ export class NftDataplane implements L4Dataplane {
     for (const map of NFT_BASE.maps) m.maps.add(map.name);
     const d = this.drBase;
     if (this.opts.drDevice !== undefined) {
-      const skeleton = drBase(this.opts.drDevice);
+      const skeleton = drBase(this.opts.drDevice, this.opts.drIngress);
       d.table = true;
       d.device = skeleton.device;
       for (const c of skeleton.chains) d.baseChains.set(c.name, c.rules.length);

@@ -30,7 +30,7 @@ export function etcdOwnership(etcd: Etcd3, keys: Keyspace, hostId: string): Owne
 
 export async function selectDataplane(config: AgentConfig, runner: Runner, etcd: Etcd3, keys: Keyspace, log: Logger): Promise<L4Dataplane> {
   const netns = config.netns ? { netns: config.netns } : {};
-  const dr = config.nftDrDevice !== undefined ? { drDevice: config.nftDrDevice } : {};
+  const dr = config.nftDrDevice !== undefined ? { drDevice: config.nftDrDevice, ...(config.nftDrIngress ? { drIngress: config.nftDrIngress } : {}) } : {};
   const ipvs = () => new IpvsDataplane(new IpvsExecutor(runner, { ...netns, device: config.ipvsDevice }), etcdOwnership(etcd, keys, config.hostId), config.drainTimeoutMs, log.child({ component: 'ipvs' }));
   const nft = () =>
     new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {

@@ -31,7 +31,7 @@ export type NftOp = (
 export interface NftBase {
   maps: { name: string; spec: string }[];
   chains: { name: string; spec: string; rules: string[] }[];
-  /** The device a netdev table's ingress chain hooks; a table hooked elsewhere is replaced. */
+  /** A netdev table's devices as its base chain's name spells them (`ingressChain`); a table hooked otherwise is replaced. */
   device?: string;
 }
 
@@ -69,18 +69,29 @@ export const NFT_BASE: NftBase = {
   ],
 };
 
-/** The netdev table's base chain; the device is in the name because nft 1.0.6's JSON listing leaves it out. */
-export const ingressChain = (device: string) => `ingress.${device}`;
+/**
+ * The netdev table's base chain: `ingress.<device>` when traffic arrives and
+ * leaves on one device, else `ingress.<device>/<arrives on>/…` ("/" is never
+ * in an interface name). The devices are in the name because nft 1.0.6's
+ * JSON listing leaves a netdev chain's devices out.
+ */
+export function ingressChain(device: string, ingress: readonly string[] = [device]): string {
+  return `ingress.${[device, ...(ingress.length === 1 && ingress[0] === device ? [] : ingress)].join('/')}`;
+}
 
 /**
- * The skeleton of `netdev <table>` for direct routing on `device`: packets to
- * a VIP . protocol . port of a direct-routed service go to its group (IPv4)
- * or service chain (IPv6); every other packet passes untouched. Priority 0
- * (filter): after any earlier ingress filtering of others.
+ * The skeleton of `netdev <table>` for direct routing to real servers on
+ * `device`, of traffic arriving on `ingress` (default: the same device):
+ * packets to a VIP . protocol . port of a direct-routed service go to its
+ * group (IPv4) or service chain (IPv6); every other packet passes untouched.
+ * Priority 0 (filter): after any earlier ingress filtering of others.
  */
-export function drBase(device: string): NftBase {
+export function drBase(device: string, ingress: readonly string[] = [device]): NftBase {
+  const name = ingressChain(device, ingress);
+  // Several devices: nft 1.0.6 rejects `policy` after a quoted `devices = { … }` (accept is the default anyway).
+  const hook = ingress.length === 1 ? `device ${JSON.stringify(ingress[0])} priority 0 ; policy accept ;` : `devices = { ${ingress.map((d) => JSON.stringify(d)).join(', ')} } priority 0 ;`;
   return {
-    device,
+    device: name.slice('ingress.'.length),
     maps: [
       { name: 'services4', spec: 'type ipv4_addr . inet_proto . inet_service : verdict ;' },
       { name: 'services6', spec: 'type ipv6_addr . inet_proto . inet_service : verdict ;' },
@@ -89,8 +100,8 @@ export function drBase(device: string): NftBase {
     ],
     chains: [
       {
-        name: ingressChain(device),
-        spec: `type filter hook ingress device ${JSON.stringify(device)} priority 0 ; policy accept ;`,
+        name,
+        spec: `type filter hook ingress ${hook}`,
         rules: ['ip daddr . meta l4proto . th dport vmap @services4', 'ip6 daddr . meta l4proto . th dport vmap @services6'],
       },
     ],
@@ -209,6 +220,8 @@ export interface NftTablesInput {
   scope?: ReadonlySet<string>;
   /** `--nft-dr-device`; unset, the netdev table is not planned. */
   drDevice?: string;
+  /** `--nft-dr-ingress` (default: the DR device). */
+  drIngress?: readonly string[];
 }
 
 /**
@@ -227,7 +240,7 @@ export function planTables(input: NftTablesInput): NftOp[] {
   const scope = input.scope ? { scope: input.scope } : {};
   const inet = planNft({ desired: inetPart, observed: input.observed, ...scope });
   if (input.drDevice === undefined) return inet;
-  const dr = planNft({ desired: drPart, observed: input.observedDr, ...scope, base: drBase(input.drDevice) });
+  const dr = planNft({ desired: drPart, observed: input.observedDr, ...scope, base: drBase(input.drDevice, input.drIngress) });
   return [...inet, ...dr.map((op): NftOp => ({ ...op, family: 'netdev' }))];
 }
 
