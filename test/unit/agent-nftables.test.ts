@@ -198,6 +198,28 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr: sameDevices, drDevice: DEV, drIngress: [DEV] }).filter((o) => o.family === 'netdev')).toEqual([]);
   });
 
+  it('a rejected transaction is retried service by service in both tables; the bad service carries the error', async () => {
+    const bad = 'tcp-10_1_0_6-443';
+    const scripts: string[] = [];
+    const r = new FakeRunner()
+      .on('nft', ['-j', 'list'], { exitCode: 1, stderr: 'Error: No such file or directory' })
+      .on('nft', ['-f'], (call) => {
+        scripts.push(call.input ?? '');
+        return (call.input ?? '').includes('10.1.0.6 . tcp . 443') ? { exitCode: 1, stderr: 'Error: Could not process rule' } : {};
+      });
+    const dp = new NftDataplane(new NftExecutor(r, { table: 'switchyard' }), 'switchyard', silent, { drDevice: DEV });
+    const out = await dp.sync(new Map(drServices.map((s) => [s.id, s])));
+    expect(out.failed).toBe(true);
+    expect(out.reports.get(bad)?.at(-1)).toMatchObject({ level: 'error', message: expect.stringContaining('nftables rejected the service') });
+    // The whole plan, then both skeletons alone, then one script per service.
+    expect(scripts[1]).toContain('add table inet switchyard\n');
+    expect(scripts[1]).toContain('add chain netdev switchyard ingress.eth1 {');
+    expect(scripts[1]).not.toContain('add element');
+    // (10.1.0.4:80 has no server: nothing to write for it.)
+    expect(scripts).toHaveLength(2 + drServices.length - 1);
+    expect(scripts.find((x) => x.includes('10.1.0.5 . tcp . 80'))).toContain('add element netdev switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.fwd-flow.4.tcp4 }');
+  });
+
   it('--nft-dr-ingress without --nft-dr-device is refused at start', async () => {
     await expect(startAgent({ nftDrIngress: ['eth0'], etcd: ['http://127.0.0.1:1'], logLevel: 'silent' })).rejects.toThrow('--nft-dr-ingress needs --nft-dr-device');
   });
