@@ -187,6 +187,12 @@ describe('nftables direct routing (forwarder g, --nft-dr-device)', () => {
     expect(listing).toContain('fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 2 seed 0x5359 map @fwd4_tcp device "e0"');
   });
 
+  it('a process on the balancer itself reaches the VIP through the inet table (output DNAT), which ingress never sees', async () => {
+    // The balancer's default route covers the VIP; the servers answer its own address directly on the L2.
+    const answers = await request(NS.lb, VIP, 80, 20);
+    expect(new Set(answers)).toEqual(new Set(['b1 10.97.1.2 10.97.1.11', 'b2 10.97.1.2 10.97.1.12']));
+  });
+
   it('persistence keeps a client on one server (the slot hashes the client address)', async () => {
     await applied(await write('PUT', `/services/${SID}`, { host: VIP, port: 80, scheduler: 'rr', persistence: 300, servers: [dr('10.97.1.11'), dr('10.97.1.12')] }));
     expect(Object.values(byServer(await request(NS.c, VIP, 80, 12), CLIENT, VIP))).toEqual([12]);

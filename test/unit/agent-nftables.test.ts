@@ -127,23 +127,20 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(script).toBe(read('dr-full-from-empty.nft'));
   });
 
-  it('reads back what nft printed after applying it (captured from this kernel), and then has nothing to do', () => {
+  it('reads back what nft printed after applying it (both tables, captured from this kernel), and then has nothing to do', () => {
     const observedDr = parseDr(read('dr-observed-after-full.json'));
     expect(observedDr.device).toBe(DEV);
     expect([...observedDr.services.keys()].sort()).toEqual(['tcp-10_1_0_5-80', 'tcp-10_1_0_6-443', 'tcp-10_1_0_8-80', 'tcp-2001_db8__1-80', 'tcp-2001_db8__2-80', 'udp-10_1_0_1-53', 'udp-10_1_0_7-53']);
-    // (The inet fixture still holds the group chain of 10.1.0.1:53 from before it moved; a full pass deletes it there.)
-    expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr, drDevice: DEV }).filter((o) => o.family === 'netdev')).toEqual([]);
+    expect(planTables({ desired: drDesired, observed: parse(read('dr-observed-inet-after-full.json')), observedDr, drDevice: DEV })).toEqual([]);
   });
 
-  it('a service that starts routing directly leaves the inet table and enters the netdev one in one script', () => {
+  it('a service that starts routing directly gains its netdev part; its inet DNAT (for what ingress never sees) is unchanged', () => {
     const id = 'udp-10_1_0_1-53';
     const before = new Map(desired);
     const observedDr = parseDr(read('dr-observed-after-full.json'));
     observedDr.services.delete(id);
     const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: modelOf(before), observedDr, scope: new Set([id]), drDevice: DEV }));
     expect(script.split('\n').filter(Boolean)).toEqual([
-      'delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }',
-      'delete element inet switchyard backends4_udp { 10.1.0.1 . 53 . 0, 10.1.0.1 . 53 . 1, 10.1.0.1 . 53 . 2 }',
       'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
       'add element netdev switchyard fwd4_udp { 10.1.0.1 . 53 . 0 : 10.2.0.3, 10.1.0.1 . 53 . 1 : 10.2.0.4, 10.1.0.1 . 53 . 2 : 10.2.0.3 }',
     ]);
@@ -256,13 +253,19 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(r.lines().slice(0, 2).sort()).toEqual(['nft -j list table inet switchyard', 'nft -j list table netdev switchyard']);
     const script = r.calls.find((c) => c.args[0] === '-f')?.input ?? '';
     expect(script).toContain('add chain netdev switchyard ingress.eth1 { type filter hook ingress device "eth1" priority 0 ; policy accept ; }');
-    expect(script).toContain('delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }');
-    // An incremental pass plans from the model: a change to a direct-routed service is a few netdev lines.
+    expect(script).toContain('add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }');
+    expect(script).not.toContain('delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }');
+    // An incremental pass plans from the model: a change to a direct-routed service is a few lines in each table.
     r.clear();
     const s = byIdDr.get('tcp-10_1_0_5-80') as Service;
     await dp.sync(new Map([...byIdDr, [s.id, { ...s, servers: s.servers.slice(1) }]]), new Set([s.id]));
     expect(r.calls.map((c) => c.input)).toEqual([
       [
+        'delete element inet switchyard services4 { 10.1.0.5 . tcp . 80 }',
+        'delete element inet switchyard backends4_tcp { 10.1.0.5 . 80 . 1, 10.1.0.5 . 80 . 2, 10.1.0.5 . 80 . 3 }',
+        'add chain inet switchyard grp.numgen-inc.1.tcp4',
+        'add rule inet switchyard grp.numgen-inc.1.tcp4 dnat ip to ip daddr . tcp dport . numgen inc mod 1 map @backends4_tcp',
+        'add element inet switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.numgen-inc.1.tcp4 }',
         'delete element netdev switchyard services4 { 10.1.0.5 . tcp . 80 }',
         'delete element netdev switchyard fwd4_tcp { 10.1.0.5 . 80 . 1, 10.1.0.5 . 80 . 2, 10.1.0.5 . 80 . 3 }',
         'add chain netdev switchyard grp.fwd-flow.1.tcp4',

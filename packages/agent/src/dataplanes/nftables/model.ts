@@ -40,8 +40,10 @@
  * directly. Ingress has no conntrack, so every packet of a flow must pick the
  * same server by itself: the slot is a jhash of the flow (or of the client
  * for sh/persistence, of the VIP for dh), and weights still apply through
- * the slots. A service mixing g with m/i has both parts: slots of its other
- * servers find no address at ingress and go on to the inet table. For IPv4
+ * the slots. Such a service keeps an inet part too: DNAT for what ingress
+ * never sees (the host's own connections, other interfaces), and in a
+ * service mixing g with m/i, for the slots of its other servers, which find
+ * no address at ingress and go on to the inet table. For IPv4
  * the slot maps are global like the inet table's; nft 1.0.6 aborts on a
  * jhash inside a concatenation with an IPv6 address in this table ("BUG:
  * register reg_low 15 invalid"), so an IPv6 service gets its own chain with
@@ -94,7 +96,7 @@ export interface ServiceObjects {
   groups: NftChain[];
   /** Hash of all of the above; carried as the first rule's comment so a full sync can tell it wrote them. */
   digest: string;
-  /** A service mixing g with other forwarders: its direct-routing part in the netdev table (this is its inet part). */
+  /** With --nft-dr-device, a service with g servers: its direct-routing part in the netdev table (this is its inet part). */
   dr?: ServiceObjects;
 }
 
@@ -206,7 +208,11 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
   if (opts.drDevice !== undefined && routed.length > 0) {
     const mixed = routed.length < active.length;
     const dr = directRouted(s, active, opts.drDevice, mixed, warn);
-    if (!mixed) return { objects: dr, reports };
+    if (!mixed) {
+      // What the ingress chain never sees — a process on this host connecting to the VIP (output hook),
+      // VIP traffic arriving on another interface — is DNATed to the same servers and port, as without the flag.
+      return { objects: { ...serviceObjects({ ...s, servers: s.servers.map((srv) => ({ ...srv, port: s.port })) }).objects, dr }, reports };
+    }
     // The other servers' share of the slots finds no address in the netdev table: those packets go on
     // up the stack, where the inet table DNATs them among the other servers by their own weights.
     const nat = serviceObjects({ ...s, servers: s.servers.filter((srv) => srv.forwarder !== 'g') });
