@@ -3,7 +3,8 @@
  * kernel next to the inet (DNAT) table, for the same services.
  *  1. one `nft -f -` of the full plan from an empty kernel, N services × 5
  *     servers: all forwarder m (DNAT, the baseline), all g over IPv4 (global
- *     slot maps), all g over IPv6 (one chain per service, slots in the rule);
+ *     slot maps), all g over IPv6 (one chain per service, slots in the rule)
+ *     — a g service also keeps its inet DNAT, so g rows write both tables;
  *  2. with N present, one service's servers changed: the incremental script
  *     the agent would apply, timed the same way.
  * The planner, renderer and nft are the agent's own; only the agent's loop
@@ -64,7 +65,10 @@ function objectsOf(services: Service[]): Map<string, ServiceObjects> {
 /** The model of what the full plan wrote (what the agent keeps after a pass). */
 function modelOf(objects: Map<string, ServiceObjects>, family: 'inet' | 'netdev', after: NftObserved): NftObserved {
   const services = new Map();
-  for (const [id, o] of objects) if (o.family === family) services.set(id, observedOf(o));
+  for (const [id, o] of objects) {
+    const part = family === 'netdev' && o.family !== 'netdev' ? o.dr : o.family === family ? o : undefined;
+    if (part) services.set(id, observedOf(part));
+  }
   return { ...after, services };
 }
 
