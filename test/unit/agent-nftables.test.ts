@@ -134,6 +134,20 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(planTables({ desired: drDesired, observed: parse(read('dr-observed-inet-after-full.json')), observedDr, drDevice: DEV })).toEqual([]);
   });
 
+  it('a full pass undoes drift in the netdev table: a slot deleted, a stray service added', () => {
+    const doc = JSON.parse(read('dr-observed-after-full.json')) as { nftables: { map?: { name: string; elem?: unknown[] } }[] };
+    for (const item of doc.nftables) {
+      if (item.map?.name === 'fwd4_tcp') item.map.elem = item.map.elem?.filter((e) => !JSON.stringify(e).includes('"10.2.0.9"'));
+      if (item.map?.name === 'services4') item.map.elem?.push([{ concat: ['10.9.9.9', 'tcp', 80] }, { goto: { target: 'grp.fwd-flow.4.tcp4' } }]);
+    }
+    const observedDr = parseDr(JSON.stringify(doc));
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: parse(read('dr-observed-inet-after-full.json')), observedDr, drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element netdev switchyard services4 { 10.9.9.9 . tcp . 80 }',
+      'add element netdev switchyard fwd4_tcp { 10.1.0.5 . 80 . 1 : 10.2.0.9 }',
+    ]);
+  });
+
   it('a service that starts routing directly gains its netdev part; its inet DNAT (for what ingress never sees) is unchanged', () => {
     const id = 'udp-10_1_0_1-53';
     const before = new Map(desired);
