@@ -15,13 +15,17 @@ import { FakeRunner, type RunOptions, type Runner, type RunResult } from '../../
 import { DeviceAddresses, planAddresses } from '../../packages/agent/src/l4/local-addresses.js';
 import { NftDataplane } from '../../packages/agent/src/l4/nftables/dataplane.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
+import { AgentConfig } from '../../packages/agent/src/config.js';
+import { startAgent } from '../../packages/agent/src/agent.js';
 import {
+  drBase,
   emptyObserved,
   NFT_BASE,
   NftExecutor,
   observedOf,
   parseNftJson,
   planNft,
+  planTables,
   renderNftScript,
   serviceObjects,
   slotCounts,
@@ -100,13 +104,199 @@ describe('nftables planner', () => {
   it('warns where nftables cannot do what IPVS would', () => {
     const reports = services.flatMap((s) => serviceObjects(s).reports).map((r) => `${r.serviceId}: ${r.message}`);
     expect(reports).toEqual([
-      'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
-      'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
-      'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
+      'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
+      'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
       'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
       'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
-      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (nftables cannot route directly or tunnel)',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
     ]);
+  });
+});
+
+describe('direct routing (--nft-dr-device)', () => {
+  const DEV = 'eth1';
+  const drServices = [...services, ...(JSON.parse(read('services-dr.json')) as unknown[]).map((s) => toService(ServiceInput.parse(s)))];
+  const drDesired = new Map<string, ServiceObjects>(drServices.map((s) => [s.id, serviceObjects(s, { drDevice: DEV }).objects]));
+  const parseDr = (json: string) => parseNftJson(json, drBase(DEV).chains.map((c) => c.name), drBase(DEV).maps.map((m) => m.name));
+  /** The inet table as the planner wrote it for `objects` (its fixture listing stands for the skeleton). */
+  const inetModel = (objects: Map<string, ServiceObjects>) => modelOf(new Map([...objects].filter(([, o]) => o.family === 'inet')));
+
+  it('puts services whose servers all use g in the netdev table, in the same transaction as the inet table', () => {
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: emptyObserved(), observedDr: emptyObserved(), drDevice: DEV }));
+    expect(script).toBe(read('dr-full-from-empty.nft'));
+  });
+
+  it('reads back what nft printed after applying it (both tables, captured from this kernel), and then has nothing to do', () => {
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    expect(observedDr.device).toBe(DEV);
+    expect([...observedDr.services.keys()].sort()).toEqual(['tcp-10_1_0_5-80', 'tcp-10_1_0_6-443', 'tcp-10_1_0_8-80', 'tcp-2001_db8__1-80', 'tcp-2001_db8__2-80', 'udp-10_1_0_1-53', 'udp-10_1_0_7-53']);
+    expect(planTables({ desired: drDesired, observed: parse(read('dr-observed-inet-after-full.json')), observedDr, drDevice: DEV })).toEqual([]);
+  });
+
+  it('a full pass undoes drift in the netdev table: a slot deleted, a stray service added', () => {
+    const doc = JSON.parse(read('dr-observed-after-full.json')) as { nftables: { map?: { name: string; elem?: unknown[] } }[] };
+    for (const item of doc.nftables) {
+      if (item.map?.name === 'fwd4_tcp') item.map.elem = item.map.elem?.filter((e) => !JSON.stringify(e).includes('"10.2.0.9"'));
+      if (item.map?.name === 'services4') item.map.elem?.push([{ concat: ['10.9.9.9', 'tcp', 80] }, { goto: { target: 'grp.fwd-flow.4.tcp4' } }]);
+    }
+    const observedDr = parseDr(JSON.stringify(doc));
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: parse(read('dr-observed-inet-after-full.json')), observedDr, drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element netdev switchyard services4 { 10.9.9.9 . tcp . 80 }',
+      'add element netdev switchyard fwd4_tcp { 10.1.0.5 . 80 . 1 : 10.2.0.9 }',
+    ]);
+  });
+
+  it('a service that starts routing directly gains its netdev part; its inet DNAT (for what ingress never sees) is unchanged', () => {
+    const id = 'udp-10_1_0_1-53';
+    const before = new Map(desired);
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    observedDr.services.delete(id);
+    const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: modelOf(before), observedDr, scope: new Set([id]), drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
+      'add element netdev switchyard fwd4_udp { 10.1.0.1 . 53 . 0 : 10.2.0.3, 10.1.0.1 . 53 . 1 : 10.2.0.4, 10.1.0.1 . 53 . 2 : 10.2.0.3 }',
+    ]);
+  });
+
+  it('a service mixing g with m: the g servers own their slots in the netdev table, the other slots fall through to DNAT among the others', () => {
+    const mixed = drDesired.get('tcp-10_1_0_8-80') as ServiceObjects;
+    expect(mixed.family).toBe('inet');
+    // 2 slots (rr): slot 0 routes directly to 10.2.0.15; slot 1 has no address, so its packets go on to the inet table.
+    expect(mixed.dr?.elements).toEqual([
+      { map: 'services4', key: '10.1.0.8 . tcp . 80', value: 'goto grp.fwd-flow.2.tcp4' },
+      { map: 'fwd4_tcp', key: '10.1.0.8 . 80 . 0', value: '10.2.0.15' },
+    ]);
+    expect(mixed.elements).toEqual([
+      { map: 'services4', key: '10.1.0.8 . tcp . 80', value: 'goto grp.numgen-inc.1.tcp4.masq' },
+      { map: 'backends4_tcp', key: '10.1.0.8 . 80 . 0', value: '10.2.0.16 . 80' },
+    ]);
+    // Deleting it removes both parts in one script.
+    const next = new Map(drDesired);
+    next.delete(mixed.id);
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const script = renderNftScript('switchyard', planTables({ desired: next, observed: inetModel(drDesired), observedDr, scope: new Set([mixed.id]), drDevice: DEV }));
+    expect(script.split('\n').filter(Boolean)).toEqual([
+      'delete element inet switchyard services4 { 10.1.0.8 . tcp . 80 }',
+      'delete element inet switchyard backends4_tcp { 10.1.0.8 . 80 . 0 }',
+      'delete element netdev switchyard services4 { 10.1.0.8 . tcp . 80 }',
+      'delete element netdev switchyard fwd4_tcp { 10.1.0.8 . 80 . 0 }',
+    ]);
+  });
+
+  it('a netdev table hooked on another device is replaced as a whole', () => {
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const onEth2 = new Map(drServices.map((s) => [s.id, serviceObjects(s, { drDevice: 'eth2' }).objects]));
+    const lines = renderNftScript('switchyard', planTables({ desired: onEth2, observed: inetModel(onEth2), observedDr, drDevice: 'eth2' })).split('\n');
+    expect(lines.filter((l) => l.includes(' netdev ')).slice(0, 2)).toEqual(['delete table netdev switchyard', 'add table netdev switchyard']);
+    expect(lines).toContain('add chain netdev switchyard ingress.eth2 { type filter hook ingress device "eth2" priority 0 ; policy accept ; }');
+    expect(lines).toContain('add rule netdev switchyard grp.fwd-flow.4.tcp4 fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 4 seed 0x5359 map @fwd4_tcp device "eth2"');
+  });
+
+  it('--nft-dr-ingress: traffic arriving on other devices, the real servers on the DR device; a change of devices replaces the table', () => {
+    const twoArm = renderNftScript('switchyard', planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr: emptyObserved(), drDevice: DEV, drIngress: ['eth0'] }));
+    expect(twoArm).toContain('add chain netdev switchyard ingress.eth1/eth0 { type filter hook ingress device "eth0" priority 0 ; policy accept ; }\n');
+    expect(twoArm).toContain('fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 4 seed 0x5359 map @fwd4_tcp device "eth1"');
+    const several = drBase(DEV, ['eth0', 'eth2']).chains[0];
+    expect([several.name, several.spec]).toEqual(['ingress.eth1/eth0/eth2', 'type filter hook ingress devices = { "eth0", "eth2" } priority 0 ;']);
+    // The one-device table (the fixture) is replaced by the two-arm one in one transaction.
+    const observedDr = parseDr(read('dr-observed-after-full.json'));
+    const ops = planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr, drDevice: DEV, drIngress: ['eth0', 'eth2'] }).filter((o) => o.family === 'netdev');
+    expect(ops.slice(0, 2).map((o) => o.kind)).toEqual(['delete-table', 'add-table']);
+    // Read back with the same devices, nothing to do.
+    const sameDevices = parseNftJson(read('dr-observed-after-full.json'), drBase(DEV, [DEV]).chains.map((c) => c.name), drBase(DEV).maps.map((m) => m.name));
+    expect(planTables({ desired: drDesired, observed: inetModel(drDesired), observedDr: sameDevices, drDevice: DEV, drIngress: [DEV] }).filter((o) => o.family === 'netdev')).toEqual([]);
+  });
+
+  it('a rejected transaction is retried service by service in both tables; the bad service carries the error', async () => {
+    const bad = 'tcp-10_1_0_6-443';
+    const scripts: string[] = [];
+    const r = new FakeRunner()
+      .on('nft', ['-j', 'list'], { exitCode: 1, stderr: 'Error: No such file or directory' })
+      .on('nft', ['-f'], (call) => {
+        scripts.push(call.input ?? '');
+        return (call.input ?? '').includes('10.1.0.6 . tcp . 443') ? { exitCode: 1, stderr: 'Error: Could not process rule' } : {};
+      });
+    const dp = new NftDataplane(new NftExecutor(r, { table: 'switchyard' }), 'switchyard', silent, { drDevice: DEV });
+    const out = await dp.sync(new Map(drServices.map((s) => [s.id, s])));
+    expect(out.failed).toBe(true);
+    expect(out.reports.get(bad)?.at(-1)).toMatchObject({ level: 'error', message: expect.stringContaining('nftables rejected the service') });
+    // The whole plan, then both skeletons alone, then one script per service.
+    expect(scripts[1]).toContain('add table inet switchyard\n');
+    expect(scripts[1]).toContain('add chain netdev switchyard ingress.eth1 {');
+    expect(scripts[1]).not.toContain('add element');
+    // (10.1.0.4:80 has no server: nothing to write for it.)
+    expect(scripts).toHaveLength(2 + drServices.length - 1);
+    expect(scripts.find((x) => x.includes('10.1.0.5 . tcp . 80'))).toContain('add element netdev switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.fwd-flow.4.tcp4 }');
+  });
+
+  it('--nft-dr-ingress without --nft-dr-device is refused at start', async () => {
+    await expect(startAgent({ nftDrIngress: ['eth0'], etcd: ['http://127.0.0.1:1'], logLevel: 'silent' })).rejects.toThrow('--nft-dr-ingress needs --nft-dr-device');
+  });
+
+  it('without the flag nothing is planned in the netdev table', () => {
+    const ops = planTables({ desired, observed: emptyObserved(), observedDr: emptyObserved() });
+    expect(ops.some((o) => o.family === 'netdev')).toBe(false);
+  });
+
+  it('warns only where direct routing cannot be done', () => {
+    const reports = drServices.flatMap((s) => serviceObjects(s, { drDevice: DEV }).reports).map((r) => `${r.serviceId}: ${r.message}`);
+    expect(reports).toEqual([
+      'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
+      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
+      'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: direct routing keeps the service port 80; the server port 8080 is not used',
+      'tcp-2001_db8__2-80: scheduler wlc is not expressible in nftables; using a weighted hash of the flow',
+      'tcp-2001_db8__2-80: server 2001_db8_1__7-8080: direct routing keeps the service port 80; the server port 8080 is not used',
+    ]);
+    const tunnel = toService(ServiceInput.parse({ host: '10.1.0.9', port: 80, scheduler: 'rr', servers: [{ host: '10.2.0.17', port: 80, forwarder: 'i' }] }));
+    expect(serviceObjects(tunnel, { drDevice: DEV }).reports.map((r) => r.message)).toEqual(['server 10_2_0_17-80: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)']);
+  });
+
+  it('the device name is checked when the configuration is read, before any command', () => {
+    expect(AgentConfig.safeParse({ nftDrDevice: 'eth1' }).success).toBe(true);
+    expect(AgentConfig.safeParse({ nftDrDevice: 'a-very-long-name0' }).success).toBe(false);
+    expect(AgentConfig.safeParse({ nftDrDevice: 'eth1; rm' }).success).toBe(false);
+  });
+
+  it('the dataplane reads and applies both tables and flushes both; without the flag it deletes an earlier netdev table once', async () => {
+    const r = new FakeRunner().on('nft', ['-j', 'list', 'table', 'inet'], { stdout: read('observed-after-full.json') }).on('nft', ['-j', 'list', 'table', 'netdev'], { exitCode: 1, stderr: 'Error: No such file or directory' });
+    const dp = new NftDataplane(new NftExecutor(r, { table: 'switchyard' }), 'switchyard', silent, { drDevice: DEV });
+    const byIdDr = new Map(drServices.map((s) => [s.id, s]));
+    await dp.sync(byIdDr);
+    expect(r.lines().slice(0, 2).sort()).toEqual(['nft -j list table inet switchyard', 'nft -j list table netdev switchyard']);
+    const script = r.calls.find((c) => c.args[0] === '-f')?.input ?? '';
+    expect(script).toContain('add chain netdev switchyard ingress.eth1 { type filter hook ingress device "eth1" priority 0 ; policy accept ; }');
+    expect(script).toContain('add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }');
+    expect(script).not.toContain('delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }');
+    // An incremental pass plans from the model: a change to a direct-routed service is a few lines in each table.
+    r.clear();
+    const s = byIdDr.get('tcp-10_1_0_5-80') as Service;
+    await dp.sync(new Map([...byIdDr, [s.id, { ...s, servers: s.servers.slice(1) }]]), new Set([s.id]));
+    expect(r.calls.map((c) => c.input)).toEqual([
+      [
+        'delete element inet switchyard services4 { 10.1.0.5 . tcp . 80 }',
+        'delete element inet switchyard backends4_tcp { 10.1.0.5 . 80 . 1, 10.1.0.5 . 80 . 2, 10.1.0.5 . 80 . 3 }',
+        'add chain inet switchyard grp.numgen-inc.1.tcp4',
+        'add rule inet switchyard grp.numgen-inc.1.tcp4 dnat ip to ip daddr . tcp dport . numgen inc mod 1 map @backends4_tcp',
+        'add element inet switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.numgen-inc.1.tcp4 }',
+        'delete element netdev switchyard services4 { 10.1.0.5 . tcp . 80 }',
+        'delete element netdev switchyard fwd4_tcp { 10.1.0.5 . 80 . 1, 10.1.0.5 . 80 . 2, 10.1.0.5 . 80 . 3 }',
+        'add chain netdev switchyard grp.fwd-flow.1.tcp4',
+        'add rule netdev switchyard grp.fwd-flow.1.tcp4 fwd ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 1 seed 0x5359 map @fwd4_tcp device "eth1"',
+        'add element netdev switchyard services4 { 10.1.0.5 . tcp . 80 : goto grp.fwd-flow.1.tcp4 }',
+        '',
+      ].join('\n'),
+    ]);
+    r.clear();
+    await dp.flush();
+    expect(r.lines()).toEqual(['nft delete table inet switchyard', 'nft delete table netdev switchyard']);
+
+    const off = new FakeRunner().on('nft', ['-j', 'list'], { stdout: read('observed-after-full.json') });
+    const plain = new NftDataplane(new NftExecutor(off, { table: 'switchyard' }), 'switchyard', silent);
+    await plain.sync(byId);
+    await plain.sync(byId);
+    expect(off.lines().filter((l) => l.includes('netdev'))).toEqual(['nft delete table netdev switchyard']);
   });
 });
 

@@ -48,6 +48,7 @@ export interface AgentDeps {
 
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
   const config = AgentConfig.parse(input);
+  if (config.nftDrIngress && config.nftDrDevice === undefined) throw new Error('--nft-dr-ingress needs --nft-dr-device (the interface the real servers are on)');
   const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
   const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
   if (config.netns) {

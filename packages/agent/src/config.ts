@@ -62,6 +62,16 @@ export const AgentConfig = z.object({
     .refine((s) => isInterfaceName(s), { message: 'nft device: an interface name of at most 15 characters' })
     .default('sy-nft0')
     .describe('dummy interface that holds the VIPs with --nft-local-vips (created and owned by the agent)'),
+  nftDrDevice: z
+    .string()
+    .refine((s) => isInterfaceName(s), { message: 'nft dr device: an interface name of at most 15 characters' })
+    .optional()
+    .describe('nftables: route forwarder g (direct routing) on this interface: VIP traffic arriving on it is sent to a real server on the same L2 with the VIP kept as destination (off when unset: g is applied as DNAT)'),
+  nftDrIngress: z
+    .array(z.string().refine((s) => isInterfaceName(s), { message: 'nft dr ingress: interface names of at most 15 characters' }))
+    .min(1)
+    .optional()
+    .describe('nftables: the interfaces the direct-routed VIP traffic arrives on, comma-separated (default: --nft-dr-device)'),
   ipvsDevice: z
     .string()
     .refine((s) => isInterfaceName(s), { message: 'ipvs device: an interface name of at most 15 characters' })

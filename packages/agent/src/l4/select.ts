@@ -30,12 +30,14 @@ export function etcdOwnership(etcd: Etcd3, keys: Keyspace, hostId: string): Owne
 
 export async function selectDataplane(config: AgentConfig, runner: Runner, etcd: Etcd3, keys: Keyspace, log: Logger): Promise<L4Dataplane> {
   const netns = config.netns ? { netns: config.netns } : {};
+  const dr = config.nftDrDevice !== undefined ? { drDevice: config.nftDrDevice, ...(config.nftDrIngress ? { drIngress: config.nftDrIngress } : {}) } : {};
   const ipvs = () => new IpvsDataplane(new IpvsExecutor(runner, { ...netns, device: config.ipvsDevice }), etcdOwnership(etcd, keys, config.hostId), config.drainTimeoutMs, log.child({ component: 'ipvs' }));
   const nft = () =>
     new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
       localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
+      ...dr,
     });
-  const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }));
+  const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }), dr);
   switch (config.dataplane) {
     case 'ipvs':
       return ipvs();

@@ -20,6 +20,10 @@
  *    long as the last complete one, incremental passes wait for it to end
  *    instead of restarting it forever.
  *
+ * With `--nft-dr-device` the same passes also plan `netdev <table>` (direct
+ * routing): each service's objects go to the table its forwarders call for
+ * and leave the other, in the same transaction.
+ *
  * The model keeps only a reference to each applied `Service` (which the etcd
  * mirror holds anyway) and recomputes a service's nft objects when they are
  * needed: memory stays close to the mirror's own.
@@ -28,9 +32,9 @@ import type { Logger } from 'pino';
 import type { Service, ServiceReport } from '@switchyard/shared';
 import { planAddresses, type DeviceAddresses } from '../local-addresses.js';
 import { NftExecutor } from './executor.js';
-import { serviceObjects, type ServiceObjects } from './model.js';
+import { serviceObjects, type ModelOptions, type NftFamily, type ServiceObjects } from './model.js';
 import { emptyObserved, observedOf, type NftObserved, type ObservedService } from './observe.js';
-import { NFT_BASE, planNft, renderNftScript, type NftOp } from './plan.js';
+import { drBase, NFT_BASE, planTables, renderNftScript, type NftOp } from './plan.js';
 import type { L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface NftDataplaneOptions {
@@ -46,6 +50,23 @@ export interface NftDataplaneOptions {
    * earlier run left there go.
    */
   localVips?: { device: DeviceAddresses; enabled: boolean };
+  /**
+   * `--nft-dr-device`: services whose servers all use forwarder g route
+   * directly on this device (the `netdev` table). Unset, an earlier run's
+   * netdev table is deleted on the first full pass.
+   */
+  drDevice?: string;
+  /** `--nft-dr-ingress`: where the direct-routed traffic arrives (default: the DR device). */
+  drIngress?: string[];
+}
+
+/** What the kernel holds of one service, per table (a service lives in one; a failed pass may find it in both). */
+type Held = Partial<Record<NftFamily, ObservedService>>;
+
+/** Both tables as the planner wants them. */
+interface TablesObserved {
+  observed: NftObserved;
+  observedDr: NftObserved;
 }
 
 /** What the full pass after a read-back needs to know about incremental passes that ran during it. */
@@ -58,8 +79,7 @@ interface ReadBack {
   groups: Set<string>;
 }
 
-interface Snapshot {
-  observed: NftObserved;
+interface Snapshot extends TablesObserved {
   during: ReadBack;
 }
 
@@ -67,10 +87,15 @@ export class NftDataplane implements L4Dataplane {
   readonly name: 'nftables' | 'dry-run';
   /** The table skeleton and shared group chains the kernel holds after the last pass (`services` unused). */
   private base: NftObserved = emptyObserved();
+  /** The same for the direct-routing table. */
+  private drBase: NftObserved = emptyObserved();
   /** Per service: the Service whose objects the kernel holds after the last successful pass. */
   private readonly applied = new Map<string, Service>();
   /** Per service whose apply failed: what the kernel was read to hold instead. */
-  private readonly unknown = new Map<string, ObservedService>();
+  private readonly unknown = new Map<string, Held>();
+  /** Without --nft-dr-device: whether an earlier run's netdev table has been deleted. */
+  private drCleaned = false;
+  private readonly model: ModelOptions;
   private reading?: ReadBack;
   private snapshot?: Snapshot;
   private lastReadMs = 0;
@@ -84,26 +109,49 @@ export class NftDataplane implements L4Dataplane {
     private readonly opts: NftDataplaneOptions = {},
   ) {
     this.name = executor ? 'nftables' : 'dry-run';
+    this.model = opts.drDevice !== undefined ? { drDevice: opts.drDevice } : {};
+  }
+
+  private objectsOf(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+    return serviceObjects(s, this.model);
   }
 
   /** The kernel's objects of one service as the model knows them. */
-  private held(id: string): ObservedService | undefined {
+  private held(id: string): Held | undefined {
     const s = this.applied.get(id);
-    return s ? observedOf(serviceObjects(s).objects) : this.unknown.get(id);
+    if (!s) return this.unknown.get(id);
+    const o = this.objectsOf(s).objects;
+    return { [o.family]: observedOf(o), ...(o.dr ? { netdev: observedOf(o.dr) } : {}) };
   }
 
-  private observedWith(services: Map<string, ObservedService>): NftObserved {
-    return { ...this.base, services };
+  private observedWith(have: Map<string, Held>): TablesObserved {
+    const inet = new Map<string, ObservedService>();
+    const dr = new Map<string, ObservedService>();
+    for (const [id, h] of have) {
+      if (h.inet) inet.set(id, h.inet);
+      if (h.netdev) dr.set(id, h.netdev);
+    }
+    return { observed: { ...this.base, services: inet }, observedDr: { ...this.drBase, services: dr } };
+  }
+
+  private plan(desired: ReadonlyMap<string, ServiceObjects>, observed: TablesObserved, scope?: ReadonlySet<string>): NftOp[] {
+    return planTables({ desired, ...observed, ...(scope ? { scope } : {}), ...this.model, ...(this.opts.drIngress ? { drIngress: this.opts.drIngress } : {}) });
+  }
+
+  /** Both tables from the kernel (the netdev one only with --nft-dr-device). */
+  private async readTables(executor: NftExecutor): Promise<TablesObserved> {
+    const [observed, observedDr] = await Promise.all([executor.observe('inet'), this.opts.drDevice !== undefined ? executor.observe('netdev', drBase(this.opts.drDevice, this.opts.drIngress)) : emptyObserved()]);
+    return { observed, observedDr };
   }
 
   async prepareFull(): Promise<void> {
     if (!this.executor) return;
     const started = performance.now();
-    const read = this.executor.observe();
+    const read = this.readTables(this.executor);
     const during: ReadBack = { started, ended: read.then(() => undefined, () => undefined), services: new Set(), groups: new Set() };
     this.reading = during;
     try {
-      this.snapshot = { observed: await read, during };
+      this.snapshot = { ...(await read), during };
       this.lastReadMs = performance.now() - started;
       this.log.debug({ ms: Math.round(this.lastReadMs), changedMeanwhile: during.services.size }, 'table read back');
     } finally {
@@ -124,7 +172,7 @@ export class NftDataplane implements L4Dataplane {
     const services = new Map<string, Service>();
     const objects = new Map<string, ServiceObjects>();
     const reports = new Map<string, ServiceReport[]>();
-    const have = new Map<string, ObservedService>();
+    const have = new Map<string, Held>();
     const scope = new Set<string>();
     for (const id of changed) {
       const s = desired.get(id);
@@ -132,7 +180,7 @@ export class NftDataplane implements L4Dataplane {
       if (s && this.applied.get(id) === s) continue;
       scope.add(id);
       if (s) {
-        const c = serviceObjects(s);
+        const c = this.objectsOf(s);
         services.set(id, s);
         objects.set(id, c.objects);
         reports.set(id, c.reports);
@@ -141,7 +189,7 @@ export class NftDataplane implements L4Dataplane {
       if (h) have.set(id, h);
     }
     if (scope.size === 0) return { reports, failed: false };
-    const ops = planNft({ desired: objects, observed: this.observedWith(have), scope });
+    const ops = this.plan(objects, this.observedWith(have), scope);
     this.logPlan(false, ops);
     if (ops.length === 0) {
       this.record(scope, services, objects);
@@ -164,35 +212,44 @@ export class NftDataplane implements L4Dataplane {
   }
 
   private async syncAll(desired: ReadonlyMap<string, Service>): Promise<SyncOutcome> {
-    let observed: NftObserved;
+    let observed: TablesObserved;
     if (this.executor) {
-      const snap = this.snapshot ?? { observed: await this.executor.observe(), during: undefined };
+      const snap = this.snapshot ?? { ...(await this.readTables(this.executor)), during: undefined };
       this.snapshot = undefined;
-      observed = snap.observed;
-      // Changes applied while the table was being read: the read may predate them, the model does not.
+      observed = snap;
+      // Changes applied while the tables were being read: the read may predate them, the model does not.
       for (const id of snap.during?.services ?? []) {
         const h = this.held(id);
-        if (h) observed.services.set(id, h);
-        else observed.services.delete(id);
+        for (const [family, table] of [['inet', snap.observed], ['netdev', snap.observedDr]] as const) {
+          const o = h?.[family];
+          if (o) table.services.set(id, o);
+          else table.services.delete(id);
+        }
       }
       for (const g of snap.during?.groups ?? []) {
-        const n = this.base.groups.get(g);
-        if (n !== undefined) observed.groups.set(g, n);
+        for (const [base, table] of [[this.base, snap.observed], [this.drBase, snap.observedDr]] as const) {
+          const n = base.groups.get(g);
+          if (n !== undefined) table.groups.set(g, n);
+        }
+      }
+      if (this.opts.drDevice === undefined && !this.drCleaned) {
+        await this.executor.deleteTable('netdev').catch((err: Error) => this.log.warn({ err: err.message }, 'netdev table of an earlier run not deleted'));
+        this.drCleaned = true;
       }
     } else {
       // Dry-run: what the last passes would have left is the only truth.
-      const services = new Map<string, ObservedService>();
-      for (const id of new Set([...this.applied.keys(), ...this.unknown.keys()])) services.set(id, this.held(id) as ObservedService);
+      const services = new Map<string, Held>();
+      for (const id of new Set([...this.applied.keys(), ...this.unknown.keys()])) services.set(id, this.held(id) as Held);
       observed = this.observedWith(services);
     }
     const objects = new Map<string, ServiceObjects>();
     const reports = new Map<string, ServiceReport[]>();
     for (const [id, s] of desired) {
-      const c = serviceObjects(s);
+      const c = this.objectsOf(s);
       objects.set(id, c.objects);
       reports.set(id, c.reports);
     }
-    const ops = planNft({ desired: objects, observed });
+    const ops = this.plan(objects, observed);
     this.logPlan(true, ops);
     if (ops.length > 0 && this.executor) {
       try {
@@ -204,6 +261,7 @@ export class NftDataplane implements L4Dataplane {
     }
     // The kernel now holds exactly the desired state (a full plan also deletes unused group chains).
     this.base = emptyObserved();
+    this.drBase = emptyObserved();
     this.applied.clear();
     this.unknown.clear();
     this.record(desired.keys(), desired, objects);
@@ -261,6 +319,14 @@ export class NftDataplane implements L4Dataplane {
     m.table = true;
     for (const c of NFT_BASE.chains) m.baseChains.set(c.name, c.rules.length);
     for (const map of NFT_BASE.maps) m.maps.add(map.name);
+    const d = this.drBase;
+    if (this.opts.drDevice !== undefined) {
+      const skeleton = drBase(this.opts.drDevice, this.opts.drIngress);
+      d.table = true;
+      d.device = skeleton.device;
+      for (const c of skeleton.chains) d.baseChains.set(c.name, c.rules.length);
+      for (const map of skeleton.maps) d.maps.add(map.name);
+    }
     for (const id of ids) {
       const s = services.get(id);
       const o = objects.get(id);
@@ -268,8 +334,8 @@ export class NftDataplane implements L4Dataplane {
       this.reading?.services.add(id);
       if (s && o) {
         this.applied.set(id, s);
-        for (const g of o.groups) {
-          m.groups.set(g.name, g.rules.length);
+        for (const g of [...o.groups, ...(o.dr?.groups ?? [])]) {
+          (o.family === 'netdev' || o.dr?.groups.includes(g) ? d : m).groups.set(g.name, g.rules.length);
           this.reading?.groups.add(g.name);
         }
       } else this.applied.delete(id);
@@ -284,21 +350,24 @@ export class NftDataplane implements L4Dataplane {
   ): Promise<SyncOutcome> {
     const executor = this.executor as NftExecutor;
     // Start again from the kernel's truth: the failed transaction changed nothing.
-    const observed = await executor.observe();
+    const { observed, observedDr } = await this.readTables(executor);
     this.applied.clear();
     this.unknown.clear();
-    for (const [id, o] of observed.services) this.unknown.set(id, o);
+    for (const [family, table] of [['inet', observed], ['netdev', observedDr]] as const) {
+      for (const [id, o] of table.services) this.unknown.set(id, { ...this.unknown.get(id), [family]: o });
+    }
     this.base = { ...observed, services: new Map() };
-    await executor.apply(planNft({ desired: new Map(), observed: this.base, scope: new Set() }));
+    this.drBase = { ...observedDr, services: new Map() };
+    await executor.apply(this.plan(new Map(), { observed: this.base, observedDr: this.drBase }, new Set()));
     this.record([], services, objects);
     let failed = false;
-    for (const id of scope ?? new Set([...objects.keys(), ...observed.services.keys()])) {
+    for (const id of scope ?? new Set([...objects.keys(), ...this.unknown.keys()])) {
       const one = new Set([id]);
-      const have = new Map<string, ObservedService>();
+      const have = new Map<string, Held>();
       const h = this.held(id);
       if (h) have.set(id, h);
       try {
-        await executor.apply(planNft({ desired: objects, observed: this.observedWith(have), scope: one }));
+        await executor.apply(this.plan(objects, this.observedWith(have), one));
         this.record(one, services, objects);
       } catch (err) {
         failed = true;
@@ -311,10 +380,12 @@ export class NftDataplane implements L4Dataplane {
   }
 
   async flush(): Promise<void> {
-    if (this.executor) await this.executor.deleteTable();
+    if (this.executor) await this.executor.deleteTable('inet');
+    if (this.executor && this.opts.drDevice !== undefined) await this.executor.deleteTable('netdev');
     if (this.executor && this.opts.localVips) await this.opts.localVips.device.remove();
     this.vips = undefined;
     this.base = emptyObserved();
+    this.drBase = emptyObserved();
     this.applied.clear();
     this.unknown.clear();
   }

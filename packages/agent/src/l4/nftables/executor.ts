@@ -1,12 +1,14 @@
 /**
  * The thin nftables executor: reads the agent's table as JSON and applies a
  * planned script with ONE `nft -f -` (one netlink transaction: it all
- * applies or nothing does). It names only its own table; foreign tables are
- * never listed, flushed or deleted.
+ * applies or nothing does, across both of its tables: `inet <table>` and,
+ * for direct routing, `netdev <table>`). It names only its own tables;
+ * foreign tables are never listed, flushed or deleted.
  */
 import type { Runner } from '../../exec/runner.js';
 import { emptyObserved, parseNftJson, type NftObserved } from './observe.js';
-import { NFT_BASE, renderNftScript, type NftOp } from './plan.js';
+import type { NftFamily } from './model.js';
+import { drBase, NFT_BASE, renderNftScript, type NftBase, type NftOp } from './plan.js';
 
 export interface NftExecutorOptions {
   table: string;
@@ -30,13 +32,14 @@ export class NftExecutor {
     return res !== undefined && res.exitCode === 0;
   }
 
-  async observe(): Promise<NftObserved> {
-    const res = await this.nft(['-j', 'list', 'table', 'inet', this.opts.table], { allowFail: true });
+  /** The inet table, or with `netdev` the direct-routing table of the same name (`base`: its skeleton). */
+  async observe(family: NftFamily = 'inet', base: NftBase = family === 'inet' ? NFT_BASE : drBase('')): Promise<NftObserved> {
+    const res = await this.nft(['-j', 'list', 'table', family, this.opts.table], { allowFail: true });
     if (res.exitCode !== 0) {
       if (/No such file or directory|does not exist/i.test(res.stderr)) return emptyObserved();
-      throw new Error(`nft -j list table inet ${this.opts.table} failed (exit ${res.exitCode}): ${res.stderr.trim()}`);
+      throw new Error(`nft -j list table ${family} ${this.opts.table} failed (exit ${res.exitCode}): ${res.stderr.trim()}`);
     }
-    return parseNftJson(res.stdout, NFT_BASE.chains.map((c) => c.name), NFT_BASE.maps.map((m) => m.name));
+    return parseNftJson(res.stdout, base.chains.map((c) => c.name), base.maps.map((m) => m.name));
   }
 
   script(ops: NftOp[]): string {
@@ -48,11 +51,11 @@ export class NftExecutor {
     await this.nft(['-f', '-'], { input: this.script(ops) });
   }
 
-  /** Removes the agent's table and everything in it (--flush-on-exit). */
-  async deleteTable(): Promise<void> {
-    const res = await this.nft(['delete', 'table', 'inet', this.opts.table], { allowFail: true });
+  /** Removes one of the agent's tables and everything in it (--flush-on-exit); one already gone is fine. */
+  async deleteTable(family: NftFamily = 'inet'): Promise<void> {
+    const res = await this.nft(['delete', 'table', family, this.opts.table], { allowFail: true });
     if (res.exitCode !== 0 && !/No such file or directory/i.test(res.stderr)) {
-      throw new Error(`nft delete table inet ${this.opts.table} failed: ${res.stderr.trim()}`);
+      throw new Error(`nft delete table ${family} ${this.opts.table} failed: ${res.stderr.trim()}`);
     }
   }
 }

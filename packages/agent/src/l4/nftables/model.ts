@@ -2,8 +2,8 @@
  * What the nftables dataplane writes, as data: every object a service owns
  * in the agent's table, named after the service so one service's update
  * touches only its own objects (kube-proxy's nftables proxier has the same
- * shape). All of it lives in ONE table, `inet <table>`; nothing outside it is
- * ever read or written.
+ * shape). NAT lives in ONE table, `inet <table>`, direct routing in
+ * `netdev <table>` (below); nothing outside them is ever read or written.
  *
  *   map services4/6  VIP . proto . port            → goto svc.<serviceId>
  *   map backends<4|6>_<tcp|udp>  VIP . port . slot  → server addr . port   (one dnat per connection)
@@ -31,6 +31,23 @@
  * They are per protocol because nft 1.0.6 cannot add a rule later against a
  * map typed with `th dport` once the rule has a `tcp` match ("conflicting
  * protocols specified: tcp vs. th"); a map typed `tcp dport` has no such issue.
+ *
+ * Direct routing (forwarder g, with `--nft-dr-device`) lives in a second
+ * table, `netdev <table>`, whose ingress chain on that device sees packets
+ * before the IP stack: `fwd ip to <server> device <dev>` resolves the
+ * server's MAC and sends the packet out with the VIP still its destination
+ * (nft_fwd_netdev.c, neigh_xmit), and the server answers the client
+ * directly. Ingress has no conntrack, so every packet of a flow must pick the
+ * same server by itself: the slot is a jhash of the flow (or of the client
+ * for sh/persistence, of the VIP for dh), and weights still apply through
+ * the slots. Such a service keeps an inet part too: DNAT for what ingress
+ * never sees (the host's own connections, other interfaces), and in a
+ * service mixing g with m/i, for the slots of its other servers, which find
+ * no address at ingress and go on to the inet table. For IPv4
+ * the slot maps are global like the inet table's; nft 1.0.6 aborts on a
+ * jhash inside a concatenation with an IPv6 address in this table ("BUG:
+ * register reg_low 15 invalid"), so an IPv6 service gets its own chain with
+ * the slots in the rule.
  *
  * Masquerade (forwarder m) marks the first packet of a connection
  * (MASQ_MARK); the postrouting chain masquerades marked packets and clears
@@ -65,9 +82,13 @@ export interface NftElement {
   value: string;
 }
 
+/** The table a service's objects live in: `inet <table>` (NAT) or `netdev <table>` (direct routing). */
+export type NftFamily = 'inet' | 'netdev';
+
 /** Every kernel object of one service. */
 export interface ServiceObjects {
   id: string;
+  family: NftFamily;
   chains: NftChain[];
   sets: NftSet[];
   elements: NftElement[];
@@ -75,6 +96,8 @@ export interface ServiceObjects {
   groups: NftChain[];
   /** Hash of all of the above; carried as the first rule's comment so a full sync can tell it wrote them. */
   digest: string;
+  /** With --nft-dr-device, a service with g servers: its direct-routing part in the netdev table (this is its inet part). */
+  dr?: ServiceObjects;
 }
 
 export const svcChain = (sid: string) => `svc.${sid}`;
@@ -148,12 +171,32 @@ function clientExpr(family: 4 | 6, netmask: string): string {
   return `${saddr} & ${maskOfPrefix(family, bits)}`;
 }
 
+export interface ModelOptions {
+  /** `--nft-dr-device`: where direct-routed (forwarder g) traffic arrives and leaves; unset, g is applied as DNAT. */
+  drDevice?: string;
+}
+
 const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
 /** Desired objects of one service, plus the warnings nftables has to give about it. */
-export function serviceObjects(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: ServiceObjects; reports: ServiceReport[] } {
   const reports: ServiceReport[] = [];
   const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
+  const active = s.servers.filter((srv) => srv.weight > 0);
+  const routed = opts.drDevice !== undefined ? active.filter((srv) => srv.forwarder === 'g') : [];
+  if (opts.drDevice !== undefined && routed.length > 0) {
+    const mixed = routed.length < active.length;
+    const dr = directRouted(s, active, opts.drDevice, mixed, warn);
+    if (!mixed) {
+      // What the ingress chain never sees — a process on this host connecting to the VIP (output hook),
+      // VIP traffic arriving on another interface — is DNATed to the same servers and port, as without the flag.
+      return { objects: { ...serviceObjects({ ...s, servers: s.servers.map((srv) => ({ ...srv, port: s.port })) }).objects, dr }, reports };
+    }
+    // The other servers' share of the slots finds no address in the netdev table: those packets go on
+    // up the stack, where the inet table DNATs them among the other servers by their own weights.
+    const nat = serviceObjects({ ...s, servers: s.servers.filter((srv) => srv.forwarder !== 'g') });
+    return { objects: { ...nat.objects, dr }, reports: [...reports, ...nat.reports] };
+  }
   const family = ipFamily(s.host);
   const ip = family === 4 ? 'ip' : 'ip6';
   const sfx = family === 4 ? '4' : '6';
@@ -164,11 +207,12 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
 
   if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
   for (const srv of s.servers) {
-    if (srv.forwarder !== 'm') warn(`server ${srv.id}: forwarder ${srv.forwarder} is applied as DNAT without masquerade (nftables cannot route directly or tunnel)`);
+    if (srv.forwarder === 'i') warn(`server ${srv.id}: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)`);
+    // (With --nft-dr-device a g server routes directly once it has a weight.)
+    if (srv.forwarder === 'g' && opts.drDevice === undefined) warn(`server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)`);
     if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
 
-  const active = s.servers.filter((srv) => srv.weight > 0);
   const weights = active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight));
   const { counts, exact } = slotCounts(weights);
   if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
@@ -226,12 +270,63 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
     });
   }
 
-  if (chains.length === 0 && svcRules.length === 0) return { objects: { id: s.id, chains, sets, elements, groups, digest: '' }, reports };
+  if (chains.length === 0 && svcRules.length === 0) return { objects: { id: s.id, family: 'inet', chains, sets, elements, groups, digest: '' }, reports };
   const digest = createHash('sha256')
     .update(JSON.stringify([svcRules, chains, sets, elements]))
     .digest('hex')
     .slice(0, 16);
   // The first rule carries the digest; it also counts the service's new connections.
   chains.unshift({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...svcRules] });
-  return { objects: { id: s.id, chains, sets, elements, groups, digest }, reports };
+  return { objects: { id: s.id, family: 'inet', chains, sets, elements, groups, digest }, reports };
+}
+
+/**
+ * The direct-routing part of a service: objects for `netdev <table>`, with
+ * an address for the slots of its g servers only (`mixed`: others have some).
+ * The slot hash replaces the scheduler (ingress sees every packet, not only
+ * a connection's first): sh and persistence hash the client address (with
+ * the netmask) — affinity then lasts as long as the server set, without a
+ * timeout — dh the VIP, everything else the flow (address and port).
+ */
+function directRouted(s: Service, active: Service['servers'], device: string, mixed: boolean, warn: (m: string) => void): ServiceObjects {
+  const family = ipFamily(s.host);
+  const ip = family === 4 ? 'ip' : 'ip6';
+  const sfx = family === 4 ? '4' : '6';
+  // With other forwarders mixed in, the inet part reports the scheduler and its own servers.
+  if (!mixed && FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using a weighted hash of the flow`);
+  for (const srv of s.servers.filter((x) => x.forwarder === 'g')) {
+    if (srv.weight > 0 && srv.port !== s.port) warn(`server ${srv.id}: direct routing keeps the service port ${s.port}; the server port ${srv.port} is not used`);
+    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
+  }
+  const { counts, exact } = slotCounts(active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight)));
+  if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
+  const seq = slotSequence(counts);
+  const total = seq.length;
+  const keyed =
+    s.persistence > 0 || s.scheduler === 'sh'
+      ? { name: `client${s.persistence > 0 && s.netmask !== '' ? (netmaskBits(s.netmask) ?? '') : ''}`, expr: s.persistence > 0 ? clientExpr(family, s.netmask) : `${ip} saddr` }
+      : s.scheduler === 'dh'
+        ? { name: 'vip', expr: `${ip} daddr` }
+        : { name: 'flow', expr: `${ip} saddr . ${s.type} sport` };
+  const hash = `jhash ${keyed.expr} mod ${total} seed ${JHASH_SEED}`;
+  const dev = JSON.stringify(device);
+  const svcKey = `${s.host} . ${s.type} . ${s.port}`;
+  const elements: NftElement[] = [];
+  const groups: NftChain[] = [];
+  const chains: NftChain[] = [];
+  if (family === 4) {
+    const group = `grp.fwd-${keyed.name}.${total}.${s.type}4`;
+    groups.push({ name: group, rules: [`fwd ip to ip daddr . ${s.type} dport . ${hash} map @fwd4_${s.type} device ${dev}`] });
+    elements.push({ map: 'services4', key: svcKey, value: `goto ${group}` });
+    seq.forEach((i, slot) => {
+      if (active[i].forwarder === 'g') elements.push({ map: `fwd4_${s.type}`, key: `${s.host} . ${s.port} . ${slot}`, value: active[i].host });
+    });
+    return { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest: '' };
+  }
+  const slots = seq.flatMap((i, slot) => (active[i].forwarder === 'g' ? [`${slot} : ${active[i].host}`] : [])).join(', ');
+  const rules = [`fwd ${ip} to ${hash} map { ${slots} } device ${dev}`];
+  elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${svcChain(s.id)}` });
+  const digest = createHash('sha256').update(JSON.stringify([rules, elements])).digest('hex').slice(0, 16);
+  chains.push({ name: svcChain(s.id), rules: [`counter comment "sy:${digest}"`, ...rules] });
+  return { id: s.id, family: 'netdev', chains, sets: [], elements, groups, digest };
 }

@@ -1,5 +1,5 @@
 /**
- * Reads the agent's table back from `nft -j list table inet <t>` into the
+ * Reads one of the agent's tables back from `nft -j list table inet|netdev <t>` into the
  * same vocabulary the planner writes (object names, element key/value text),
  * grouped by the service each object belongs to.
  */
@@ -18,6 +18,8 @@ export interface ObservedService {
 
 export interface NftObserved {
   table: boolean;
+  /** The device a netdev table's ingress chain hooks, from the chain's name (`ingress.<device>`). */
+  device?: string;
   /** Base chains and global maps present, base chain → rule count. */
   baseChains: Map<string, number>;
   maps: Set<string>;
@@ -90,6 +92,7 @@ export function parseNftJson(json: string, baseChainNames: readonly string[], gl
     if (chain) {
       const name = String(chain.name);
       if (baseChainNames.includes(name)) out.baseChains.set(name, out.baseChains.get(name) ?? 0);
+      if (chain.hook === 'ingress') out.device = name.startsWith('ingress.') ? name.slice('ingress.'.length) : '';
       if (isGroupChain(name)) out.groups.set(name, out.groups.get(name) ?? 0);
       const sid = serviceOfObject(name);
       if (sid) svc(sid).chains.set(name, svc(sid).chains.get(name) ?? 0);

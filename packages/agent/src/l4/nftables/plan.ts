@@ -7,10 +7,11 @@
  * one update among 10,000 services stays a few lines). Without it, every
  * service in either state is compared (the full resync).
  */
-import type { NftChain, NftElement, NftSet, ServiceObjects } from './model.js';
-import type { NftObserved, ObservedService } from './observe.js';
+import type { NftChain, NftElement, NftFamily, NftSet, ServiceObjects } from './model.js';
+import { emptyObserved, type NftObserved, type ObservedService } from './observe.js';
 
-export type NftOp =
+export type NftOp = (
+  | { kind: 'delete-table' }
   | { kind: 'add-table' }
   | { kind: 'add-map'; name: string; spec: string }
   | { kind: 'add-chain'; name: string; base?: string }
@@ -20,12 +21,18 @@ export type NftOp =
   | { kind: 'delete-set'; name: string }
   | { kind: 'add-rule'; chain: string; rule: string }
   | { kind: 'add-element'; element: NftElement }
-  | { kind: 'delete-element'; element: NftElement };
+  | { kind: 'delete-element'; element: NftElement }
+) & {
+  /** The table the op is for (`inet` when absent). */
+  family?: NftFamily;
+};
 
 /** The table's fixed skeleton: global maps and base chains with their rules. */
 export interface NftBase {
   maps: { name: string; spec: string }[];
   chains: { name: string; spec: string; rules: string[] }[];
+  /** A netdev table's devices as its base chain's name spells them (`ingressChain`); a table hooked otherwise is replaced. */
+  device?: string;
 }
 
 export const NFT_BASE: NftBase = {
@@ -62,6 +69,45 @@ export const NFT_BASE: NftBase = {
   ],
 };
 
+/**
+ * The netdev table's base chain: `ingress.<device>` when traffic arrives and
+ * leaves on one device, else `ingress.<device>/<arrives on>/…` ("/" is never
+ * in an interface name). The devices are in the name because nft 1.0.6's
+ * JSON listing leaves a netdev chain's devices out.
+ */
+export function ingressChain(device: string, ingress: readonly string[] = [device]): string {
+  return `ingress.${[device, ...(ingress.length === 1 && ingress[0] === device ? [] : ingress)].join('/')}`;
+}
+
+/**
+ * The skeleton of `netdev <table>` for direct routing to real servers on
+ * `device`, of traffic arriving on `ingress` (default: the same device):
+ * packets to a VIP . protocol . port of a direct-routed service go to its
+ * group (IPv4) or service chain (IPv6); every other packet passes untouched.
+ * Priority 0 (filter): after any earlier ingress filtering of others.
+ */
+export function drBase(device: string, ingress: readonly string[] = [device]): NftBase {
+  const name = ingressChain(device, ingress);
+  // Several devices: nft 1.0.6 rejects `policy` after a quoted `devices = { … }` (accept is the default anyway).
+  const hook = ingress.length === 1 ? `device ${JSON.stringify(ingress[0])} priority 0 ; policy accept ;` : `devices = { ${ingress.map((d) => JSON.stringify(d)).join(', ')} } priority 0 ;`;
+  return {
+    device: name.slice('ingress.'.length),
+    maps: [
+      { name: 'services4', spec: 'type ipv4_addr . inet_proto . inet_service : verdict ;' },
+      { name: 'services6', spec: 'type ipv6_addr . inet_proto . inet_service : verdict ;' },
+      // `typeof … numgen`, not `jhash`: nft 1.0.6 crashes listing a map typed with jhash (the key is the same 32-bit integer).
+      ...(['tcp', 'udp'] as const).map((p) => ({ name: `fwd4_${p}`, spec: `typeof ip daddr . ${p} dport . numgen inc mod 1 : ip daddr ;` })),
+    ],
+    chains: [
+      {
+        name,
+        spec: `type filter hook ingress ${hook}`,
+        rules: ['ip daddr . meta l4proto . th dport vmap @services4', 'ip6 daddr . meta l4proto . th dport vmap @services6'],
+      },
+    ],
+  };
+}
+
 export interface NftPlanInput {
   desired: ReadonlyMap<string, ServiceObjects>;
   observed: NftObserved;
@@ -71,6 +117,7 @@ export interface NftPlanInput {
 }
 
 const STAGE: Record<NftOp['kind'], number> = {
+  'delete-table': 0,
   'delete-element': 1,
   'flush-chain': 2,
   'delete-chain': 3,
@@ -126,7 +173,12 @@ function planService(want: ServiceObjects | undefined, have: ObservedService | u
 export function planNft(input: NftPlanInput): NftOp[] {
   const base = input.base ?? NFT_BASE;
   const ops: NftOp[] = [];
-  const obs = input.observed;
+  let obs = input.observed;
+  if (base.device !== undefined && obs.table && obs.device !== base.device) {
+    // Hooked on another device (an earlier run's flag): replaced as a whole, in the same transaction.
+    ops.push({ kind: 'delete-table' });
+    obs = emptyObserved();
+  }
   if (!obs.table) ops.push({ kind: 'add-table' });
   for (const m of base.maps) if (!obs.maps.has(m.name)) ops.push({ kind: 'add-map', name: m.name, spec: m.spec });
   for (const c of base.chains) {
@@ -159,13 +211,49 @@ export function planNft(input: NftPlanInput): NftOp[] {
   return ops.map((op, i) => ({ op, i })).sort((a, b) => STAGE[a.op.kind] - STAGE[b.op.kind] || a.i - b.i).map((x) => x.op);
 }
 
+export interface NftTablesInput {
+  desired: ReadonlyMap<string, ServiceObjects>;
+  /** `inet <table>`. */
+  observed: NftObserved;
+  /** `netdev <table>` (empty when it was not read). */
+  observedDr: NftObserved;
+  scope?: ReadonlySet<string>;
+  /** `--nft-dr-device`; unset, the netdev table is not planned. */
+  drDevice?: string;
+  /** `--nft-dr-ingress` (default: the DR device). */
+  drIngress?: readonly string[];
+}
+
+/**
+ * Both tables: each service's objects are planned in the table(s) they are
+ * for and removed from the other, so a service that starts or stops routing
+ * directly moves in one transaction.
+ */
+export function planTables(input: NftTablesInput): NftOp[] {
+  const inetPart = new Map<string, ServiceObjects>();
+  const drPart = new Map<string, ServiceObjects>();
+  for (const [id, o] of input.desired) {
+    if (o.family === 'netdev') drPart.set(id, o);
+    else inetPart.set(id, o);
+    if (o.dr) drPart.set(id, o.dr);
+  }
+  const scope = input.scope ? { scope: input.scope } : {};
+  const inet = planNft({ desired: inetPart, observed: input.observed, ...scope });
+  if (input.drDevice === undefined) return inet;
+  const dr = planNft({ desired: drPart, observed: input.observedDr, ...scope, base: drBase(input.drDevice, input.drIngress) });
+  return [...inet, ...dr.map((op): NftOp => ({ ...op, family: 'netdev' }))];
+}
+
 /** The ops as one nft script for `nft -f -` (one transaction: all or nothing). */
 export function renderNftScript(table: string, ops: NftOp[]): string {
-  const t = `inet ${table}`;
   const lines: string[] = [];
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i];
+    const t = `${op.family ?? 'inet'} ${table}`;
     switch (op.kind) {
+      case 'delete-table':
+        lines.push(`delete table ${t}`);
+        break;
       case 'add-table':
         lines.push(`add table ${t}`);
         break;
@@ -194,7 +282,7 @@ export function renderNftScript(table: string, ops: NftOp[]): string {
       case 'delete-element': {
         // Consecutive elements of one map go in one statement.
         const group = [op.element];
-        while (i + 1 < ops.length && ops[i + 1].kind === op.kind && (ops[i + 1] as typeof op).element.map === op.element.map) {
+        while (i + 1 < ops.length && ops[i + 1].kind === op.kind && ops[i + 1].family === op.family && (ops[i + 1] as typeof op).element.map === op.element.map) {
           group.push((ops[++i] as typeof op).element);
         }
         const body = group.map((e) => (op.kind === 'add-element' ? `${e.key} : ${e.value}` : e.key)).join(', ');
