@@ -57,7 +57,7 @@ export interface TopologyOptions {
   backoffInitialMs?: number;
   /** Longest retry delay (ms, default 30 s; SyncLoop). */
   backoffMaxMs?: number;
-  /** "batched" (default) or "per-object" commands. */
+  /** "netlink" (default: container namespaces read and changed by one helper process per pass), "batched" (one `ip` per namespace) or "per-object" commands. */
   mode?: ExecMode;
   /** TTL of the underlay key's lease (seconds, default 10). */
   leaseTtlSeconds?: number;
@@ -147,7 +147,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   const { etcd, keys, hostId } = opts;
   const log = opts.log.child({ component: 'topology' });
   const runner = opts.runner ?? new ExecaRunner();
-  const mode = opts.mode ?? 'batched';
+  const mode = opts.mode ?? 'netlink';
   const dryRun = opts.dryRun ?? false;
   const sources = new TopologySources(etcd, keys, hostId, log);
   const status = new TopologyStatus(etcd, keys, hostId);
@@ -184,7 +184,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
     const d = desiredFor({ hostId, underlay: underlay.address, underlayMtu: underlay.mtu, underlays: snap.underlays, cens: snap.cens, cins: snap.cins, containers: snap.containers });
     try {
       if (dryRun) observed ??= emptyObserved();
-      else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]));
+      else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]), mode === 'netlink' ? 'netlink' : 'ip');
       const ops = plan(d, observed, { created, knownCens: new Set(snap.cens.map((c) => c.cenID)) });
       if (ops.length > 0) {
         // Until the ops ran, the kernel is unknown: a failure leaves `observed` unset, so the retry reads it.

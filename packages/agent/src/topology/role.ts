@@ -65,6 +65,6 @@ export class TopologyRole implements AgentRole {
     const none = desiredFor({ hostId: this.ctx.config.hostId, underlays: new Map(), cens: [], cins: [], containers: [] });
     const o = await observeTopology(this.runner, this.ctx.config.netns, []);
     const ops = plan(none, { ...o, namespaces: new Set() }, { created: new Set(), knownCens: new Set() });
-    await execute(this.runner, commandsFor(ops, 'batched', this.ctx.config.netns));
+    await execute(this.runner, commandsFor(ops, 'netlink', this.ctx.config.netns));
   }
 }
