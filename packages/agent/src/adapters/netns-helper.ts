@@ -32,6 +32,8 @@ import { checkIfname, checkNs, IpAdapterError, type ObservedLink } from './ip.js
 export type NsHelperOp = ['up', string] | ['mtu', string, number] | ['del', string] | ['addr' | 'addr-del', string, string] | ['route', string, string] | ['route-del'];
 
 export interface NsHelperRequest {
+  /** Answer the machine's named namespaces (the entries of /run/netns, as `ip netns list` reads them, without its per-namespace nsid lookups). */
+  list?: boolean;
   observe?: string[];
   apply?: { ns: string; ops: NsHelperOp[] }[];
   tolerant?: boolean;
@@ -83,6 +85,7 @@ export const NS_HELPER_INTERPRETER: NsHelperInterpreter = existsSync('/usr/bin/p
 /** The helper's command, argv and stdin for a request. */
 export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter; args: string[]; input: string } {
   const checked: NsHelperRequest = {
+    ...(req.list ? { list: true } : {}),
     ...(req.observe ? { observe: req.observe.map(checkNs) } : {}),
     ...(req.apply ? { apply: req.apply.map((a) => ({ ns: checkNs(a.ns), ops: a.ops.map(checkHelperOp) })) } : {}),
     ...(req.tolerant ? { tolerant: true } : {}),
@@ -90,15 +93,17 @@ export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter;
   return { cmd: NS_HELPER_INTERPRETER, args: ['-I', '-S', '-c', NS_HELPER_PROGRAM], input: JSON.stringify(checked) };
 }
 
-/** Links and default route of each namespace; a namespace that could not be entered is absent. */
-export async function observeNamespaces(runner: Runner, names: string[]): Promise<Map<string, NsObservation>> {
-  const out = new Map<string, NsObservation>();
-  if (names.length === 0) return out;
-  const { cmd, args, input } = helperCommand({ observe: names });
+/**
+ * The machine's named namespaces, and the links and default route of each
+ * of `names` (a namespace that could not be entered is absent), in one process.
+ */
+export async function observeNamespaces(runner: Runner, names: string[]): Promise<{ namespaces: string[]; insides: Map<string, NsObservation> }> {
+  const { cmd, args, input } = helperCommand({ list: true, observe: names });
   const res = await runner.run(cmd, args, { input });
-  const answer = JSON.parse(res.stdout) as { observed: Record<string, NsObservation | null> };
-  for (const [ns, seen] of Object.entries(answer.observed)) if (seen) out.set(ns, seen);
-  return out;
+  const answer = (res.stdout.trim() ? JSON.parse(res.stdout) : {}) as { namespaces?: string[]; observed?: Record<string, NsObservation | null> };
+  const insides = new Map<string, NsObservation>();
+  for (const [ns, seen] of Object.entries(answer.observed ?? {})) if (seen) insides.set(ns, seen);
+  return { namespaces: answer.namespaces ?? [], insides };
 }
 
 /** The program (python3, stdlib only). Kept here, not in a .py file, so the build ships it with the agent. */
@@ -268,6 +273,11 @@ def main():
     home = os.open('/proc/self/ns/net', os.O_RDONLY)
     tolerant = req.get('tolerant', False)
     observed, errors = {}, []
+    if req.get('list'):
+        try:
+            names = sorted(os.listdir('/run/netns'))
+        except FileNotFoundError:
+            names = []
     for name in req.get('observe', []):
         try:
             ns = Ns(name, home)
@@ -291,7 +301,7 @@ def main():
                     if not tolerant:
                         break
         ns.sock.close()
-    json.dump({'observed': observed}, sys.stdout)
+    json.dump({'namespaces': names, 'observed': observed} if req.get('list') else {'observed': observed}, sys.stdout)
     for e in errors:
         sys.stderr.write('Error: ' + e + '\n')
     sys.exit(1 if errors else 0)

@@ -24,16 +24,16 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   // Independent reads, all at once: the host context's (one process each) and,
   // with the helper, every container namespace's (one process; a namespace
   // that does not exist is simply absent from its answer).
-  const [names, links, flood, insidesRead, table, extras, nat] = await Promise.all([
-    listNamespaces(runner),
+  const [helper, names, links, flood, table, extras, nat] = await Promise.all([
+    reader === 'netlink' ? observeNamespaces(runner, interest) : undefined,
+    reader === 'netlink' ? undefined : listNamespaces(runner),
     observeLinks(runner, hostNs),
     observeFloodLists(runner, hostNs),
-    reader === 'netlink' ? observeNamespaces(runner, interest) : undefined,
     listTable(runner, 'inet', ISOLATION_TABLE, hostNs),
     observeRoutesAndProxyArp(runner, hostNs, (l) => levNames.isOwnedLink(l)),
     listTable(runner, 'ip', NAT_TABLE, hostNs),
   ]);
-  o.namespaces = new Set(names);
+  o.namespaces = new Set(helper?.namespaces ?? names);
   for (const l of links) {
     if (!levNames.isOwnedLink(l.name)) continue;
     o.hostLinks.set(l.name, { kind: l.kind, master: l.master, up: l.up, vni: l.vni, mtu: l.mtu, addrs: l.addrs, ...(l.group === DELETE_GROUP ? { doomed: true } : {}) });
@@ -41,7 +41,7 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   }
   const wanted = interest.filter((ns) => o.namespaces.has(ns));
   let insides: Map<string, NsObservation | undefined>;
-  if (insidesRead) insides = insidesRead;
+  if (helper) insides = helper.insides;
   else {
     // The old way (benchmark baseline): one process per namespace, one after the other.
     insides = new Map();
