@@ -260,8 +260,20 @@ describe('ownership of host links', () => {
     const runner = new FakeRunner()
       .on('ip', ['-j', '-d', 'addr', 'show'], { stdout: JSON.stringify([link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syxfer', 'dummy'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')]) })
       .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
-    const o = await observeTopology(runner, undefined, []);
+    const o = await observeTopology(runner, undefined, [], 'ip');
     expect([...o.hostLinks.keys()].sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
+    // The same through the helper (its answer in the same terms), asked for the agent's own namespace.
+    const helper = new FakeRunner()
+      .on(NS_HELPER_INTERPRETER, [], {
+        stdout: JSON.stringify({
+          namespaces: [],
+          host: [link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')].map((l) => ({ name: l.ifname, kind: l.linkinfo.info_kind, up: true, addrs: [] })),
+          observed: {},
+        }),
+      })
+      .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
+    expect(await observeTopology(helper, undefined, [])).toEqual(o);
+    expect(JSON.parse(helper.calls.find((c) => c.cmd === NS_HELPER_INTERPRETER)?.input ?? '')).toEqual({ list: true, host: '', observe: [] });
     const ops = plan(desiredFor({ ...input, cens: [], cins: [], containers: [] }), o, ctx);
     expect(ops.map((x) => (x.op === 'link-del' ? x.name : x.op)).sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
   });
@@ -295,6 +307,8 @@ describe('netlink mode: one netns-helper process for every container namespace',
         }),
       expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\n/),
     ]);
+    // Once the host links exist, flood lists, container insides and nft run together.
+    expect(cmds.map((c) => c.concurrent ?? false)).toEqual([false, false, false, true, true]);
   });
 
   it('destroys: host veths whose namespace goes are left to the kernel, other host links go as one group, namespaces in one batch', () => {
@@ -304,6 +318,9 @@ describe('netlink mode: one netns-helper process for every container namespace',
     const ops = plan(none, after, { ...ctx, created: new Set(['a', 'b']) });
     expect(ops.filter((o) => o.op === 'link-del' && o.goesWith).map((o) => (o as { goesWith: string }).goesWith).sort()).toEqual(['a', 'b']);
     const cmds = commandsFor(ops, 'netlink', 'hostns').map(show);
+    // The host's link deletion, the namespaces' and the tables' run together.
+    expect(commandsFor(ops, 'netlink', 'hostns').map((c) => c.concurrent ?? false)).toEqual([false, true, true]);
+    expect(commandsFor(ops, 'batched', 'hostns').some((c) => c.concurrent)).toBe(false);
     expect(cmds).toEqual([
       `ip -n hostns -force -batch -\nlink set dev syb-cen1 group ${DELETE_GROUP}\nlink set dev syx-cen1 group ${DELETE_GROUP}\nlink del group ${DELETE_GROUP}\n`,
       'ip -force -batch -\nnetns del a\nnetns del b\n',
@@ -363,7 +380,7 @@ describe('netlink mode: one netns-helper process for every container namespace',
     expect(o.nsLinks.has('b')).toBe(false);
     // One helper process for all of them, and no `ip` per namespace.
     const helperCalls = runner.calls.filter((c) => c.cmd === NS_HELPER_INTERPRETER);
-    expect(helperCalls.map((c) => JSON.parse(c.input ?? ''))).toEqual([{ list: true, observe: ['a', 'b'] }]);
+    expect(helperCalls.map((c) => JSON.parse(c.input ?? ''))).toEqual([{ list: true, host: 'hostns', observe: ['a', 'b'] }]);
     expect(runner.calls.filter((c) => c.args.includes('-n') && c.args.includes('a'))).toEqual([]);
   });
 

@@ -34,6 +34,8 @@ export type NsHelperOp = ['up', string] | ['mtu', string, number] | ['del', stri
 export interface NsHelperRequest {
   /** Answer the machine's named namespaces (the entries of /run/netns, as `ip netns list` reads them, without its per-namespace nsid lookups). */
   list?: boolean;
+  /** Read the host context's links too: "" is the helper's own namespace (the agent's), else a named one. */
+  host?: string;
   observe?: string[];
   apply?: { ns: string; ops: NsHelperOp[] }[];
   tolerant?: boolean;
@@ -86,6 +88,7 @@ export const NS_HELPER_INTERPRETER: NsHelperInterpreter = existsSync('/usr/bin/p
 export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter; args: string[]; input: string } {
   const checked: NsHelperRequest = {
     ...(req.list ? { list: true } : {}),
+    ...(req.host !== undefined ? { host: req.host === '' ? '' : checkNs(req.host) } : {}),
     ...(req.observe ? { observe: req.observe.map(checkNs) } : {}),
     ...(req.apply ? { apply: req.apply.map((a) => ({ ns: checkNs(a.ns), ops: a.ops.map(checkHelperOp) })) } : {}),
     ...(req.tolerant ? { tolerant: true } : {}),
@@ -94,16 +97,19 @@ export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter;
 }
 
 /**
- * The machine's named namespaces, and the links and default route of each
- * of `names` (a namespace that could not be entered is absent), in one process.
+ * In one process: the machine's named namespaces, the host context's links
+ * (`hostNs`, or the agent's own namespace when undefined; as `ip -j -d addr
+ * show` describes them, with master, VXLAN id and group), and the links and
+ * default route of each of `names` (a namespace that could not be entered
+ * is absent).
  */
-export async function observeNamespaces(runner: Runner, names: string[]): Promise<{ namespaces: string[]; insides: Map<string, NsObservation> }> {
-  const { cmd, args, input } = helperCommand({ list: true, observe: names });
+export async function observeNamespaces(runner: Runner, hostNs: string | undefined, names: string[]): Promise<{ namespaces: string[]; hostLinks: ObservedLink[]; insides: Map<string, NsObservation> }> {
+  const { cmd, args, input } = helperCommand({ list: true, host: hostNs ?? '', observe: names });
   const res = await runner.run(cmd, args, { input });
-  const answer = (res.stdout.trim() ? JSON.parse(res.stdout) : {}) as { namespaces?: string[]; observed?: Record<string, NsObservation | null> };
+  const answer = (res.stdout.trim() ? JSON.parse(res.stdout) : {}) as { namespaces?: string[]; host?: ObservedLink[]; observed?: Record<string, NsObservation | null> };
   const insides = new Map<string, NsObservation>();
   for (const [ns, seen] of Object.entries(answer.observed ?? {})) if (seen) insides.set(ns, seen);
-  return { namespaces: answer.namespaces ?? [], insides };
+  return { namespaces: answer.namespaces ?? [], hostLinks: answer.host ?? [], insides };
 }
 
 /** The program (python3, stdlib only). Kept here, not in a .py file, so the build ships it with the agent. */
@@ -116,7 +122,8 @@ RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_REQUEST, F_ACK, F_DUMP, F_REPLACE, F_CREATE = 1, 4, 0x300, 0x100, 0x400
-IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 4, 18, 1
+IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_GROUP = 3, 4, 10, 18, 27
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VXLAN_ID = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_NOWHERE, RTN_UNICAST = 254, 3, 255, 1
@@ -165,13 +172,16 @@ class Ns:
     """A NETLINK_ROUTE socket opened inside one named namespace (the socket stays bound to it)."""
 
     def __init__(self, name, home):
-        fd = os.open('/run/netns/' + name, os.O_RDONLY)
-        try:
-            setns(fd)
+        if name is None:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        finally:
-            os.close(fd)
-            setns(home)
+        else:
+            fd = os.open('/run/netns/' + name, os.O_RDONLY)
+            try:
+                setns(fd)
+                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            finally:
+                os.close(fd)
+                setns(home)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -201,17 +211,28 @@ class Ns:
                     return parts
 
     def links(self):
-        out = {}
+        out, masters = {}, {}
         for p in self.request(RTM_GETLINK, F_DUMP, struct.pack(IFINFO, 0, 0, 0, 0, 0)):
             index, flags = struct.unpack_from(IFINFO, p)[2:4]
             a = attrs(p[16:])
             link = {'name': cstr(a.get(IFLA_IFNAME, b'')), 'up': bool(flags & IFF_UP), 'addrs': []}
             if IFLA_MTU in a:
                 link['mtu'] = u32(a[IFLA_MTU])
+            if IFLA_GROUP in a and u32(a[IFLA_GROUP]) != 0:
+                link['group'] = u32(a[IFLA_GROUP])
+            if IFLA_MASTER in a:
+                masters[index] = u32(a[IFLA_MASTER])
             info = attrs(a.get(IFLA_LINKINFO, b''))
             if IFLA_INFO_KIND in info:
                 link['kind'] = cstr(info[IFLA_INFO_KIND])
+                if link['kind'] == 'vxlan':
+                    data = attrs(info.get(IFLA_INFO_DATA, b''))
+                    if IFLA_VXLAN_ID in data:
+                        link['vni'] = u32(data[IFLA_VXLAN_ID])
             out[index] = link
+        for index, master in masters.items():
+            if master in out:
+                out[index]['master'] = out[master]['name']
         return out
 
     def observe(self):
@@ -272,7 +293,11 @@ def main():
     req = json.load(sys.stdin)
     home = os.open('/proc/self/ns/net', os.O_RDONLY)
     tolerant = req.get('tolerant', False)
-    observed, errors = {}, []
+    observed, errors, host = {}, [], None
+    if 'host' in req:
+        ns = Ns(req['host'] or None, home)
+        host = ns.observe()['links']
+        ns.sock.close()
     if req.get('list'):
         try:
             names = sorted(os.listdir('/run/netns'))
@@ -301,7 +326,12 @@ def main():
                     if not tolerant:
                         break
         ns.sock.close()
-    json.dump({'namespaces': names, 'observed': observed} if req.get('list') else {'observed': observed}, sys.stdout)
+    answer = {'observed': observed}
+    if req.get('list'):
+        answer['namespaces'] = names
+    if host is not None:
+        answer['host'] = host
+    json.dump(answer, sys.stdout)
     for e in errors:
         sys.stderr.write('Error: ' + e + '\n')
     sys.exit(1 if errors else 0)

@@ -8,7 +8,8 @@
  *               links deleted as one group (`link set … group G` each, then
  *               one `link del group G`); a host veth end whose container
  *               namespace is deleted in the same plan is left to the kernel
- *               (it deletes the pair with the namespace, in one batch)
+ *               (it deletes the pair with the namespace, in one batch);
+ *               commands that do not depend on each other run together
  *   batched     one `ip -batch -` per namespace touched (the host context,
  *               each container); host links deleted one by one
  *   per-object  one command per op (what a naive agent does)
@@ -45,6 +46,8 @@ export interface Command {
   netns?: string;
   /** A removal: "already gone" errors are success. */
   tolerant: boolean;
+  /** Runs together with the command before it (neither needs the other's result). */
+  concurrent?: boolean;
 }
 
 /** The nft table that keeps CINs apart where the host forwards (root namespace hosts). */
@@ -253,6 +256,15 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
   // netlink: every container namespace's ops of a stage in one helper request.
   const netlink = mode === 'netlink';
   const going = new Set(ops.flatMap((o) => (o.op === 'netns-del' ? [o.ns] : [])));
+  // Netlink mode runs independent stages together: the host's removals, the
+  // namespaces' deletion and the nft/sysctl removals (1–3); and, once the host
+  // links exist, flood lists, container insides and nft/sysctl (6–8).
+  const wave = (s: number) => (s >= 1 && s <= 3 ? 1 : s >= 6 ? 6 : s);
+  let lastWave = -1;
+  const push = (c: Command, s: number) => {
+    out.push(netlink && wave(s) === lastWave ? { ...c, concurrent: true } : c);
+    lastWave = wave(s);
+  };
   let i = 0;
   while (i < ordered.length) {
     const s = ordered[i].s;
@@ -279,20 +291,20 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
     }
     for (const g of groups.values()) {
       if (g.where.tool === 'nft') {
-        out.push({ ...nftScript(g.lines.join(''), hostNs), tolerant: g.tolerant });
+        push({ ...nftScript(g.lines.join(''), hostNs), tolerant: g.tolerant }, s);
         continue;
       }
       if (g.where.tool === 'sysctl') {
-        out.push(sysctlCommand(g.lines, hostNs, g.tolerant));
+        push(sysctlCommand(g.lines, hostNs, g.tolerant), s);
         continue;
       }
       const lines = g.groupDel ? [...g.lines, ipLines.groupDel(DELETE_GROUP)] : g.lines;
       const ns = g.where.global ? [] : nsArgs(g.where.ns);
-      out.push({ cmd: g.where.tool, args: [...ns, ...(g.tolerant ? ['-force'] : []), '-batch', '-'], input: `${lines.join('\n')}\n`, tolerant: g.tolerant });
+      push({ cmd: g.where.tool, args: [...ns, ...(g.tolerant ? ['-force'] : []), '-batch', '-'], input: `${lines.join('\n')}\n`, tolerant: g.tolerant }, s);
     }
     if (inside.size > 0) {
       const apply = [...inside].map(([ns, nsOps]) => ({ ns, ops: nsOps }));
-      out.push({ ...helperCommand({ apply, ...(insideTolerant ? { tolerant: true } : {}) }), tolerant: insideTolerant });
+      push({ ...helperCommand({ apply, ...(insideTolerant ? { tolerant: true } : {}) }), tolerant: insideTolerant }, s);
     }
   }
   return out;
@@ -333,14 +345,28 @@ export function realErrors(stderr: string): string[] {
     .filter((l) => l && !/^Command failed/.test(l) && !GONE.test(l) && !/^Error: (argument|Device) .* (is wrong|does not exist)/.test(l));
 }
 
-/** Runs the commands in order; the first real failure stops the run and is thrown. */
+/**
+ * Runs the commands in order (a `concurrent` one together with those before
+ * it); the first real failure stops the run and is thrown, once the commands
+ * running with it have ended.
+ */
 export async function execute(runner: Runner, commands: Command[]): Promise<void> {
-  for (const c of commands) {
-    const res = await runner.run(c.cmd, c.args, { ...(c.input !== undefined ? { input: c.input } : {}), ...(c.netns ? { netns: c.netns } : {}), allowFail: true });
-    if (res.exitCode === 0) continue;
-    if (c.tolerant && realErrors(res.stderr).length === 0) continue;
-    // The helper's program is not worth repeating in an error.
-    const argv = [c.cmd, ...c.args.map((a) => (a.length > 200 ? `<${a.length} characters>` : a))];
-    throw new CommandError(argv, res.exitCode, `${res.stderr}${c.input ? `\n(input: ${c.input.slice(0, 2000)})` : ''}`, res.stdout);
+  let i = 0;
+  while (i < commands.length) {
+    let j = i + 1;
+    while (j < commands.length && commands[j].concurrent) j++;
+    const results = await Promise.allSettled(commands.slice(i, j).map((c) => runOne(runner, c)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    i = j;
   }
+}
+
+async function runOne(runner: Runner, c: Command): Promise<void> {
+  const res = await runner.run(c.cmd, c.args, { ...(c.input !== undefined ? { input: c.input } : {}), ...(c.netns ? { netns: c.netns } : {}), allowFail: true });
+  if (res.exitCode === 0) return;
+  if (c.tolerant && realErrors(res.stderr).length === 0) return;
+  // The helper's program is not worth repeating in an error.
+  const argv = [c.cmd, ...c.args.map((a) => (a.length > 200 ? `<${a.length} characters>` : a))];
+  throw new CommandError(argv, res.exitCode, `${res.stderr}${c.input ? `\n(input: ${c.input.slice(0, 2000)})` : ''}`, res.stdout);
 }

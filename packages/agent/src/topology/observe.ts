@@ -2,10 +2,13 @@
  * Reads what the kernel has, for the planner: the machine's namespaces, the
  * role's links in the host context (with addresses and VXLAN flood lists),
  * and the links and default route inside each container namespace of
- * interest — all of those in one netns-helper process (`reader`
- * "netlink", the default), or one `ip -j -d -batch -` per namespace
- * ("ip", the old way, kept as the benchmark's baseline). The reads run
- * concurrently; VXLAN flood lists come from one `bridge -j fdb show`.
+ * interest. `reader` "netlink" (the default): the namespaces, the host's
+ * links and every container namespace in ONE netns-helper process; "ip"
+ * (the old way, kept as the benchmark's baseline): `ip netns list`,
+ * `ip -j -d addr show` and one `ip -j -d -batch -` per namespace. Either
+ * way the nft tables, host routes and proxy ARP come from their own tools,
+ * all reads at once; VXLAN flood lists from one `bridge -j fdb show`, read
+ * only when there is a VXLAN device.
  */
 import { isIP } from 'node:net';
 import { isInterfaceName, levNames } from '@switchyard/shared';
@@ -24,16 +27,18 @@ export async function observeTopology(runner: Runner, hostNs: string | undefined
   // Independent reads, all at once: the host context's (one process each) and,
   // with the helper, every container namespace's (one process; a namespace
   // that does not exist is simply absent from its answer).
-  const [helper, names, links, flood, table, extras, nat] = await Promise.all([
-    reader === 'netlink' ? observeNamespaces(runner, interest) : undefined,
+  const [helper, names, ipLinks, table, extras, nat] = await Promise.all([
+    reader === 'netlink' ? observeNamespaces(runner, hostNs, interest) : undefined,
     reader === 'netlink' ? undefined : listNamespaces(runner),
-    observeLinks(runner, hostNs),
-    observeFloodLists(runner, hostNs),
+    reader === 'netlink' ? undefined : observeLinks(runner, hostNs),
     listTable(runner, 'inet', ISOLATION_TABLE, hostNs),
     observeRoutesAndProxyArp(runner, hostNs, (l) => levNames.isOwnedLink(l)),
     listTable(runner, 'ip', NAT_TABLE, hostNs),
   ]);
   o.namespaces = new Set(helper?.namespaces ?? names);
+  const links = helper?.hostLinks ?? ipLinks ?? [];
+  // Flood lists only where there is a VXLAN device (the whole fdb holds an entry per bridge port).
+  const flood = links.some((l) => l.kind === 'vxlan' && levNames.isOwnedLink(l.name)) ? await observeFloodLists(runner, hostNs) : new Map<string, string[]>();
   for (const l of links) {
     if (!levNames.isOwnedLink(l.name)) continue;
     o.hostLinks.set(l.name, { kind: l.kind, master: l.master, up: l.up, vni: l.vni, mtu: l.mtu, addrs: l.addrs, ...(l.group === DELETE_GROUP ? { doomed: true } : {}) });
