@@ -26,6 +26,7 @@
  */
 import { existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
+import { delimiter, join } from 'node:path';
 import type { Runner } from '../exec/runner.js';
 import { checkIfname, checkNs, IpAdapterError, type ObservedLink } from './ip.js';
 
@@ -83,6 +84,12 @@ export function checkHelperOp(op: NsHelperOp): NsHelperOp {
  */
 export type NsHelperInterpreter = '/usr/bin/python3' | 'python3';
 export const NS_HELPER_INTERPRETER: NsHelperInterpreter = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
+/** Whether a python3 is there to run the helper (the distribution's, or one on PATH). */
+export function nsHelperAvailable(): boolean {
+  if (NS_HELPER_INTERPRETER === '/usr/bin/python3') return true;
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, 'python3')));
+}
 
 /** The helper's command, argv and stdin for a request. */
 export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter; args: string[]; input: string } {

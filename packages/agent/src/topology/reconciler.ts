@@ -22,6 +22,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Keyspace, LevUnderlay } from '@switchyard/shared';
+import { nsHelperAvailable } from '../adapters/netns-helper.js';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
 import { LeasedKey } from '../leased-key.js';
 import { SyncLoop, type SyncObserver } from '../loop.js';
@@ -147,7 +148,9 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   const { etcd, keys, hostId } = opts;
   const log = opts.log.child({ component: 'topology' });
   const runner = opts.runner ?? new ExecaRunner();
-  const mode = opts.mode ?? 'netlink';
+  // The netns helper needs python3; without it, one `ip` per container namespace (slow with many, but correct).
+  const mode = opts.mode ?? (nsHelperAvailable() ? 'netlink' : 'batched');
+  if (!opts.mode && mode === 'batched') log.warn('no python3: container namespaces are read and changed with one ip process each (slow with many containers)');
   const dryRun = opts.dryRun ?? false;
   const sources = new TopologySources(etcd, keys, hostId, log);
   const status = new TopologyStatus(etcd, keys, hostId);
