@@ -9,7 +9,7 @@
  * namespace it was opened in, so the helper enters each namespace with
  * setns(2) only long enough to open one socket there (no mount namespace,
  * nothing else switched), then talks to all of them from the agent's own
- * namespace: ~1 ms per container namespace for a full read.
+ * namespace: 1,000 namespaces read in ~0.2 s on a quiet machine.
  *
  * The helper is a small python3 program (stdlib only: AF_NETLINK sockets
  * and ctypes for setns), run as `python3 -I -S -c PROGRAM` with a JSON

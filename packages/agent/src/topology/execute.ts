@@ -277,7 +277,9 @@ export function commandsFor(ops: TopologyOp[], mode: ExecMode, hostNs?: string):
       const { where, line } = render(op, hostNs);
       const helperOp = netlink ? insideOp(op) : undefined;
       if (helperOp && 'ns' in op && op.ns) {
-        inside.set(op.ns, [...(inside.get(op.ns) ?? []), helperOp]);
+        const nsOps = inside.get(op.ns) ?? [];
+        nsOps.push(helperOp);
+        inside.set(op.ns, nsOps);
         insideTolerant = isRemoval(op);
         continue;
       }

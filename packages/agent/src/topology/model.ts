@@ -53,7 +53,7 @@ export interface CinJoin {
 
 export interface ObservedTopology {
   namespaces: Set<string>;
-  /** Host-context links the role owns (levNames.isOwnedLink). */
+  /** Host-context links the role owns (levNames.isOwnedLink); `doomed`: found in the delete group (execute.ts DELETE_GROUP). */
   hostLinks: Map<string, { kind?: string; master?: string; up: boolean; vni?: number; mtu?: number; addrs: string[]; doomed?: boolean }>;
   /** VXLAN device → remote VTEPs it floods to. */
   flood: Map<string, string[]>;
