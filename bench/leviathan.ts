@@ -138,7 +138,7 @@ const PROFILE = [
   '  each namespace (setns only for the socket() call; the socket stays bound to that namespace) and reads or changes all of',
   '  them: 1,000 empty namespaces read in 0.17 s. Two traps: a 1 MiB recv buffer per call made the same read 1.5 s (64 KiB now),',
   '  and a pyenv shim as `python3` costs ~0.6 s per start (the helper runs /usr/bin/python3, ~0.07 s).',
-  '- **Making, in the kernel:** 1,000 `netns add` in one batch 0.7–1.4 s; 100 bridges + 1,000 veths with the peer created',
+  '- **Making, in the kernel:** 1,000 `netns add` in one batch 0.7–3.5 s; 100 bridges + 1,000 veths with the peer created',
   '  directly in its namespace, one batch, 0.7–2.4 s (both grow with the machine\'s load: it is CPU work, setup_net per namespace).',
   '  Links up, addresses and routes inside the 1,000 namespaces through the helper: 0.6–0.9 s.',
   '- **Destroying, in the kernel:** deleting veths one by one waits an RCU grace period each (200 veths: 4.2 s); deleting the',
