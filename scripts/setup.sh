@@ -18,7 +18,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 # command → Debian package. etcd-server is needed by `up` and the tests; the
-# rest by the agent's dataplanes and the kernel/DNS tests (openssl: the etcd TLS test).
+# rest by the agent's dataplanes and the kernel/DNS tests (openssl: the etcd TLS test;
+# python3: the topology role's netns helper, which reads and changes container namespaces).
 declare -A pkgs=(
   [etcd]=etcd-server
   [nft]=nftables
@@ -26,6 +27,7 @@ declare -A pkgs=(
   [dig]=bind9-dnsutils
   [ping]=iputils-ping
   [openssl]=openssl
+  [python3]=python3
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

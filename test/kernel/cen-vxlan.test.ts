@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
-import { startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
+import { observeTopology, startTopology, type RunningTopology } from '../../packages/agent/src/leviathan/index.js';
+import { ExecaRunner } from '../../packages/agent/src/exec/runner.js';
 import { callOk, testCoordinator } from '../helpers/coordinator.js';
 import { deleteNamespaces, namespacesWithPrefix, sh } from '../helpers/netns.js';
 
@@ -108,6 +109,12 @@ it('publishes underlays, joins the CEN across hosts with VXLAN, and pings across
   expect(ping(XB, ip(XC))).toBe(true);
   // The largest packet the container MTU allows crosses the underlay whole (1350 − 28 bytes of IP + ICMP).
   expect(ping(XA, ip(XB), 1322)).toBe(true);
+  // The netns helper reads the VXLAN device (id, master, MTU, flood list) as `ip` and `bridge` do.
+  const runner = new ExecaRunner();
+  const viaHelper = await observeTopology(runner, H2, [XB, XC], 'netlink');
+  expect([...viaHelper.hostLinks.values()].find((l) => l.kind === 'vxlan')).toMatchObject({ vni: expect.any(Number), master: expect.stringMatching(/^syb/), mtu: 1350 });
+  expect([...viaHelper.flood.values()]).toEqual([['192.168.251.1']]);
+  expect(viaHelper).toEqual(await observeTopology(runner, H2, [XB, XC], 'ip'));
 });
 
 it('destroy removes the VXLAN devices and bridges on both hosts', async () => {

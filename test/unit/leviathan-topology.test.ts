@@ -5,8 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
-import { applyOps, commandsFor, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan } from '../../packages/agent/src/leviathan/index.js';
+import { applyOps, commandsFor, DELETE_GROUP, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan, type Command } from '../../packages/agent/src/leviathan/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
+import { helperCommand, NS_HELPER_INTERPRETER, NS_HELPER_PROGRAM } from '../../packages/agent/src/adapters/netns-helper.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
 const ctr = (id: string, host = 'h1', extra: Partial<StoredContainer> = {}): StoredContainer => ({ containerID: id, host, tag: null, defaultRoute: null, cpoolID: null, ...extra });
@@ -259,8 +260,20 @@ describe('ownership of host links', () => {
     const runner = new FakeRunner()
       .on('ip', ['-j', '-d', 'addr', 'show'], { stdout: JSON.stringify([link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syxfer', 'dummy'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')]) })
       .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
-    const o = await observeTopology(runner, undefined, []);
+    const o = await observeTopology(runner, undefined, [], 'ip');
     expect([...o.hostLinks.keys()].sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
+    // The same through the helper (its answer in the same terms), asked for the agent's own namespace.
+    const helper = new FakeRunner()
+      .on(NS_HELPER_INTERPRETER, [], {
+        stdout: JSON.stringify({
+          namespaces: [],
+          host: [link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')].map((l) => ({ name: l.ifname, kind: l.linkinfo.info_kind, up: true, addrs: [] })),
+          observed: {},
+        }),
+      })
+      .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
+    expect(await observeTopology(helper, undefined, [])).toEqual(o);
+    expect(JSON.parse(helper.calls.find((c) => c.cmd === NS_HELPER_INTERPRETER)?.input ?? '')).toEqual({ list: true, host: '', observe: [] });
     const ops = plan(desiredFor({ ...input, cens: [], cins: [], containers: [] }), o, ctx);
     expect(ops.map((x) => (x.op === 'link-del' ? x.name : x.op)).sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
   });
@@ -270,5 +283,111 @@ describe('ownership of host links', () => {
     expect(text).not.toContain('"syb*"');
     expect(parseIsolation(text)).toEqual(['syb-a', 'syb_0123456789a']);
     expect(parseIsolation('iifname "syb-a" oifname "syb*" oifname != "syb-a" drop')).toEqual([]);
+  });
+});
+
+describe('netlink mode: one netns-helper process for every container namespace', () => {
+  /** A command as text, the helper's program elided. */
+  const show = (c: Command) => `${c.cmd === NS_HELPER_INTERPRETER ? 'HELPER' : c.cmd} ${c.args.map((a) => (a === NS_HELPER_PROGRAM ? 'PROGRAM' : a)).join(' ')}\n${c.input ?? ''}`;
+
+  it('makes: namespaces and host links in one ip batch each, every container inside in one helper request — as golden text', () => {
+    const cmds = commandsFor(plan(desiredFor(input), emptyObserved(), ctx), 'netlink', 'hostns');
+    const va = levNames.vethHost('a', 'cen1');
+    const vb = levNames.vethHost('b', 'cen1');
+    expect(cmds.map(show)).toEqual([
+      'ip -batch -\nnetns add a\nnetns add b\n',
+      `ip -n hostns -batch -\nlink add name syb-cen1 up type bridge\naddr replace 10.10.0.1/16 dev syb-cen1\nlink add name syx-cen1 up master syb-cen1 type vxlan id 1000 local 192.0.2.1 dstport 4789\nlink add name ${va} up master syb-cen1 type veth peer name cen1 netns a\nlink add name ${vb} up master syb-cen1 type veth peer name cen1 netns b\n`,
+      'bridge -n hostns -batch -\nfdb append 00:00:00:00:00:00 dev syx-cen1 dst 192.0.2.2\n',
+      'HELPER -I -S -c PROGRAM\n' +
+        JSON.stringify({
+          apply: [
+            { ns: 'a', ops: [['up', 'cen1'], ['addr', 'cen1', '10.10.0.10/16'], ['route', '10.10.0.1', 'cen1']] },
+            { ns: 'b', ops: [['up', 'cen1'], ['addr', 'cen1', '10.10.0.11/16']] },
+          ],
+        }),
+      expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\n/),
+    ]);
+    // Once the host links exist, flood lists, container insides and nft run together.
+    expect(cmds.map((c) => c.concurrent ?? false)).toEqual([false, false, false, true, true]);
+  });
+
+  it('destroys: host veths whose namespace goes are left to the kernel, other host links go as one group, namespaces in one batch', () => {
+    const d = desiredFor(input);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), ctx));
+    const none = desiredFor({ ...input, cens: [], cins: [], containers: [] });
+    const ops = plan(none, after, { ...ctx, created: new Set(['a', 'b']) });
+    expect(ops.filter((o) => o.op === 'link-del' && o.goesWith).map((o) => (o as { goesWith: string }).goesWith).sort()).toEqual(['a', 'b']);
+    const cmds = commandsFor(ops, 'netlink', 'hostns').map(show);
+    // The host's link deletion, the namespaces' and the tables' run together.
+    expect(commandsFor(ops, 'netlink', 'hostns').map((c) => c.concurrent ?? false)).toEqual([false, true, true]);
+    expect(commandsFor(ops, 'batched', 'hostns').some((c) => c.concurrent)).toBe(false);
+    expect(cmds).toEqual([
+      `ip -n hostns -force -batch -\nlink set dev syb-cen1 group ${DELETE_GROUP}\nlink set dev syx-cen1 group ${DELETE_GROUP}\nlink del group ${DELETE_GROUP}\n`,
+      'ip -force -batch -\nnetns del a\nnetns del b\n',
+      expect.stringMatching(/^nft -f -\ntable inet switchyard_lev\ndelete table inet switchyard_lev\n/),
+    ]);
+    // The old batched mode deletes every host link itself, one line each.
+    expect(commandsFor(ops, 'batched', 'hostns').map(show)[0]).toMatch(new RegExp(`^ip -n hostns -force -batch -\\n(link del dev \\S+\\n){4}$`));
+  });
+
+  it('a container leaving a CEN while its namespace stays: its host end is deleted (group), its insides through the helper, tolerant', () => {
+    const d = desiredFor(input);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), ctx));
+    // b leaves the CIN and the CEN; its namespace stays (the container is still placed here).
+    const left = desiredFor({ ...input, cens: [cen('cen1', ['a', 'r'])], cins: [{ ...cin, addresses: cin.addresses.slice(0, 1) }] });
+    const ops = plan(left, after, ctx);
+    const cmds = commandsFor(ops, 'netlink', 'hostns').map(show);
+    expect(cmds).toContain(`ip -n hostns -force -batch -\nlink set dev ${levNames.vethHost('b', 'cen1')} group ${DELETE_GROUP}\nlink del group ${DELETE_GROUP}\n`);
+    expect(plan(left, applyOps(after, ops), ctx)).toEqual([]);
+    // Inside-container removals go to the helper as one tolerant request.
+    const removal = commandsFor([{ op: 'addr-del', ns: 'a', dev: 'cen1', cidr: '10.10.0.10/16' }, { op: 'route-default-del', ns: 'a' }], 'netlink', 'hostns');
+    expect(removal).toEqual([{ ...helperCommand({ apply: [{ ns: 'a', ops: [['addr-del', 'cen1', '10.10.0.10/16'], ['route-del']] }], tolerant: true }), tolerant: true }]);
+  });
+
+  it('a host link observed in the delete group (a group deletion cut short) is deleted and made again, never kept', () => {
+    const d = desiredFor(input);
+    const after = applyOps(emptyObserved(), plan(d, emptyObserved(), ctx));
+    const bridge = after.hostLinks.get('syb-cen1');
+    if (bridge) bridge.doomed = true;
+    const ops = plan(d, after, ctx);
+    expect(ops).toContainEqual({ op: 'link-del', name: 'syb-cen1' });
+    expect(ops).toContainEqual({ op: 'bridge-add', name: 'syb-cen1' });
+    expect(plan(d, applyOps(after, ops), ctx)).toEqual([]);
+  });
+
+  it('checks every name, address and MTU before they reach the helper', () => {
+    expect(() => helperCommand({ observe: ['a b'] })).toThrow(/not a valid namespace name/);
+    expect(() => helperCommand({ apply: [{ ns: 'a', ops: [['up', 'a-name-of-16-chr']] }] })).toThrow(/not a valid interface name/);
+    expect(() => helperCommand({ apply: [{ ns: 'a', ops: [['addr', 'cen1', '2001:db8::1/64']] }] })).toThrow(/not an IPv4 address/);
+    expect(() => helperCommand({ apply: [{ ns: 'a', ops: [['addr', 'cen1', '10.0.0.1/33']] }] })).toThrow(/not an IPv4 address/);
+    expect(() => helperCommand({ apply: [{ ns: 'a', ops: [['route', '10.0.0', 'cen1']] }] })).toThrow(/not an IPv4 address/);
+    expect(() => helperCommand({ apply: [{ ns: 'a', ops: [['mtu', 'cen1', 67]] }] })).toThrow(/not an MTU/);
+  });
+
+  it('observes namespaces, links and default routes from the helper\'s one answer', async () => {
+    const runner = new FakeRunner()
+      .on(NS_HELPER_INTERPRETER, [], {
+        stdout: JSON.stringify({
+          namespaces: ['a', 'other'],
+          observed: { a: { links: [{ name: 'lo', up: true, addrs: [] }, { name: 'cen1', kind: 'veth', up: true, mtu: 1500, addrs: ['10.10.0.10/16'] }], defaultRoute: { via: '10.10.0.1', dev: 'cen1' } }, b: null },
+        }),
+      })
+      .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
+    const o = await observeTopology(runner, 'hostns', ['a', 'b']);
+    expect([...o.namespaces]).toEqual(['a', 'other']);
+    expect(o.nsLinks.get('a')?.get('cen1')).toEqual({ kind: 'veth', up: true, mtu: 1500, addrs: ['10.10.0.10/16'] });
+    expect(o.defaultRoutes.get('a')).toEqual({ via: '10.10.0.1', dev: 'cen1' });
+    expect(o.nsLinks.has('b')).toBe(false);
+    // One helper process for all of them, and no `ip` per namespace.
+    const helperCalls = runner.calls.filter((c) => c.cmd === NS_HELPER_INTERPRETER);
+    expect(helperCalls.map((c) => JSON.parse(c.input ?? ''))).toEqual([{ list: true, host: 'hostns', observe: ['a', 'b'] }]);
+    expect(runner.calls.filter((c) => c.args.includes('-n') && c.args.includes('a'))).toEqual([]);
+  });
+
+  it('the executor fails on a helper error line, and on removals only when it is not "already gone"', async () => {
+    const bad = new FakeRunner().on(NS_HELPER_INTERPRETER, [], { exitCode: 1, stderr: 'Error: a: addr cen1 10.10.0.10/16: Permission denied\n' });
+    await expect(execute(bad, commandsFor([{ op: 'addr-add', ns: 'a', dev: 'cen1', cidr: '10.10.0.10/16' }], 'netlink'))).rejects.toThrow(/Permission denied/);
+    // The program itself is not repeated in the error.
+    await expect(execute(bad, commandsFor([{ op: 'addr-add', ns: 'a', dev: 'cen1', cidr: '10.10.0.10/16' }], 'netlink'))).rejects.toThrow(/-c <\d+ characters>/);
   });
 });

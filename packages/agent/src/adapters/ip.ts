@@ -18,7 +18,7 @@ export class IpAdapterError extends Error {
   override name = 'IpAdapterError';
 }
 
-function checkIfname(name: string): string {
+export function checkIfname(name: string): string {
   if (!isInterfaceName(name)) throw new IpAdapterError(`not a valid interface name: ${JSON.stringify(name)}`);
   return name;
 }
@@ -109,15 +109,15 @@ export class IpAdapter {
 // must NOT run under `ip netns exec` (its private mount namespace would hide
 // the new namespace's bind mount from everyone else).
 
-const checkNs = (ns: string) => {
+export const checkNs = (ns: string) => {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(ns)) throw new IpAdapterError(`not a valid namespace name: ${JSON.stringify(ns)}`);
   return ns;
 };
-const checkCidr = (cidr: string) => {
+export const checkCidr = (cidr: string) => {
   if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(cidr)) throw new IpAdapterError(`not an address/length: ${JSON.stringify(cidr)}`);
   return cidr;
 };
-const checkIp = (ip: string) => {
+export const checkIp = (ip: string) => {
   if (!/^[0-9a-fA-F:.]+$/.test(ip)) throw new IpAdapterError(`not an address: ${JSON.stringify(ip)}`);
   return ip;
 };
@@ -143,6 +143,10 @@ export const ipLines = {
   wireAdd: (name: string, nsA: string, nsB: string) =>
     `link add name ${checkIfname(name)} netns ${checkNs(nsA)} type veth peer name ${checkIfname(name)} netns ${checkNs(nsB)}`,
   linkDel: (name: string) => `link del dev ${checkIfname(name)}`,
+  /** Puts a link in a group (to delete many with one `link del group`). */
+  linkGroup: (name: string, group: number) => `link set dev ${checkIfname(name)} group ${Math.trunc(group)}`,
+  /** Deletes every link of a group at once: one RCU grace period for all, not one per link. */
+  groupDel: (group: number) => `link del group ${Math.trunc(group)}`,
   linkUp: (name: string) => `link set dev ${checkIfname(name)} up`,
   addrAdd: (cidr: string, dev: string) => `addr replace ${checkCidr(cidr)} dev ${checkIfname(dev)}`,
   addrDel: (cidr: string, dev: string) => `addr del ${checkCidr(cidr)} dev ${checkIfname(dev)}`,
@@ -174,10 +178,13 @@ export interface ObservedLink {
   mtu?: number;
   /** `a.b.c.d/len`, IPv4 global only. */
   addrs: string[];
+  /** The link's group (`ip link set … group`), when not the default one. */
+  group?: number;
 }
 
 interface IpJsonDetailedLink extends IpJsonLink {
   master?: string;
+  group?: string;
   mtu?: number;
   linkinfo?: { info_kind?: string; info_data?: { id?: number } };
   addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
@@ -192,6 +199,7 @@ export function parseLinks(json: string): ObservedLink[] {
     up: (l.flags ?? []).includes('UP'),
     vni: l.linkinfo?.info_kind === 'vxlan' ? l.linkinfo.info_data?.id : undefined,
     ...(l.mtu !== undefined ? { mtu: l.mtu } : {}),
+    ...(l.group !== undefined && /^\d+$/.test(l.group) && l.group !== '0' ? { group: Number(l.group) } : {}),
     addrs: (l.addr_info ?? []).filter((a) => a.family === 'inet' && (a.scope ?? 'global') === 'global').map((a) => `${a.local}/${a.prefixlen}`),
   }));
 }
@@ -234,10 +242,13 @@ export async function listNamespaces(runner: Runner): Promise<string[]> {
   return list.map((n) => n.name);
 }
 
-/** Remote VTEPs flooded to by a VXLAN device (`bridge fdb` all-zero entries). */
-export async function observeFloodList(runner: Runner, vxlan: string, ns?: string): Promise<string[]> {
-  const res = await runner.run('bridge', [...nsArgs(ns), '-j', 'fdb', 'show', 'dev', checkIfname(vxlan)], { allowFail: true });
-  if (res.exitCode !== 0 || !res.stdout.trim()) return [];
-  const entries = JSON.parse(res.stdout) as { mac: string; dst?: string }[];
-  return entries.filter((e) => e.mac === '00:00:00:00:00:00' && e.dst).map((e) => e.dst as string);
+/** Remote VTEPs each device floods to (`bridge fdb` all-zero entries), for all devices in one process. */
+export async function observeFloodLists(runner: Runner, ns?: string): Promise<Map<string, string[]>> {
+  const res = await runner.run('bridge', [...nsArgs(ns), '-j', 'fdb', 'show'], { allowFail: true });
+  const out = new Map<string, string[]>();
+  if (res.exitCode !== 0 || !res.stdout.trim()) return out;
+  for (const e of JSON.parse(res.stdout) as { mac: string; ifname?: string; dst?: string }[]) {
+    if (e.mac === '00:00:00:00:00:00' && e.dst && e.ifname) out.set(e.ifname, [...(out.get(e.ifname) ?? []), e.dst]);
+  }
+  return out;
 }

@@ -53,8 +53,8 @@ export interface CinJoin {
 
 export interface ObservedTopology {
   namespaces: Set<string>;
-  /** Host-context links the role owns (levNames.isOwnedLink). */
-  hostLinks: Map<string, { kind?: string; master?: string; up: boolean; vni?: number; mtu?: number; addrs: string[] }>;
+  /** Host-context links the role owns (levNames.isOwnedLink); `doomed`: found in the delete group (execute.ts DELETE_GROUP). */
+  hostLinks: Map<string, { kind?: string; master?: string; up: boolean; vni?: number; mtu?: number; addrs: string[]; doomed?: boolean }>;
   /** VXLAN device → remote VTEPs it floods to. */
   flood: Map<string, string[]>;
   /** Container namespace → its links (all of them: the role never deletes one it cannot attribute). */
@@ -79,8 +79,12 @@ export type TopologyOp =
   | { op: 'vxlan-add'; name: string; vni: number; local: string; master: string; mtu?: number }
   | { op: 'veth-add'; name: string; master: string; peer: string; peerNs: string; mtu?: number }
   | { op: 'wire-add'; name: string; a: string; b: string }
-  /** `ns` absent: the host context. */
-  | { op: 'link-del'; ns?: string; name: string }
+  /**
+   * `ns` absent: the host context. `goesWith`: a host veth end whose peer is
+   * in that container namespace, which this plan deletes — the kernel deletes
+   * the pair with the namespace, so an executor may leave it to the kernel.
+   */
+  | { op: 'link-del'; ns?: string; name: string; goesWith?: string }
   | { op: 'link-up'; ns: string; name: string }
   /** `ns` absent: the host context. */
   | { op: 'link-mtu'; ns?: string; name: string; mtu: number }

@@ -2,38 +2,67 @@
  * Reads what the kernel has, for the planner: the machine's namespaces, the
  * role's links in the host context (with addresses and VXLAN flood lists),
  * and the links and default route inside each container namespace of
- * interest. One command per namespace: `ip -j -d -batch -`.
+ * interest. `reader` "netlink" (the default): the namespaces, the host's
+ * links and every container namespace in ONE netns-helper process; "ip"
+ * (the old way, kept as the benchmark's baseline): `ip netns list`,
+ * `ip -j -d addr show` and one `ip -j -d -batch -` per namespace. Either
+ * way the nft tables, host routes and proxy ARP come from their own tools,
+ * all reads at once; VXLAN flood lists from one `bridge -j fdb show`, read
+ * only when there is a VXLAN device.
  */
 import { isIP } from 'node:net';
 import { isInterfaceName, levNames } from '@switchyard/shared';
-import { listNamespaces, observeFloodList, observeLinks, observeNamespace, observeRoutesAndProxyArp } from '../adapters/ip.js';
+import { listNamespaces, observeFloodLists, observeLinks, observeNamespace, observeRoutesAndProxyArp } from '../adapters/ip.js';
+import { observeNamespaces, type NsObservation } from '../adapters/netns-helper.js';
 import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
-import { ISOLATION_TABLE, NAT_TABLE, parseIsolation, parseJoins, parseNat } from './execute.js';
+import { DELETE_GROUP, ISOLATION_TABLE, NAT_TABLE, parseIsolation, parseJoins, parseNat } from './execute.js';
 import { emptyObserved, type ObservedTopology } from './model.js';
 
-export async function observeTopology(runner: Runner, hostNs: string | undefined, containerNamespaces: Iterable<string>): Promise<ObservedTopology> {
+export type NamespaceReader = 'netlink' | 'ip';
+
+export async function observeTopology(runner: Runner, hostNs: string | undefined, containerNamespaces: Iterable<string>, reader: NamespaceReader = 'netlink'): Promise<ObservedTopology> {
   const o = emptyObserved();
-  o.namespaces = new Set(await listNamespaces(runner));
-  for (const l of await observeLinks(runner, hostNs)) {
+  const interest = [...new Set(containerNamespaces)];
+  // Independent reads, all at once: the host context's (one process each) and,
+  // with the helper, every container namespace's (one process; a namespace
+  // that does not exist is simply absent from its answer).
+  const [helper, names, ipLinks, table, extras, nat] = await Promise.all([
+    reader === 'netlink' ? observeNamespaces(runner, hostNs, interest) : undefined,
+    reader === 'netlink' ? undefined : listNamespaces(runner),
+    reader === 'netlink' ? undefined : observeLinks(runner, hostNs),
+    listTable(runner, 'inet', ISOLATION_TABLE, hostNs),
+    observeRoutesAndProxyArp(runner, hostNs, (l) => levNames.isOwnedLink(l)),
+    listTable(runner, 'ip', NAT_TABLE, hostNs),
+  ]);
+  o.namespaces = new Set(helper?.namespaces ?? names);
+  const links = helper?.hostLinks ?? ipLinks ?? [];
+  // Flood lists only where there is a VXLAN device (the whole fdb holds an entry per bridge port).
+  const flood = links.some((l) => l.kind === 'vxlan' && levNames.isOwnedLink(l.name)) ? await observeFloodLists(runner, hostNs) : new Map<string, string[]>();
+  for (const l of links) {
     if (!levNames.isOwnedLink(l.name)) continue;
-    o.hostLinks.set(l.name, { kind: l.kind, master: l.master, up: l.up, vni: l.vni, mtu: l.mtu, addrs: l.addrs });
-    if (l.kind === 'vxlan') o.flood.set(l.name, await observeFloodList(runner, l.name, hostNs));
+    o.hostLinks.set(l.name, { kind: l.kind, master: l.master, up: l.up, vni: l.vni, mtu: l.mtu, addrs: l.addrs, ...(l.group === DELETE_GROUP ? { doomed: true } : {}) });
+    if (l.kind === 'vxlan') o.flood.set(l.name, flood.get(l.name) ?? []);
   }
-  for (const ns of new Set(containerNamespaces)) {
-    if (!o.namespaces.has(ns)) continue;
-    const seen = await observeNamespace(runner, ns);
+  const wanted = interest.filter((ns) => o.namespaces.has(ns));
+  let insides: Map<string, NsObservation | undefined>;
+  if (helper) insides = helper.insides;
+  else {
+    // The old way (benchmark baseline): one process per namespace, one after the other.
+    insides = new Map();
+    for (const ns of wanted) insides.set(ns, await observeNamespace(runner, ns));
+  }
+  for (const ns of wanted) {
+    const seen = insides.get(ns);
     if (!seen) continue;
     o.nsLinks.set(ns, new Map(seen.links.map((l) => [l.name, { kind: l.kind, up: l.up, mtu: l.mtu, addrs: l.addrs }])));
     if (seen.defaultRoute) o.defaultRoutes.set(ns, seen.defaultRoute);
   }
-  const table = await listTable(runner, 'inet', ISOLATION_TABLE, hostNs);
   o.isolation = table === undefined ? undefined : parseIsolation(table);
   o.joins = table === undefined ? undefined : parseJoins(table);
-  const extras = await observeRoutesAndProxyArp(runner, hostNs, (l) => levNames.isOwnedLink(l) && o.hostLinks.get(l)?.kind === 'bridge');
-  o.hostRoutes = extras.hostRoutes;
-  o.proxyArp = extras.proxyArp;
-  const nat = await listTable(runner, 'ip', NAT_TABLE, hostNs);
+  const bridge = (l: string) => o.hostLinks.get(l)?.kind === 'bridge';
+  o.hostRoutes = new Map([...extras.hostRoutes].filter(([, dev]) => bridge(dev)));
+  o.proxyArp = new Set([...extras.proxyArp].filter(bridge));
   o.nat = nat === undefined ? undefined : parseNat(nat);
   return o;
 }

@@ -24,26 +24,35 @@ export function plan(d: DesiredTopology, o: ObservedTopology, ctx: PlanContext):
 
   // ----- host context: which owned links stay -----
   const keepHost = new Set<string>();
-  for (const [name] of d.bridges) if (o.hostLinks.get(name)?.kind === 'bridge') keepHost.add(name);
-  for (const [name, v] of d.vxlans) {
+  // A doomed link (marked for a group deletion that never ran) is deleted, even if wanted: it would go with the next one.
+  const usable = (name: string) => {
     const l = o.hostLinks.get(name);
+    return l && !l.doomed ? l : undefined;
+  };
+  for (const [name] of d.bridges) if (usable(name)?.kind === 'bridge') keepHost.add(name);
+  for (const [name, v] of d.vxlans) {
+    const l = usable(name);
     if (l?.kind === 'vxlan' && l.vni === v.vni && l.master === v.bridge && keepHost.has(v.bridge)) keepHost.add(name);
   }
   for (const [name, v] of d.veths) {
-    const l = o.hostLinks.get(name);
+    const l = usable(name);
     // The container end vanishes with its namespace; a host end whose peer is gone is gone too.
     if (l?.kind === 'veth' && l.master === v.bridge && keepHost.has(v.bridge) && o.namespaces.has(v.ns) && o.nsLinks.get(v.ns)?.has(v.peer) !== false) keepHost.add(name);
   }
+  // ----- namespaces -----
+  const nsGoing = new Set([...o.namespaces].filter((ns) => ctx.created.has(ns) && !d.namespaces.has(ns)));
+  /** Host end → the going namespace holding its peer (observed there). */
+  const peerGoing = new Map<string, string>();
+  for (const ns of nsGoing) for (const [name, l] of o.nsLinks.get(ns) ?? []) if (l.kind === 'veth') peerGoing.set(levNames.vethHost(ns, name), ns);
+
   const hostDeleted = new Set<string>();
-  for (const [name] of o.hostLinks) {
+  for (const [name, l] of o.hostLinks) {
     if (!keepHost.has(name)) {
-      removals.push({ op: 'link-del', name });
+      const goesWith = l.kind === 'veth' ? peerGoing.get(name) : undefined;
+      removals.push({ op: 'link-del', name, ...(goesWith ? { goesWith } : {}) });
       hostDeleted.add(name);
     }
   }
-
-  // ----- namespaces -----
-  const nsGoing = new Set([...o.namespaces].filter((ns) => ctx.created.has(ns) && !d.namespaces.has(ns)));
 
   // ----- inside containers: links, addresses, default routes -----
   for (const [ns, links] of o.nsLinks) {

@@ -22,6 +22,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Keyspace, LevUnderlay } from '@switchyard/shared';
+import { nsHelperAvailable } from '../adapters/netns-helper.js';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
 import { LeasedKey } from '../leased-key.js';
 import { SyncLoop, type SyncObserver } from '../loop.js';
@@ -57,7 +58,7 @@ export interface TopologyOptions {
   backoffInitialMs?: number;
   /** Longest retry delay (ms, default 30 s; SyncLoop). */
   backoffMaxMs?: number;
-  /** "batched" (default) or "per-object" commands. */
+  /** "netlink" (default: container namespaces read and changed by one helper process per pass), "batched" (one `ip` per namespace) or "per-object" commands. */
   mode?: ExecMode;
   /** TTL of the underlay key's lease (seconds, default 10). */
   leaseTtlSeconds?: number;
@@ -147,7 +148,9 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   const { etcd, keys, hostId } = opts;
   const log = opts.log.child({ component: 'topology' });
   const runner = opts.runner ?? new ExecaRunner();
-  const mode = opts.mode ?? 'batched';
+  // The netns helper needs python3; without it, one `ip` per container namespace (slow with many, but correct).
+  const mode = opts.mode ?? (nsHelperAvailable() ? 'netlink' : 'batched');
+  if (!opts.mode && mode === 'batched') log.warn('no python3: container namespaces are read and changed with one ip process each (slow with many containers)');
   const dryRun = opts.dryRun ?? false;
   const sources = new TopologySources(etcd, keys, hostId, log);
   const status = new TopologyStatus(etcd, keys, hostId);
@@ -184,7 +187,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
     const d = desiredFor({ hostId, underlay: underlay.address, underlayMtu: underlay.mtu, underlays: snap.underlays, cens: snap.cens, cins: snap.cins, containers: snap.containers });
     try {
       if (dryRun) observed ??= emptyObserved();
-      else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]));
+      else if (full || !observed) observed = await observeTopology(runner, opts.netns, new Set([...d.namespaces, ...created]), mode === 'netlink' ? 'netlink' : 'ip');
       const ops = plan(d, observed, { created, knownCens: new Set(snap.cens.map((c) => c.cenID)) });
       if (ops.length > 0) {
         // Until the ops ran, the kernel is unknown: a failure leaves `observed` unset, so the retry reads it.
