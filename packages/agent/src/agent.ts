@@ -16,6 +16,7 @@
 import type { Logger } from 'pino';
 import { checkEtcdAccess, createEtcdClient, keyspace, loadEtcdAccess, parseEtcdHosts, VERSION, wantsAccessCheck, type AgentRegistration, type Dataplane } from '@switchyard/shared';
 import { AgentConfig, type AgentConfigInput } from './config.js';
+import { ConntrackAdapter } from './adapters/conntrack.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
@@ -63,8 +64,20 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
   const metrics = new AgentMetrics();
   const ctx: RoleContext = { config, etcd, keys, runner, status, log, metrics };
+  // nftables counts connections for least-connection schedulers and thresholds through conntrack (l4/feedback).
+  const connections = l4.name === 'nftables' && config.nftFeedbackIntervalMs > 0 ? new ConntrackAdapter(runner, config.netns) : undefined;
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })), metrics.syncObserver('l4')),
+    new L4Role(
+      etcd,
+      keys,
+      config,
+      l4,
+      status,
+      log.child({ component: 'l4' }),
+      deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })),
+      metrics.syncObserver('l4'),
+      connections,
+    ),
     new TopologyRole(ctx),
   ];
   metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });

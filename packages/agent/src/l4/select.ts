@@ -34,6 +34,7 @@ export async function selectDataplane(config: AgentConfig, runner: Runner, etcd:
   const nft = () =>
     new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
       localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
+      feedback: config.nftFeedbackIntervalMs > 0,
     });
   const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }));
   switch (config.dataplane) {

@@ -32,6 +32,17 @@
  * map typed with `th dport` once the rule has a `tcp` match ("conflicting
  * protocols specified: tcp vs. th"); a map typed `tcp dport` has no such issue.
  *
+ * Least-connection schedulers (lc, wlc, sed, nq, lblc, lblcr) and
+ * connection thresholds: nftables cannot count connections per server, so the
+ * agent does (l4/feedback: conntrack every --nft-feedback-interval) and hands
+ * each such service a `pick` — the servers that take new connections for the
+ * next interval and their shares. Only the slots follow the pick; per-server
+ * chains and affinity sets stay for every server of weight > 0, so a client
+ * keeps its persistence to a server that is out of the pick (IPVS: a
+ * persistence template wins over the scheduler). An empty pick (every server
+ * overloaded) sends new connections to `grp.reject`: ICMP port unreachable,
+ * as IPVS answers when it has no destination (ip_vs_leave).
+ *
  * Masquerade (forwarder m) marks the first packet of a connection
  * (MASQ_MARK); the postrouting chain masquerades marked packets and clears
  * the bit. NAT rules only ever see the first packet of a connection, and an
@@ -39,14 +50,16 @@
  * the rules, so rewriting a service never disturbs existing connections.
  */
 import { createHash } from 'node:crypto';
-import { ipFamily, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
+import { ipFamily, type ServiceReport } from '@switchyard/shared';
+import type { EffectiveService } from '../../l4/dataplane.js';
+import { LEAST_CONNECTION } from '../../l4/feedback/pick.js';
 
 export const MASQ_MARK = '0x00100000';
 export const MAX_SLOTS = 256;
 /** Fixed jhash seed: a rewritten rule hashes clients the same way as the one it replaces. */
 export const JHASH_SEED = '0x5359';
-/** Schedulers that depend on connection counts, which nftables does not see. */
-export const FALLBACK_SCHEDULERS: readonly Scheduler[] = ['lc', 'wlc', 'sed', 'nq', 'lblc', 'lblcr'];
+/** The shared chain new connections of a service whose every server is overloaded go to. */
+export const REJECT_CHAIN = 'grp.reject';
 
 export interface NftChain {
   name: string;
@@ -168,8 +181,17 @@ function clientExpr(family: 4 | 6, netmask: string): string {
 
 const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
+export interface ServiceObjectsOptions {
+  /**
+   * The connection feedback runs (l4/feedback), so least-connection
+   * schedulers and thresholds are honoured. Without it (--nft-feedback-interval 0,
+   * dry-run) they are approximated by the plain weights, with a warning.
+   */
+  feedback?: boolean;
+}
+
 /** Desired objects of one service, plus the warnings nftables has to give about it. */
-export function serviceObjects(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+export function serviceObjects(s: EffectiveService, opts: ServiceObjectsOptions = {}): { objects: ServiceObjects; reports: ServiceReport[] } {
   const reports: ServiceReport[] = [];
   const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
   const family = ipFamily(s.host);
@@ -180,18 +202,24 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
   const backends = `backends${sfx}_${s.type}`;
   const pick = `pick${sfx}_${s.type}`;
 
-  if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
+  const feedback = opts.feedback ?? false;
+  if (!feedback && LEAST_CONNECTION.includes(s.scheduler)) warn(`scheduler ${s.scheduler} needs connection counts and the feedback is off; using the weights`);
   for (const srv of s.servers) {
+    if (!feedback && srv.upper_threshold > 0) warn(`server ${srv.id}: connection thresholds need connection counts and the feedback is off; not enforced`);
     if (srv.forwarder !== 'm') warn(`server ${srv.id}: forwarder ${srv.forwarder} is applied as DNAT without masquerade (nftables cannot route directly or tunnel)`);
-    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
 
   const active = s.servers.filter((srv) => srv.weight > 0);
-  const weights = active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight));
+  // The feedback's choice for new connections (absent: every server by its weight).
+  const shares = s.pick ? new Map(s.pick.map((p) => [p.id, p.weight])) : undefined;
+  const picked = shares ? active.filter((srv) => shares.has(srv.id)) : active;
+  const rejectAll = shares !== undefined && picked.length === 0 && active.length > 0;
+  const weights = picked.map((srv) => (s.scheduler === 'rr' ? 1 : (shares?.get(srv.id) ?? srv.weight)));
   const { counts, exact } = slotCounts(weights);
   if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
   const seq = slotSequence(counts);
   const total = seq.length;
+  // Least-connection schedulers share a pick's ties at random (IPVS alternates; over many connections the same split).
   const picker =
     s.scheduler === 'sh'
       ? `jhash ${ip} saddr mod ${total} seed ${JHASH_SEED}`
@@ -210,16 +238,19 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
   const forwarders = new Set(active.map((srv) => srv.forwarder === 'm'));
   const perServer = s.persistence > 0 || forwarders.size > 1;
 
-  if (total === 0) {
+  if (rejectAll && !perServer) {
+    groups.push({ name: REJECT_CHAIN, rules: ['reject'] });
+    elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${REJECT_CHAIN}` });
+  } else if (total === 0 && !rejectAll) {
     // No server takes new connections: the service address is not rewritten.
   } else if (!perServer) {
-    const masq = active[0].forwarder === 'm';
+    const masq = picked[0].forwarder === 'm';
     const group = `grp.${picker.split(' ').filter((w) => !['mod', 'seed', JHASH_SEED, String(total)].includes(w)).join('-')}.${total}.${s.type}${sfx}${masq ? '.masq' : ''}`;
     const mark = masq ? `meta mark set meta mark | ${MASQ_MARK} ` : '';
     groups.push({ name: group, rules: [`${mark}dnat ${ip} to ${vipKey} . ${picker} map @${backends}`] });
     elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${group}` });
     seq.forEach((srvIndex, slot) => {
-      const srv = active[srvIndex];
+      const srv = picked[srvIndex];
       elements.push({ map: backends, key: `${key} . ${slot}`, value: `${srv.host} . ${srv.port}` });
     });
   } else {
@@ -238,9 +269,11 @@ export function serviceObjects(s: Service): { objects: ServiceObjects; reports: 
       rules.push(`meta l4proto ${s.type} dnat ${ip} to ${target(srv.host, srv.port)}`);
       chains.push({ name: ep, rules });
     }
-    svcRules.push(`${vipKey} . ${picker} vmap @${pick}`);
+    // Clients with affinity still reach their server; the others are rejected when every server is overloaded.
+    if (rejectAll) svcRules.push('reject');
+    else svcRules.push(`${vipKey} . ${picker} vmap @${pick}`);
     seq.forEach((srvIndex, slot) => {
-      elements.push({ map: pick, key: `${key} . ${slot}`, value: `goto ${epChain(s.id, active[srvIndex].id)}` });
+      elements.push({ map: pick, key: `${key} . ${slot}`, value: `goto ${epChain(s.id, picked[srvIndex].id)}` });
     });
   }
 
