@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ServiceInput, toService, type Service } from '@switchyard/shared';
-import { ConntrackAdapter, FakeConntrack, parseConntrack, type ConntrackEntry } from '../../packages/agent/src/adapters/conntrack.js';
+import { ConntrackAdapter, FakeConntrack, parseConntrack, parseConntrackEvent, type ConntrackEntry } from '../../packages/agent/src/adapters/conntrack.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
 import { emptyObserved, NftExecutor, planNft, renderNftScript, serviceObjects, type ServiceObjects } from '../../packages/agent/src/dataplanes/nftables/index.js';
 import type { EffectiveService } from '../../packages/agent/src/l4/dataplane.js';
@@ -124,12 +124,42 @@ describe('thresholds: IPVS overload hysteresis', () => {
 describe('conntrack', () => {
   it('parses what conntrack -L --dst-nat prints: VIP from the original tuple, server from the reply tuple', () => {
     expect(parseConntrack(fixture('dnat-ipv4.txt'))).toEqual<ConntrackEntry[]>([
-      { proto: 'tcp', state: 'TIME_WAIT', vip: '10.9.9.9', vport: 80, server: '10.8.8.8', sport: 8080 },
-      { proto: 'tcp', state: 'ESTABLISHED', vip: '10.9.9.9', vport: 80, server: '10.8.8.8', sport: 8080 },
-      { proto: 'udp', vip: '10.9.9.9', vport: 53, server: '10.8.8.8', sport: 5353 },
+      { id: 'tcp 10.8.8.8 33224 10.9.9.9 80', proto: 'tcp', state: 'TIME_WAIT', timeout: 119, vip: '10.9.9.9', vport: 80, server: '10.8.8.8', sport: 8080 },
+      { id: 'tcp 10.8.8.8 33218 10.9.9.9 80', proto: 'tcp', state: 'ESTABLISHED', timeout: 431999, vip: '10.9.9.9', vport: 80, server: '10.8.8.8', sport: 8080 },
+      { id: 'udp 10.8.8.8 59386 10.9.9.9 53', proto: 'udp', timeout: 29, vip: '10.9.9.9', vport: 53, server: '10.8.8.8', sport: 5353 },
     ]);
-    expect(parseConntrack(fixture('dnat-ipv6.txt'))).toEqual([{ proto: 'tcp', state: 'ESTABLISHED', vip: '2001:db8::9', vport: 80, server: '2001:db8:8::8', sport: 8080 }]);
+    expect(parseConntrack(fixture('dnat-ipv6.txt'))).toEqual([
+      { id: 'tcp 2001:db8:8::8 60536 2001:db8::9 80', proto: 'tcp', state: 'ESTABLISHED', timeout: 431999, vip: '2001:db8::9', vport: 80, server: '2001:db8:8::8', sport: 8080 },
+    ]);
     expect(parseConntrack('icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=1 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=1 mark=0 use=1\n')).toEqual([]);
+  });
+
+  it('parses conntrack -E events and follows them with one long-running process', async () => {
+    expect(parseConntrackEvent(' [UPDATE] tcp      6 432000 ESTABLISHED src=10.8.8.8 dst=10.9.9.9 sport=42682 dport=80 src=10.8.8.8 dst=10.8.8.8 sport=8080 dport=42682 [ASSURED]')).toEqual({
+      type: 'update',
+      entry: { id: 'tcp 10.8.8.8 42682 10.9.9.9 80', proto: 'tcp', state: 'ESTABLISHED', timeout: 432000, vip: '10.9.9.9', vport: 80, server: '10.8.8.8', sport: 8080 },
+    });
+    expect(parseConntrackEvent('[DESTROY] tcp      6 src=10.8.8.8 dst=10.9.9.9 sport=42682 dport=80 src=10.8.8.8 dst=10.8.8.8 sport=8080 dport=42682 [ASSURED]')?.type).toBe('destroy');
+    expect(parseConntrackEvent('conntrack v1.4.7 (conntrack-tools): 6 flow events have been shown.')).toBeUndefined();
+
+    const runner = new FakeRunner();
+    const events: string[] = [];
+    const lost: string[] = [];
+    const w = new ConntrackAdapter(runner, 'syns').watch({ onEvent: (e) => events.push(`${e.type} ${e.entry.state ?? '-'}`), onLost: (r, ended) => lost.push(`${ended} ${r}`) });
+    expect(runner.lines()).toEqual(['[syns] conntrack -E -e NEW,UPDATE,DESTROY --dst-nat']);
+    const [stream] = runner.streams;
+    stream.line('    [NEW] tcp      6 120 SYN_SENT src=10.8.8.8 dst=10.9.9.9 sport=42682 dport=80 [UNREPLIED] src=10.8.8.8 dst=10.8.8.8 sport=8080 dport=42682');
+    stream.stderr('WARNING: We have hit ENOBUFS! We are losing events.');
+    stream.end(1);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(events).toEqual(['new SYN_SENT']);
+    expect(lost).toEqual(['false conntrack -E: the kernel dropped events (ENOBUFS)', 'true conntrack -E ended (exit 1)']);
+    // Stopped on purpose: not a loss.
+    w?.stop();
+    const again = new ConntrackAdapter(runner).watch({ onEvent: () => undefined, onLost: (r) => lost.push(r) });
+    again?.stop();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(lost).toHaveLength(2);
   });
 
   it('the adapter runs one conntrack -L per family, in the namespace', async () => {
@@ -154,8 +184,9 @@ const wlc = service({
 });
 const A = '10_2_0_1-8080';
 const B = '10_2_0_2-8080';
+let cport = 30000;
 const conn = (server: string, state: string | undefined, n: number, vip = VIP, vport = 80): ConntrackEntry[] =>
-  Array.from({ length: n }, () => ({ proto: 'tcp' as const, ...(state ? { state } : {}), vip, vport, server, sport: 8080 }));
+  Array.from({ length: n }, () => ({ id: `tcp 10.9.0.1 ${cport++} ${vip} ${vport}`, proto: 'tcp' as const, ...(state ? { state } : {}), vip, vport, server, sport: 8080 }));
 
 describe('ConnectionFeedback', () => {
   function make(table: FakeConntrack) {
@@ -210,6 +241,84 @@ describe('ConnectionFeedback', () => {
     expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
     fb.setService(wlc.id, undefined);
     expect(fb.size).toBe(0);
+  });
+});
+
+describe('ConnectionFeedback following conntrack events', () => {
+  it('dumps once, then follows events: a round looks only at services whose counts moved and reads nothing', async () => {
+    const table = new FakeConntrack(true);
+    const changes: string[][] = [];
+    const fb = new ConnectionFeedback({ table, intervalMs: 1000, log: silent, onChange: (c) => changes.push([...c]) });
+    fb.setService(wlc.id, wlc);
+    const [a1, a2] = conn('10.2.0.1', 'ESTABLISHED', 2);
+    table.entries = [a1];
+    expect(await fb.round()).toEqual([wlc.id]);
+    expect(table.reads).toEqual([4]);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
+
+    // Quiet: no read, no change.
+    expect(await fb.round()).toEqual([]);
+    expect(table.reads).toEqual([4]);
+
+    // A's connection ends, B gets one that becomes established: B is the busier one now.
+    table.emit('destroy', a1);
+    const [b1] = conn('10.2.0.2', 'SYN_SENT', 1);
+    table.emit('new', b1);
+    table.emit('update', { ...b1, state: 'ESTABLISHED' });
+    expect(await fb.round()).toEqual([wlc.id]);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: A, weight: 1 }]);
+    expect(table.reads).toEqual([4]);
+    expect(fb.stats).toMatchObject({ dumps: 1, events: 3, connections: 1 });
+
+    // Events lost: the next round dumps again. An event during that dump is applied on top of it.
+    table.lose('ENOBUFS');
+    table.duringNextRead = () => table.emit('new', { ...a2, state: 'ESTABLISHED' });
+    await fb.round();
+    expect(table.reads).toEqual([4, 4]);
+    expect(fb.stats.connections).toBe(2);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: A, weight: 1 }, { id: B, weight: 1 }]);
+
+    // The watch ended: the next round starts another one and dumps.
+    table.lose('exit', true);
+    await fb.round();
+    expect(table.reads).toEqual([4, 4, 4]);
+    table.emit('destroy', b1);
+    expect(await fb.round()).toEqual([wlc.id]);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
+    await fb.stop();
+  });
+
+  it('a closing connection leaves the counts when its conntrack timeout runs out, before any destroy event', async () => {
+    const table = new FakeConntrack(true);
+    const fb = new ConnectionFeedback({ table, intervalMs: 1000, log: silent, onChange: () => undefined });
+    fb.setService(wlc.id, wlc);
+    const [a] = conn('10.2.0.1', 'ESTABLISHED', 1);
+    table.entries = [a];
+    await fb.round();
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
+    table.emit('update', { ...a, state: 'TIME_WAIT', timeout: 0 });
+    await new Promise((r) => setTimeout(r, 120));
+    await fb.round();
+    expect(fb.stats.connections).toBe(0);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: A, weight: 1 }, { id: B, weight: 1 }]);
+    // An established one has no such deadline.
+    table.emit('new', { ...a, timeout: 0 });
+    await new Promise((r) => setTimeout(r, 120));
+    await fb.round();
+    expect(fb.stats.connections).toBe(1);
+  });
+
+  it('a service followed anew is counted from a dump (its earlier events were not followed)', async () => {
+    const table = new FakeConntrack(true);
+    const fb = new ConnectionFeedback({ table, intervalMs: 1000, log: silent, onChange: () => undefined });
+    const rr = service({ host: '10.1.0.7', port: 80, scheduler: 'wlc', servers: [{ host: '10.2.0.1', port: 80, forwarder: 'm' }] });
+    fb.setService(rr.id, rr);
+    await fb.round();
+    table.entries = conn('10.2.0.1', 'ESTABLISHED', 3);
+    fb.setService(wlc.id, wlc);
+    await fb.round();
+    expect(table.reads).toEqual([4, 4]);
+    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
   });
 });
 

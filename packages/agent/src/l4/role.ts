@@ -302,6 +302,7 @@ export class L4Role implements AgentRole {
       dataplane: this.dataplane.name,
       objects: { service: this.desired.size, server: servers },
       ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy, delayMs: this.health.delayMs } } : {}),
+      ...(this.feedback ? { feedback: { rounds: this.feedback.stats.rounds, failed: this.feedback.stats.failed, changes: this.feedback.stats.changes, services: this.feedback.size } } : {}),
     };
   }
 
