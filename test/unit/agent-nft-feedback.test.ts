@@ -221,12 +221,19 @@ describe('ConnectionFeedback', () => {
     expect(await fb.round()).toEqual([]);
     table.failNext = new Error('conntrack: command not found');
     expect(await fb.round()).toEqual([]);
-    expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: B, weight: 1 }]);
+    // The pick stays; the service says why its counts are stale (its status shows it).
+    const stale = fb.overlay(wlc);
+    expect(stale).toMatchObject({ pick: [{ id: B, weight: 1 }], countsUnavailable: 'conntrack: command not found' });
+    expect(serviceObjects(stale, { feedback: true }).reports.map((r) => r.message)).toEqual([
+      'connection counts unavailable (conntrack: command not found); least-connection and thresholds use the last counts, or the weights',
+    ]);
     expect(fb.stats).toMatchObject({ rounds: 3, failed: 1, changes: 1 });
     table.entries = conn('10.2.0.2', 'ESTABLISHED', 4);
     await fb.round();
+    expect(fb.overlay(wlc)).not.toHaveProperty('countsUnavailable');
     expect((fb.overlay(wlc) as EffectiveService).pick).toEqual([{ id: A, weight: 1 }]);
-    expect(changes).toEqual([[wlc.id], [wlc.id]]);
+    // Pick changes, and the flips to unreadable and back (every followed service is re-reported).
+    expect(changes).toEqual([[wlc.id], [wlc.id], [wlc.id], [wlc.id]]);
   });
 
   it('a server that joins is picked at once from the last counts (it has none)', async () => {

@@ -9,7 +9,11 @@ import type { PickedServer } from './feedback/pick.js';
  * shares (absent: every server of weight > 0, by weight). IPVS ignores it:
  * its schedulers count connections in the kernel.
  */
-export type EffectiveService = Service & { readonly pick?: readonly PickedServer[] };
+export type EffectiveService = Service & {
+  readonly pick?: readonly PickedServer[];
+  /** The feedback cannot read connection counts right now (why): the service says so in its status. */
+  readonly countsUnavailable?: string;
+};
 
 export interface SyncOutcome {
   /** Reports of the services this pass looked at (all of them on a full pass), by service id. */

@@ -203,6 +203,7 @@ export function serviceObjects(s: EffectiveService, opts: ServiceObjectsOptions 
   const pick = `pick${sfx}_${s.type}`;
 
   const feedback = opts.feedback ?? false;
+  if (feedback && s.countsUnavailable) warn(`connection counts unavailable (${s.countsUnavailable}); least-connection and thresholds use the last counts, or the weights`);
   if (!feedback && LEAST_CONNECTION.includes(s.scheduler)) warn(`scheduler ${s.scheduler} needs connection counts and the feedback is off; using the weights`);
   for (const srv of s.servers) {
     if (!feedback && srv.upper_threshold > 0) warn(`server ${srv.id}: connection thresholds need connection counts and the feedback is off; not enforced`);

@@ -102,6 +102,8 @@ export class ConnectionFeedback {
   /** While a dump runs: the events that arrive meanwhile, applied again on top of it. */
   private duringDump?: ConntrackEvent[];
   private lostLogged = 0;
+  /** The last dump's error, until a dump succeeds. */
+  private unreadable?: string;
   /** Closing connections by the 100 ms slice their timeout runs out in (checked lazily against `expires`). */
   private readonly expiring = new Map<number, string[]>();
   private timer?: NodeJS.Timeout;
@@ -150,7 +152,21 @@ export class ConnectionFeedback {
   /** The service with the current pick, or as it is when there is none (untracked, or nothing counted yet). */
   overlay(service: Service): EffectiveService {
     const t = this.tracked.get(service.id);
-    return t?.pick ? { ...service, pick: t.pick } : service;
+    if (!t) return service;
+    if (this.unreadable) return { ...service, ...(t.pick ? { pick: t.pick } : {}), countsUnavailable: this.unreadable };
+    return t.pick ? { ...service, pick: t.pick } : service;
+  }
+
+  /** Why the connections cannot be read right now (the last dump failed), if so. */
+  get unavailable(): string | undefined {
+    return this.unreadable;
+  }
+
+  /** Readable or not flipped: every followed service reports it (or stops reporting it) in its status. */
+  private setUnreadable(reason: string | undefined): void {
+    const flipped = (reason === undefined) !== (this.unreadable === undefined);
+    this.unreadable = reason;
+    if (flipped && this.tracked.size > 0) this.opts.onChange([...this.tracked.keys()]);
   }
 
   start(): void {
@@ -250,6 +266,7 @@ export class ConnectionFeedback {
     for (const e of entries) this.apply(e, false);
     for (const e of during) this.apply(e.entry, e.type === 'destroy');
     this.needDump = false;
+    this.setUnreadable(undefined);
     this.lastDump = performance.now();
     this.stats.dumps++;
   }
@@ -276,6 +293,7 @@ export class ConnectionFeedback {
         all = true;
       } catch (err) {
         this.stats.failed++;
+        this.setUnreadable((err as Error).message.split('\n')[0].slice(0, 200));
         // Picks stay as they are: better stale counts than none.
         if (this.stats.failed === 1 || this.stats.failed % 100 === 0) this.opts.log.warn({ err: (err as Error).message, failed: this.stats.failed }, 'cannot read connections (conntrack); picks unchanged');
         return [];
