@@ -332,7 +332,10 @@ export class ConnectionFeedback {
     this.stats.changes += changed.length;
     this.stats.connections = this.conns.size;
     this.stats.lastRoundMs = performance.now() - started;
-    if (changed.length > 0) this.opts.onChange(changed);
+    if (changed.length > 0) {
+      this.opts.log.debug({ changed: changed.length, looked: ids.length, connections: this.conns.size, ms: Math.round(this.stats.lastRoundMs) }, 'connection feedback moved picks');
+      this.opts.onChange(changed);
+    }
     return changed;
   }
 
