@@ -2,7 +2,7 @@
 # (coordinator, agent). Build: docker build -t switchyard .
 FROM node:20-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables iproute2 ipvsadm kmod \
+ && apt-get install -y --no-install-recommends nftables conntrack iproute2 ipvsadm kmod \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.base.json ./

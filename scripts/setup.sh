@@ -23,6 +23,7 @@ fi
 declare -A pkgs=(
   [etcd]=etcd-server
   [nft]=nftables
+  [conntrack]=conntrack
   [ip]=iproute2
   [dig]=bind9-dnsutils
   [ping]=iputils-ping

@@ -64,7 +64,7 @@ describe('agent daemon (dry-run, real etcd)', () => {
       expect(applied.services).toBe(1);
       expect(applied.errors).toEqual([]);
       expect(applied.warnings).toEqual([
-        { serviceId: 'tcp-10_1_0_1-80', level: 'warning', message: 'scheduler lc is not expressible in nftables; using weighted random distribution' },
+        { serviceId: 'tcp-10_1_0_1-80', level: 'warning', message: 'scheduler lc needs connection counts and the feedback is off; using the weights' },
       ]);
 
       // The status key is valid against the shared schema.

@@ -107,10 +107,14 @@ describe('nftables planner', () => {
       'udp-10_1_0_1-53: server 10_2_0_3-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
       'udp-10_1_0_1-53: server 10_2_0_4-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
       'udp-10_1_0_1-53: server 10_2_0_5-53: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
-      'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
-      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
+      'tcp-10_1_0_3-80: scheduler wlc needs connection counts and the feedback is off; using the weights',
+      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds need connection counts and the feedback is off; not enforced',
       'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)',
     ]);
+    // With the connection feedback (the agent's default), wlc and thresholds are honoured: only forwarders remain.
+    const withFeedback = services.flatMap((s) => serviceObjects(s, { feedback: true }).reports).map((r) => r.message);
+    expect(withFeedback.every((m) => m.includes('forwarder g'))).toBe(true);
+    expect(withFeedback).toHaveLength(4);
   });
 });
 

@@ -16,6 +16,7 @@
 import type { Logger } from 'pino';
 import { checkEtcdAccess, createEtcdClient, keyspace, loadEtcdAccess, parseEtcdHosts, VERSION, wantsAccessCheck, type AgentRegistration, type Dataplane } from '@switchyard/shared';
 import { AgentConfig, type AgentConfigInput } from './config.js';
+import { ConntrackAdapter } from './adapters/conntrack.js';
 import { ExecaRunner, type Runner } from './exec/runner.js';
 import { L4Role } from './l4/role.js';
 import { selectDataplane } from './l4/select.js';
@@ -67,8 +68,20 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const compactor = new HeapCompactor(log.child({ component: 'memory' }));
   const syncObserver = (role: string) => compactor.wrap(metrics.syncObserver(role));
   const ctx: RoleContext = { config, etcd, keys, runner, status, log, syncObserver };
+  // nftables counts connections for least-connection schedulers and thresholds through conntrack (l4/feedback).
+  const connections = l4.name === 'nftables' && config.nftFeedbackIntervalMs > 0 ? new ConntrackAdapter(runner, config.netns) : undefined;
   const roles: AgentRole[] = [
-    new L4Role(etcd, keys, config, l4, status, log.child({ component: 'l4' }), deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })), syncObserver('l4')),
+    new L4Role(
+      etcd,
+      keys,
+      config,
+      l4,
+      status,
+      log.child({ component: 'l4' }),
+      deps.prober ? inThreadHealthChecks(deps.prober) : threadedHealthChecks(config.netns, log.child({ component: 'health' })),
+      syncObserver('l4'),
+      connections,
+    ),
     new TopologyRole(ctx),
   ];
   metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });

@@ -57,6 +57,12 @@ export const AgentConfig = z.object({
     .boolean()
     .default(false)
     .describe('nftables: make every VIP local on --nft-device, so processes on this host can reach VIPs it has no route to'),
+  nftFeedbackIntervalMs: z
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(250)
+    .describe('nftables: how often lc/wlc/sed/nq/lblc/lblcr services and connection thresholds re-read connection counts (conntrack) and re-pick servers for new connections; 0 turns this off (weights only, with a warning)'),
   nftDevice: z
     .string()
     .refine((s) => isInterfaceName(s), { message: 'nft device: an interface name of at most 15 characters' })

@@ -19,6 +19,8 @@ export interface RoleProgress {
   objects: Record<string, number>;
   /** L4 only: health-check probes run so far by result, and servers this host finds unhealthy. */
   health?: { checks: { ok: number; failed: number; inconclusive: number }; unhealthy: number; delayMs: number; probes: number };
+  /** L4 on nftables: connection-feedback rounds so far (and those whose read failed), pick changes, services it follows. */
+  feedback?: { rounds: number; failed: number; changes: number; services: number };
 }
 
 export interface MetricSources {
@@ -123,6 +125,35 @@ export class AgentMetrics {
     },
   });
   private readonly healthSeen = { ok: 0, failed: 0, inconclusive: 0 };
+
+  /** Connection feedback (L4 on nftables): counters read from the feedback when scraped. */
+  private readonly feedbackRounds = new Counter({
+    name: 'switchyard_agent_feedback_rounds_total',
+    help: 'Connection-feedback rounds (conntrack read, least-connection and threshold picks), by result: ok, or failed (the read failed; picks stayed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const f = this.progressOf().find((p) => p.feedback)?.feedback;
+      if (!f) return;
+      const now = { ok: f.rounds - f.failed, failed: f.failed };
+      for (const result of ['ok', 'failed'] as const) {
+        if (now[result] > this.feedbackSeen[result]) this.feedbackRounds.inc({ result }, now[result] - this.feedbackSeen[result]);
+        this.feedbackSeen[result] = now[result];
+      }
+    },
+  });
+  private readonly feedbackChanges = new Counter({
+    name: 'switchyard_agent_feedback_pick_changes_total',
+    help: 'Services whose servers for new connections the connection feedback changed (each one an nft element change).',
+    registers: [this.registry],
+    collect: () => {
+      const f = this.progressOf().find((p) => p.feedback)?.feedback;
+      if (!f) return;
+      if (f.changes > this.feedbackSeen.changes) this.feedbackChanges.inc(f.changes - this.feedbackSeen.changes);
+      this.feedbackSeen.changes = f.changes;
+    },
+  });
+  private readonly feedbackSeen = { ok: 0, failed: 0, changes: 0 };
 
   private progressOf(): RoleProgress[] {
     return (this.sources?.roles() ?? []).flatMap((r) => r.progress?.() ?? []);

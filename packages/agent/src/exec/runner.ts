@@ -21,8 +21,24 @@ export interface RunResult {
   exitCode: number;
 }
 
+/** A long-running command whose output is read line by line (`conntrack -E`). */
+export interface StreamOptions {
+  netns?: string;
+  onLine(line: string): void;
+  onStderrLine?(line: string): void;
+}
+
+export interface StreamHandle {
+  /** Ends the command (SIGTERM). */
+  stop(): void;
+  /** Settles with the exit code when the command has ended, for whatever reason (-1: killed or not started). */
+  ended: Promise<number>;
+}
+
 export interface Runner {
   run(cmd: string, args: string[], opts?: RunOptions): Promise<RunResult>;
+  /** Starts a long-running command (optional: runners that cannot, callers fall back to `run`). */
+  stream?(cmd: string, args: string[], opts: StreamOptions): StreamHandle;
 }
 
 /** A failed command: the argv, the exit code and what it said on stderr. */
@@ -71,6 +87,35 @@ export class ExecaRunner implements Runner {
     if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
     return out;
   }
+
+  stream(cmd: string, args: string[], opts: StreamOptions): StreamHandle {
+    return execaStream(this.defaults, cmd, args, opts);
+  }
+}
+
+/** Reads a stream's lines as they come (a partial last line waits for its newline). */
+function onLines(stream: NodeJS.ReadableStream | null | undefined, fn: (line: string) => void): void {
+  let rest = '';
+  stream?.on('data', (d: Buffer | string) => {
+    const parts = (rest + String(d)).split('\n');
+    rest = parts.pop() ?? '';
+    for (const line of parts) fn(line);
+  });
+}
+
+/** `ExecaRunner.stream`: execa without buffering, stdin closed. */
+export function execaStream(defaults: ExecaRunnerOptions, cmd: string, args: string[], opts: StreamOptions): StreamHandle {
+  const [file, argv] = wrapNetns(cmd, args, opts.netns ?? defaults.netns);
+  const sub = execa(file, argv, { stdin: 'ignore', buffer: false, reject: false, env: { LC_ALL: 'C' } });
+  onLines(sub.stdout, opts.onLine);
+  onLines(sub.stderr, (l) => opts.onStderrLine?.(l));
+  return {
+    stop: () => sub.kill('SIGTERM'),
+    ended: sub.then(
+      (r) => r.exitCode ?? -1,
+      () => -1,
+    ),
+  };
 }
 
 /** One recorded call of the fake. */
@@ -93,8 +138,19 @@ export interface ScriptedAnswer {
  * calls succeed with empty output. A non-zero scripted exit code throws a
  * `CommandError` like the real runner, unless the call allowed failure.
  */
+/** A long-running command of the fake: the test writes its output and ends it. */
+export interface FakeStream {
+  call: RecordedCall;
+  line(text: string): void;
+  stderr(text: string): void;
+  end(exitCode?: number): void;
+  stopped: boolean;
+}
+
 export class FakeRunner implements Runner {
   readonly calls: RecordedCall[] = [];
+  /** Long-running commands started with `stream`, in order. */
+  readonly streams: FakeStream[] = [];
   private readonly script: ScriptedAnswer[] = [];
 
   /** Answer calls of `cmd` whose args start with `argsPrefix`. */
@@ -119,6 +175,29 @@ export class FakeRunner implements Runner {
 
   clear(): void {
     this.calls.length = 0;
+  }
+
+  stream(cmd: string, args: string[], opts: StreamOptions): StreamHandle {
+    const call: RecordedCall = { cmd, args: [...args], ...(opts.netns ? { netns: opts.netns } : {}) };
+    this.calls.push(call);
+    let finish: (code: number) => void = () => undefined;
+    const ended = new Promise<number>((r) => (finish = r));
+    const s: FakeStream = {
+      call,
+      stopped: false,
+      line: (text) => {
+        if (!s.stopped) opts.onLine(text);
+      },
+      stderr: (text) => {
+        if (!s.stopped) opts.onStderrLine?.(text);
+      },
+      end: (code = 0) => {
+        s.stopped = true;
+        finish(code);
+      },
+    };
+    this.streams.push(s);
+    return { stop: () => s.end(-1), ended };
   }
 
   async run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {

@@ -1,5 +1,19 @@
 /** What the L4 role asks of a dataplane (ipvs, nftables, dry-run). */
 import type { Dataplane, Service, ServiceReport } from '@switchyard/shared';
+import type { PickedServer } from './feedback/pick.js';
+
+/**
+ * A service as the role hands it to a dataplane: health already applied to
+ * the weights, and — with the nftables connection feedback — `pick`, the
+ * servers that take new connections until the next feedback round and their
+ * shares (absent: every server of weight > 0, by weight). IPVS ignores it:
+ * its schedulers count connections in the kernel.
+ */
+export type EffectiveService = Service & {
+  readonly pick?: readonly PickedServer[];
+  /** The feedback cannot read connection counts right now (why): the service says so in its status. */
+  readonly countsUnavailable?: string;
+};
 
 export interface SyncOutcome {
   /** Reports of the services this pass looked at (all of them on a full pass), by service id. */
@@ -17,7 +31,7 @@ export interface L4Dataplane {
    * `changed` lists the ids that may differ since the last pass (incremental);
    * without it the pass compares everything against the kernel (full).
    */
-  sync(desired: ReadonlyMap<string, Service>, changed?: ReadonlySet<string>): Promise<SyncOutcome>;
+  sync(desired: ReadonlyMap<string, EffectiveService>, changed?: ReadonlySet<string>): Promise<SyncOutcome>;
   /**
    * The read-only half of the next full pass (reading the kernel back), when
    * that is slow enough to be worth running while incremental passes go on.

@@ -20,6 +20,11 @@
  * change; etcd's weights are never written. Servers held by `/provide?lb=`
  * providers (an `owned` marker under disco/lb/) are healthy while connected
  * and never probed.
+ *
+ * Connection feedback (nftables only; IPVS counts in the kernel): services
+ * with a least-connection scheduler or connection thresholds get, on top of
+ * health, the feedback's pick of servers for new connections (l4/feedback);
+ * a round that changes a service's pick marks it dirty like any change.
  */
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
@@ -41,7 +46,9 @@ import { SyncLoop, type SyncObserver } from '../loop.js';
 import type { RoleProgress } from '../metrics.js';
 import type { StatusReporter } from '../status.js';
 import type { AgentRole } from '../role.js';
-import type { L4Dataplane } from './dataplane.js';
+import type { ConnectionTable } from '../adapters/conntrack.js';
+import type { EffectiveService, L4Dataplane } from './dataplane.js';
+import { ConnectionFeedback } from './feedback/index.js';
 import { effectiveService, hostHealth, targetsOf, type HealthChecks, type HealthChecksFactory } from './health/index.js';
 
 /** Health-only status changes (no pick change) are published at most this often. */
@@ -55,8 +62,10 @@ export class L4Role implements AgentRole {
   private readonly loop: SyncLoop;
   /** The services this host applies, by id (follows the mirror). */
   private readonly desired = new Map<string, Service>();
-  /** What the dataplane applies: `desired` with unhealthy servers at weight 0. */
-  private readonly effective = new Map<string, Service>();
+  /** What the dataplane applies: `desired` with unhealthy servers at weight 0, and the feedback's pick. */
+  private readonly effective = new Map<string, EffectiveService>();
+  /** nftables: least-connection schedulers and thresholds from conntrack's counts. */
+  readonly feedback?: ConnectionFeedback;
   /** Services whose every serving server fails its checks (all kept in). */
   private readonly allDown = new Set<string>();
   readonly health: HealthChecks;
@@ -82,7 +91,20 @@ export class L4Role implements AgentRole {
     private readonly log: Logger,
     healthChecks: HealthChecksFactory,
     observer?: SyncObserver,
+    /** Where the feedback reads connections (nftables with --nft-feedback-interval > 0); no feedback without it. */
+    connections?: ConnectionTable,
   ) {
+    if (connections && config.nftFeedbackIntervalMs > 0) {
+      this.feedback = new ConnectionFeedback({
+        table: connections,
+        intervalMs: config.nftFeedbackIntervalMs,
+        log: log.child({ component: 'feedback' }),
+        onChange: (ids) => {
+          for (const id of ids) this.applyHealth(id, false);
+          this.loop.trigger();
+        },
+      });
+    }
     this.health = healthChecks({
       concurrency: config.healthConcurrency,
       onChange: (serviceId, pickChanged) => this.onHealth(serviceId, pickChanged),
@@ -155,14 +177,17 @@ export class L4Role implements AgentRole {
     this.applyHealth(id);
   }
 
-  private applyHealth(id: string): void {
+  /** `serviceChanged` false: only the feedback's pick moved (the service and its health are as they were). */
+  private applyHealth(id: string, serviceChanged = true): void {
     const service = this.desired.get(id);
     if (!service) {
       this.effective.delete(id);
       this.allDown.delete(id);
+      this.feedback?.setService(id, undefined);
     } else {
       const e = effectiveService(service, (serverId) => this.health.state(id, serverId));
-      this.effective.set(id, e.service);
+      if (serviceChanged) this.feedback?.setService(id, e.service);
+      this.effective.set(id, this.feedback ? this.feedback.overlay(e.service) : e.service);
       if (e.allDown) this.allDown.add(id);
       else this.allDown.delete(id);
     }
@@ -216,6 +241,7 @@ export class L4Role implements AgentRole {
     void this.mirror.start().then(() => {
       this.log.info({ revision: this.mirror.revision, services: this.desired.size }, 'services listed');
       this.loop.start();
+      this.feedback?.start();
     });
   }
 
@@ -276,11 +302,13 @@ export class L4Role implements AgentRole {
       dataplane: this.dataplane.name,
       objects: { service: this.desired.size, server: servers },
       ...(this.health.size > 0 ? { health: { checks: { ...this.health.stats }, unhealthy: this.health.summary().counts.unhealthy, delayMs: this.health.delayMs, probes: this.health.probes } } : {}),
+      ...(this.feedback ? { feedback: { rounds: this.feedback.stats.rounds, failed: this.feedback.stats.failed, changes: this.feedback.stats.changes, services: this.feedback.size } } : {}),
     };
   }
 
   async stop(opts: { flush: boolean }): Promise<void> {
     clearTimeout(this.healthTimer);
+    await this.feedback?.stop();
     await this.health.stop();
     await this.heldMirror.stop();
     await this.mirror.stop();

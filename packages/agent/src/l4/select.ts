@@ -36,6 +36,7 @@ export async function selectDataplane(config: AgentConfig, runner: Runner, etcd:
     new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
       localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
       ...dr,
+      feedback: config.nftFeedbackIntervalMs > 0,
     });
   const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }), dr);
   switch (config.dataplane) {

@@ -24,18 +24,18 @@
  * routing): each service's objects go to the table its forwarders call for
  * and leave the other, in the same transaction.
  *
- * The model keeps only a reference to each applied `Service` (which the etcd
- * mirror holds anyway) and recomputes a service's nft objects when they are
+ * The model keeps only a reference to each applied service (the etcd
+ * mirror's object, or the role's copy with a feedback pick) and recomputes a service's nft objects when they are
  * needed: memory stays close to the mirror's own.
  */
 import type { Logger } from 'pino';
-import type { Service, ServiceReport } from '@switchyard/shared';
+import type { ServiceReport } from '@switchyard/shared';
 import { planAddresses, type DeviceAddresses } from '../local-addresses.js';
 import { NftExecutor } from './executor.js';
 import { serviceObjects, type ModelOptions, type NftFamily, type ServiceObjects } from './model.js';
 import { emptyObserved, observedOf, type NftObserved, type ObservedService } from './observe.js';
 import { drBase, NFT_BASE, planTables, renderNftScript, type NftOp } from './plan.js';
-import type { L4Dataplane, SyncOutcome } from '../dataplane.js';
+import type { EffectiveService, L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface NftDataplaneOptions {
   /**
@@ -58,6 +58,12 @@ export interface NftDataplaneOptions {
   drDevice?: string;
   /** `--nft-dr-ingress`: where the direct-routed traffic arrives (default: the DR device). */
   drIngress?: string[];
+  /**
+   * The role runs the connection feedback (l4/feedback), so least-connection
+   * schedulers and thresholds need no warning (default false: they are
+   * approximated by the weights, and each such service says so).
+   */
+  feedback?: boolean;
 }
 
 /** What the kernel holds of one service, per table (a service lives in one; a failed pass may find it in both). */
@@ -89,8 +95,8 @@ export class NftDataplane implements L4Dataplane {
   private base: NftObserved = emptyObserved();
   /** The same for the direct-routing table. */
   private drBase: NftObserved = emptyObserved();
-  /** Per service: the Service whose objects the kernel holds after the last successful pass. */
-  private readonly applied = new Map<string, Service>();
+  /** Per service: the service whose objects the kernel holds after the last successful pass. */
+  private readonly applied = new Map<string, EffectiveService>();
   /** Per service whose apply failed: what the kernel was read to hold instead. */
   private readonly unknown = new Map<string, Held>();
   /** Without --nft-dr-device: whether an earlier run's netdev table has been deleted. */
@@ -109,10 +115,10 @@ export class NftDataplane implements L4Dataplane {
     private readonly opts: NftDataplaneOptions = {},
   ) {
     this.name = executor ? 'nftables' : 'dry-run';
-    this.model = opts.drDevice !== undefined ? { drDevice: opts.drDevice } : {};
+    this.model = { ...(opts.drDevice !== undefined ? { drDevice: opts.drDevice } : {}), feedback: opts.feedback ?? false };
   }
 
-  private objectsOf(s: Service): { objects: ServiceObjects; reports: ServiceReport[] } {
+  private objectsOf(s: EffectiveService): { objects: ServiceObjects; reports: ServiceReport[] } {
     return serviceObjects(s, this.model);
   }
 
@@ -159,24 +165,24 @@ export class NftDataplane implements L4Dataplane {
     }
   }
 
-  sync(desired: ReadonlyMap<string, Service>, changed?: ReadonlySet<string>): Promise<SyncOutcome> {
+  sync(desired: ReadonlyMap<string, EffectiveService>, changed?: ReadonlySet<string>): Promise<SyncOutcome> {
     return changed ? this.syncChanged(desired, changed) : this.syncAll(desired);
   }
 
-  private async syncChanged(desired: ReadonlyMap<string, Service>, changed: ReadonlySet<string>): Promise<SyncOutcome> {
+  private async syncChanged(desired: ReadonlyMap<string, EffectiveService>, changed: ReadonlySet<string>): Promise<SyncOutcome> {
     const reading = this.reading;
     if (reading && this.executor && performance.now() - reading.started > Math.max(this.opts.minReadOverlapMs ?? 1000, 2 * this.lastReadMs)) {
       this.log.info({ readingMs: Math.round(performance.now() - reading.started) }, 'table read-back keeps restarting under changes; waiting for it');
       await reading.ended;
     }
-    const services = new Map<string, Service>();
+    const services = new Map<string, EffectiveService>();
     const objects = new Map<string, ServiceObjects>();
     const reports = new Map<string, ServiceReport[]>();
     const have = new Map<string, Held>();
     const scope = new Set<string>();
     for (const id of changed) {
       const s = desired.get(id);
-      // The very Service object already applied: nothing to do (its reports stand).
+      // The very service object already applied: nothing to do (its reports stand).
       if (s && this.applied.get(id) === s) continue;
       scope.add(id);
       if (s) {
@@ -211,7 +217,7 @@ export class NftDataplane implements L4Dataplane {
     return this.syncLocalVips(desired, false, reports);
   }
 
-  private async syncAll(desired: ReadonlyMap<string, Service>): Promise<SyncOutcome> {
+  private async syncAll(desired: ReadonlyMap<string, EffectiveService>): Promise<SyncOutcome> {
     let observed: TablesObserved;
     if (this.executor) {
       const snap = this.snapshot ?? { ...(await this.readTables(this.executor)), during: undefined };
@@ -277,7 +283,7 @@ export class NftDataplane implements L4Dataplane {
    * reported on the services of the pass (the host's status shows it) and
    * makes the next pass full.
    */
-  private async syncLocalVips(desired: ReadonlyMap<string, Service>, full: boolean, reports: Map<string, ServiceReport[]>): Promise<SyncOutcome> {
+  private async syncLocalVips(desired: ReadonlyMap<string, EffectiveService>, full: boolean, reports: Map<string, ServiceReport[]>): Promise<SyncOutcome> {
     const lv = this.opts.localVips;
     if (!lv || !this.executor || (!lv.enabled && !full)) return { reports, failed: false };
     const wanted = new Set<string>();
@@ -303,7 +309,7 @@ export class NftDataplane implements L4Dataplane {
     }
   }
 
-  private async afterOneByOne(outcome: SyncOutcome, desired: ReadonlyMap<string, Service>, full: boolean): Promise<SyncOutcome> {
+  private async afterOneByOne(outcome: SyncOutcome, desired: ReadonlyMap<string, EffectiveService>, full: boolean): Promise<SyncOutcome> {
     const vips = await this.syncLocalVips(desired, full, outcome.reports);
     return { ...outcome, failed: outcome.failed || vips.failed };
   }
@@ -314,7 +320,7 @@ export class NftDataplane implements L4Dataplane {
   }
 
   /** Brings the model in line with what was just applied for `ids` (absent from `services` = deleted). */
-  private record(ids: Iterable<string>, services: ReadonlyMap<string, Service>, objects: ReadonlyMap<string, ServiceObjects>): void {
+  private record(ids: Iterable<string>, services: ReadonlyMap<string, EffectiveService>, objects: ReadonlyMap<string, ServiceObjects>): void {
     const m = this.base;
     m.table = true;
     for (const c of NFT_BASE.chains) m.baseChains.set(c.name, c.rules.length);
@@ -343,7 +349,7 @@ export class NftDataplane implements L4Dataplane {
   }
 
   private async applyOneByOne(
-    services: ReadonlyMap<string, Service>,
+    services: ReadonlyMap<string, EffectiveService>,
     objects: ReadonlyMap<string, ServiceObjects>,
     reports: Map<string, ServiceReport[]>,
     scope?: ReadonlySet<string>,

@@ -32,6 +32,17 @@
  * map typed with `th dport` once the rule has a `tcp` match ("conflicting
  * protocols specified: tcp vs. th"); a map typed `tcp dport` has no such issue.
  *
+ * Least-connection schedulers (lc, wlc, sed, nq, lblc, lblcr) and
+ * connection thresholds: nftables cannot count connections per server, so the
+ * agent does (l4/feedback: conntrack every --nft-feedback-interval) and hands
+ * each such service a `pick` — the servers that take new connections for the
+ * next interval and their shares. Only the slots follow the pick; per-server
+ * chains and affinity sets stay for every server of weight > 0, so a client
+ * keeps its persistence to a server that is out of the pick (IPVS: a
+ * persistence template wins over the scheduler). An empty pick (every server
+ * overloaded) sends new connections to `grp.reject`: ICMP port unreachable,
+ * as IPVS answers when it has no destination (ip_vs_leave).
+ *
  * Direct routing (forwarder g, with `--nft-dr-device`) lives in a second
  * table, `netdev <table>`, whose ingress chain on that device sees packets
  * before the IP stack: `fwd ip to <server> device <dev>` resolves the
@@ -56,14 +67,16 @@
  * the rules, so rewriting a service never disturbs existing connections.
  */
 import { createHash } from 'node:crypto';
-import { ipFamily, maskOfPrefix, netmaskBits, type Scheduler, type Service, type ServiceReport } from '@switchyard/shared';
+import { ipFamily, maskOfPrefix, netmaskBits, type Service, type ServiceReport } from '@switchyard/shared';
+import type { EffectiveService } from '../dataplane.js';
+import { LEAST_CONNECTION } from '../feedback/pick.js';
 
 export const MASQ_MARK = '0x00100000';
 export const MAX_SLOTS = 256;
 /** Fixed jhash seed: a rewritten rule hashes clients the same way as the one it replaces. */
 export const JHASH_SEED = '0x5359';
-/** Schedulers that depend on connection counts, which nftables does not see. */
-export const FALLBACK_SCHEDULERS: readonly Scheduler[] = ['lc', 'wlc', 'sed', 'nq', 'lblc', 'lblcr'];
+/** The shared chain new connections of a service whose every server is overloaded go to. */
+export const REJECT_CHAIN = 'grp.reject';
 
 export interface NftChain {
   name: string;
@@ -174,12 +187,20 @@ function clientExpr(family: 4 | 6, netmask: string): string {
 export interface ModelOptions {
   /** `--nft-dr-device`: where direct-routed (forwarder g) traffic arrives and leaves; unset, g is applied as DNAT. */
   drDevice?: string;
+  /**
+   * The connection feedback runs (l4/feedback), so least-connection
+   * schedulers and thresholds are honoured. Without it (--nft-feedback-interval 0,
+   * dry-run) they are approximated by the plain weights, with a warning.
+   */
+  feedback?: boolean;
 }
+/** (The feedback branch's name for the same options.) */
+export type ServiceObjectsOptions = ModelOptions;
 
 const target = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
 /** Desired objects of one service, plus the warnings nftables has to give about it. */
-export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: ServiceObjects; reports: ServiceReport[] } {
+export function serviceObjects(s: EffectiveService, opts: ModelOptions = {}): { objects: ServiceObjects; reports: ServiceReport[] } {
   const reports: ServiceReport[] = [];
   const warn = (message: string) => reports.push({ serviceId: s.id, level: 'warning', message });
   const active = s.servers.filter((srv) => srv.weight > 0);
@@ -190,11 +211,11 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
     if (!mixed) {
       // What the ingress chain never sees — a process on this host connecting to the VIP (output hook),
       // VIP traffic arriving on another interface — is DNATed to the same servers and port, as without the flag.
-      return { objects: { ...serviceObjects({ ...s, servers: s.servers.map((srv) => ({ ...srv, port: s.port })) }).objects, dr }, reports };
+      return { objects: { ...serviceObjects({ ...s, servers: s.servers.map((srv) => ({ ...srv, port: s.port })) }, { feedback: opts.feedback ?? false }).objects, dr }, reports };
     }
     // The other servers' share of the slots finds no address in the netdev table: those packets go on
     // up the stack, where the inet table DNATs them among the other servers by their own weights.
-    const nat = serviceObjects({ ...s, servers: s.servers.filter((srv) => srv.forwarder !== 'g') });
+    const nat = serviceObjects({ ...s, servers: s.servers.filter((srv) => srv.forwarder !== 'g') }, { feedback: opts.feedback ?? false });
     return { objects: { ...nat.objects, dr }, reports: [...reports, ...nat.reports] };
   }
   const family = ipFamily(s.host);
@@ -205,19 +226,26 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
   const backends = `backends${sfx}_${s.type}`;
   const pick = `pick${sfx}_${s.type}`;
 
-  if (FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using weighted random distribution`);
+  const feedback = opts.feedback ?? false;
+  if (feedback && s.countsUnavailable) warn(`connection counts unavailable (${s.countsUnavailable}); least-connection and thresholds use the last counts, or the weights`);
+  if (!feedback && LEAST_CONNECTION.includes(s.scheduler)) warn(`scheduler ${s.scheduler} needs connection counts and the feedback is off; using the weights`);
   for (const srv of s.servers) {
+    if (!feedback && srv.upper_threshold > 0) warn(`server ${srv.id}: connection thresholds need connection counts and the feedback is off; not enforced`);
     if (srv.forwarder === 'i') warn(`server ${srv.id}: forwarder i is applied as DNAT without masquerade (nftables cannot encapsulate IPIP)`);
     // (With --nft-dr-device a g server routes directly once it has a weight.)
     if (srv.forwarder === 'g' && opts.drDevice === undefined) warn(`server ${srv.id}: forwarder g is applied as DNAT without masquerade (direct routing needs --nft-dr-device)`);
-    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
   }
 
-  const weights = active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight));
+  // The feedback's choice for new connections (absent: every server by its weight).
+  const shares = s.pick ? new Map(s.pick.map((p) => [p.id, p.weight])) : undefined;
+  const picked = shares ? active.filter((srv) => shares.has(srv.id)) : active;
+  const rejectAll = shares !== undefined && picked.length === 0 && active.length > 0;
+  const weights = picked.map((srv) => (s.scheduler === 'rr' ? 1 : (shares?.get(srv.id) ?? srv.weight)));
   const { counts, exact } = slotCounts(weights);
   if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
   const seq = slotSequence(counts);
   const total = seq.length;
+  // Least-connection schedulers share a pick's ties at random (IPVS alternates; over many connections the same split).
   const picker =
     s.scheduler === 'sh'
       ? `jhash ${ip} saddr mod ${total} seed ${JHASH_SEED}`
@@ -236,16 +264,19 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
   const forwarders = new Set(active.map((srv) => srv.forwarder === 'm'));
   const perServer = s.persistence > 0 || forwarders.size > 1;
 
-  if (total === 0) {
+  if (rejectAll && !perServer) {
+    groups.push({ name: REJECT_CHAIN, rules: ['reject'] });
+    elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${REJECT_CHAIN}` });
+  } else if (total === 0 && !rejectAll) {
     // No server takes new connections: the service address is not rewritten.
   } else if (!perServer) {
-    const masq = active[0].forwarder === 'm';
+    const masq = picked[0].forwarder === 'm';
     const group = `grp.${picker.split(' ').filter((w) => !['mod', 'seed', JHASH_SEED, String(total)].includes(w)).join('-')}.${total}.${s.type}${sfx}${masq ? '.masq' : ''}`;
     const mark = masq ? `meta mark set meta mark | ${MASQ_MARK} ` : '';
     groups.push({ name: group, rules: [`${mark}dnat ${ip} to ${vipKey} . ${picker} map @${backends}`] });
     elements.push({ map: `services${sfx}`, key: svcKey, value: `goto ${group}` });
     seq.forEach((srvIndex, slot) => {
-      const srv = active[srvIndex];
+      const srv = picked[srvIndex];
       elements.push({ map: backends, key: `${key} . ${slot}`, value: `${srv.host} . ${srv.port}` });
     });
   } else {
@@ -264,9 +295,11 @@ export function serviceObjects(s: Service, opts: ModelOptions = {}): { objects: 
       rules.push(`meta l4proto ${s.type} dnat ${ip} to ${target(srv.host, srv.port)}`);
       chains.push({ name: ep, rules });
     }
-    svcRules.push(`${vipKey} . ${picker} vmap @${pick}`);
+    // Clients with affinity still reach their server; the others are rejected when every server is overloaded.
+    if (rejectAll) svcRules.push('reject');
+    else svcRules.push(`${vipKey} . ${picker} vmap @${pick}`);
     seq.forEach((srvIndex, slot) => {
-      elements.push({ map: pick, key: `${key} . ${slot}`, value: `goto ${epChain(s.id, active[srvIndex].id)}` });
+      elements.push({ map: pick, key: `${key} . ${slot}`, value: `goto ${epChain(s.id, picked[srvIndex].id)}` });
     });
   }
 
@@ -293,10 +326,10 @@ function directRouted(s: Service, active: Service['servers'], device: string, mi
   const ip = family === 4 ? 'ip' : 'ip6';
   const sfx = family === 4 ? '4' : '6';
   // With other forwarders mixed in, the inet part reports the scheduler and its own servers.
-  if (!mixed && FALLBACK_SCHEDULERS.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible in nftables; using a weighted hash of the flow`);
+  if (!mixed && LEAST_CONNECTION.includes(s.scheduler)) warn(`scheduler ${s.scheduler} is not expressible at ingress (no connection tracking there); direct routing uses a weighted hash of the flow`);
   for (const srv of s.servers.filter((x) => x.forwarder === 'g')) {
     if (srv.weight > 0 && srv.port !== s.port) warn(`server ${srv.id}: direct routing keeps the service port ${s.port}; the server port ${srv.port} is not used`);
-    if (srv.upper_threshold > 0 || srv.lower_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced by nftables`);
+    if (srv.upper_threshold > 0) warn(`server ${srv.id}: connection thresholds are not enforced for direct routing (no connection tracking at ingress)`);
   }
   const { counts, exact } = slotCounts(active.map((srv) => (s.scheduler === 'rr' ? 1 : srv.weight)));
   if (!exact) warn(`weights approximated with ${MAX_SLOTS} slots`);
