@@ -247,10 +247,10 @@ describe('direct routing (--nft-dr-device)', () => {
   it('warns only where direct routing cannot be done', () => {
     const reports = drServices.flatMap((s) => serviceObjects(s, { drDevice: DEV }).reports).map((r) => `${r.serviceId}: ${r.message}`);
     expect(reports).toEqual([
-      'tcp-10_1_0_3-80: scheduler wlc is not expressible in nftables; using weighted random distribution',
-      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds are not enforced by nftables',
+      'tcp-10_1_0_3-80: scheduler wlc needs connection counts and the feedback is off; using the weights',
+      'tcp-10_1_0_3-80: server 10_2_0_8-80: connection thresholds need connection counts and the feedback is off; not enforced',
       'tcp-2001_db8__1-80: server 2001_db8_1__6-8080: direct routing keeps the service port 80; the server port 8080 is not used',
-      'tcp-2001_db8__2-80: scheduler wlc is not expressible in nftables; using a weighted hash of the flow',
+      'tcp-2001_db8__2-80: scheduler wlc is not expressible at ingress (no connection tracking there); direct routing uses a weighted hash of the flow',
       'tcp-2001_db8__2-80: server 2001_db8_1__7-8080: direct routing keeps the service port 80; the server port 8080 is not used',
     ]);
     const tunnel = toService(ServiceInput.parse({ host: '10.1.0.9', port: 80, scheduler: 'rr', servers: [{ host: '10.2.0.17', port: 80, forwarder: 'i' }] }));
