@@ -102,7 +102,7 @@ export class IpAdapter {
 }
 
 // ---------- topology (container networks): namespaces, bridges, veths, VXLAN ----------
-// Line builders for `ip [-n NS] -batch -` / `bridge [-n NS] -batch -` (one
+// Line builders for `ip [-n NS] -batch -` (one
 // command per line, without the leading tool name), and the reads the
 // topology role observes with. Namespaces are addressed with `-n NS` rather
 // than the runner's `ip netns exec`: no extra process, and `ip netns add`
@@ -155,9 +155,6 @@ export const ipLines = {
   /** A /32 through a bridge (IPv4: CIN addresses). */
   hostRoute: (dst: string, dev: string) => `route replace ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
   hostRouteDel: (dst: string, dev: string) => `route del ${checkIp(dst)}/32 dev ${checkIfname(dev)}`,
-  /** For `bridge -batch -`: flood to a remote VTEP. */
-  fdbAppend: (vxlan: string, dst: string) => `fdb append 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
-  fdbDel: (vxlan: string, dst: string) => `fdb del 00:00:00:00:00:00 dev ${checkIfname(vxlan)} dst ${checkIp(dst)}`,
 };
 
 /** `-n NS` when a namespace is given. */
@@ -242,13 +239,3 @@ export async function listNamespaces(runner: Runner): Promise<string[]> {
   return list.map((n) => n.name);
 }
 
-/** Remote VTEPs each device floods to (`bridge fdb` all-zero entries), for all devices in one process. */
-export async function observeFloodLists(runner: Runner, ns?: string): Promise<Map<string, string[]>> {
-  const res = await runner.run('bridge', [...nsArgs(ns), '-j', 'fdb', 'show'], { allowFail: true });
-  const out = new Map<string, string[]>();
-  if (res.exitCode !== 0 || !res.stdout.trim()) return out;
-  for (const e of JSON.parse(res.stdout) as { mac: string; ifname?: string; dst?: string }[]) {
-    if (e.mac === '00:00:00:00:00:00' && e.dst && e.ifname) out.set(e.ifname, [...(out.get(e.ifname) ?? []), e.dst]);
-  }
-  return out;
-}

@@ -20,6 +20,7 @@
  * say the object is already gone (deleting what is gone is not a failure);
  * creations must all succeed.
  */
+import { bridgeLines } from '../adapters/bridge.js';
 import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
 import { helperCommand, type NsHelperInterpreter, type NsHelperOp } from '../adapters/netns-helper.js';
 import { nftScript } from '../adapters/nft.js';
@@ -190,9 +191,9 @@ function render(op: TopologyOp, hostNs: string | undefined): { where: Where; lin
     case 'addr-del':
       return { where: op.ns ? { tool: 'ip', ns: op.ns } : host, line: ipLines.addrDel(op.cidr, op.dev) };
     case 'fdb-add':
-      return { where: { tool: 'bridge', ns: hostNs }, line: ipLines.fdbAppend(op.dev, op.dst) };
+      return { where: { tool: 'bridge', ns: hostNs }, line: bridgeLines.fdbAppend(op.dev, op.dst) };
     case 'fdb-del':
-      return { where: { tool: 'bridge', ns: hostNs }, line: ipLines.fdbDel(op.dev, op.dst) };
+      return { where: { tool: 'bridge', ns: hostNs }, line: bridgeLines.fdbDel(op.dev, op.dst) };
     case 'route-default':
       return { where: { tool: 'ip', ns: op.ns }, line: ipLines.defaultRoute(op.via, op.dev) };
     case 'route-default-del':

@@ -12,7 +12,8 @@
  */
 import { isIP } from 'node:net';
 import { isInterfaceName, levNames } from '@switchyard/shared';
-import { listNamespaces, observeFloodLists, observeLinks, observeNamespace, observeRoutesAndProxyArp } from '../adapters/ip.js';
+import { observeFloodLists } from '../adapters/bridge.js';
+import { listNamespaces, observeLinks, observeNamespace, observeRoutesAndProxyArp } from '../adapters/ip.js';
 import { observeNamespaces, type NsObservation } from '../adapters/netns-helper.js';
 import { listTable } from '../adapters/nft.js';
 import type { Runner } from '../exec/runner.js';
