@@ -21,12 +21,15 @@
  * creations must all succeed.
  */
 import { bridgeLines } from '../adapters/bridge.js';
+import { proxyArpArgs, sysctlWriteArgs } from '../adapters/sysctl.js';
 import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
 import { helperCommand, type NsHelperInterpreter, type NsHelperOp } from '../adapters/netns-helper.js';
 import { nftScript } from '../adapters/nft.js';
 import { CommandError, type Runner } from '../exec/runner.js';
 import { isInterfaceName } from '@switchyard/shared';
 import type { CinJoin, TopologyOp } from './model.js';
+
+export { proxyArpArgs };
 
 export type ExecMode = 'netlink' | 'batched' | 'per-object';
 
@@ -152,15 +155,6 @@ export function parseJoins(text: string): CinJoin[] {
   return out.sort((a, b) => (a.subnet < b.subnet ? -1 : 1));
 }
 
-/**
- * sysctl arguments (slash form: a bridge name may hold dots) for proxy ARP on
- * a bridge; on, replies come at once rather than after the random
- * `proxy_delay` (up to 0.8 s) the kernel adds to proxied ARP replies.
- */
-export function proxyArpArgs(dev: string, on: boolean): string[] {
-  if (!isInterfaceName(dev)) throw new Error(`not an interface name: ${JSON.stringify(dev)}`);
-  return [`net/ipv4/conf/${dev}/proxy_arp=${on ? 1 : 0}`, ...(on ? [`net/ipv4/neigh/${dev}/proxy_delay=0`] : [])];
-}
 
 type Where = { tool: 'ip' | 'bridge'; ns?: string; global?: boolean } | { tool: 'nft' } | { tool: 'sysctl' };
 
@@ -337,7 +331,7 @@ function insideOp(op: TopologyOp): NsHelperOp | undefined {
 
 /** One `sysctl -q -w` for several settings, in the host context (the runner's netns: sysctl has no -n). */
 function sysctlCommand(lines: string[], hostNs: string | undefined, tolerant: boolean): Command {
-  return { cmd: 'sysctl', args: ['-q', '-w', ...lines.flatMap((l) => l.split(' '))], ...(hostNs ? { netns: hostNs } : {}), tolerant };
+  return { cmd: 'sysctl', args: sysctlWriteArgs(lines.flatMap((l) => l.split(' '))), ...(hostNs ? { netns: hostNs } : {}), tolerant };
 }
 
 /** Error lines of a failed command that are not "already gone" (ip's "Command failed -:N" trailers aside). */
