@@ -1,16 +1,23 @@
 /**
  * The sync loop every role runs (the shape of kube-proxy's
  * BoundedFrequencyRunner and Cilium's reconciler): triggers are coalesced,
- * two syncs are at least `minIntervalMs` apart, a periodic full resync undoes
- * drift, and a failed sync makes the next one full, after an exponential
- * backoff. Only one sync runs at a time.
+ * passes are rate-limited by a token bucket (`burst` passes at once, then
+ * one per `minIntervalMs`), a periodic full resync undoes drift, and a
+ * failed sync makes the next one full, after an exponential backoff. Only
+ * one sync runs at a time.
  *
- * A full pass may have a slow first half that only reads (`prepareFull`:
- * nftables lists its whole table back, seconds at 10,000 services). That half
- * runs beside the loop: incremental passes keep applying changes while it
- * reads, and the full pass itself runs once the read is done. Incremental
- * passes only start after a first full pass has succeeded: until then the
- * dataplane does not know what the kernel holds.
+ * The bucket is what lets the first change after a quiet spell apply at
+ * once (a fixed interval after every pass made each change of a client
+ * writing one after the other wait it out: ~20 ms of every change's
+ * latency) while sustained churn is still coalesced into at most one pass
+ * per interval.
+ *
+ * A full pass may have a slow first half (`prepareFull`: nftables plans
+ * every service, and may read its whole table back first, seconds at
+ * 10,000 services). That half runs beside the loop: incremental passes keep
+ * applying changes while it runs, and the full pass itself runs once it is
+ * done. Incremental passes only start after a first full pass has
+ * succeeded: until then the dataplane does not know what the kernel holds.
  */
 import type { Logger } from 'pino';
 
@@ -27,7 +34,10 @@ export interface SyncLoopOptions {
   sync: (full: boolean) => Promise<{ recheckMs?: number } | void>;
   /** The read-only half of a full pass, run while incremental passes go on (optional). */
   prepareFull?: () => Promise<void>;
+  /** On average at most one pass per this interval under sustained triggers (0: no limit). */
   minIntervalMs: number;
+  /** Passes that may run back to back before the interval applies (default 4). */
+  burst?: number;
   resyncMs: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
@@ -47,12 +57,26 @@ export class SyncLoop {
   private fullDone = false;
   private timer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
-  private lastEnd = 0;
+  /** Passes that may start now without waiting (a token bucket refilled one per minIntervalMs). */
+  private tokens: number;
+  private refilled = performance.now();
   private failures = 0;
   private stopped = false;
   private started = false;
 
-  constructor(private readonly opts: SyncLoopOptions) {}
+  constructor(private readonly opts: SyncLoopOptions) {
+    this.tokens = opts.burst ?? 4;
+  }
+
+  /** Refills the bucket; how long until a token is there. */
+  private tokenWait(): number {
+    const now = performance.now();
+    const interval = this.opts.minIntervalMs;
+    if (interval <= 0) return 0;
+    this.tokens = Math.min(this.opts.burst ?? 4, this.tokens + (now - this.refilled) / interval);
+    this.refilled = now;
+    return this.tokens >= 1 ? 0 : Math.ceil((1 - this.tokens) * interval);
+  }
 
   start(): void {
     this.started = true;
@@ -88,7 +112,7 @@ export class SyncLoop {
   private schedule(delayMs: number): void {
     // Before start() triggers only accumulate: the first pass is the full one start() asks for.
     if (!this.started || this.stopped || this.running) return;
-    const wait = Math.max(delayMs, this.lastEnd + this.opts.minIntervalMs - Date.now(), 0);
+    const wait = Math.max(delayMs, this.tokenWait(), 0);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.runOnce(), wait);
   }
@@ -126,6 +150,11 @@ export class SyncLoop {
 
   private async runOnce(): Promise<void> {
     if (this.stopped || this.running || !this.pending) return;
+    const wait = this.tokenWait();
+    if (wait > 0) {
+      this.schedule(wait);
+      return;
+    }
     let full = this.pendingFull;
     const prepare = this.opts.prepareFull;
     if (full && prepare && !this.prepared) {
@@ -135,6 +164,7 @@ export class SyncLoop {
       full = false;
     }
     this.pending = false;
+    this.tokens--;
     if (full) {
       this.pendingFull = false;
       this.prepared = false;
@@ -159,7 +189,6 @@ export class SyncLoop {
     })();
     await this.running;
     this.running = undefined;
-    this.lastEnd = Date.now();
     // A read that ended during this pass: the full pass is next.
     if (this.pendingFull && this.prepared) this.pending = true;
     if (this.pending) this.schedule(failed ? this.backoff() : 0);

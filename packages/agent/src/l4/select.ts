@@ -32,7 +32,7 @@ export async function selectDataplane(config: AgentConfig, runner: Runner, etcd:
   const netns = config.netns ? { netns: config.netns } : {};
   const ipvs = () => new IpvsDataplane(new IpvsExecutor(runner, { ...netns, device: config.ipvsDevice }), etcdOwnership(etcd, keys, config.hostId), config.drainTimeoutMs, log.child({ component: 'ipvs' }));
   const nft = () =>
-    new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
+    new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable, persistent: config.nftPersistent }), config.nftTable, log.child({ component: 'nftables' }), {
       localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
     });
   const dry = () => new NftDataplane(undefined, config.nftTable, log.child({ component: 'dry-run' }));
