@@ -15,9 +15,10 @@
  *    nothing foreign touched the table since the kernel last equalled the
  *    model, a full pass compares desired state against the model (by object
  *    identity: O(services), no kernel read). Otherwise — after a foreign
- *    change, at the first resync after start, or without a monitor — it reads
- *    the table back (`nft -j list table`, seconds at 10,000 services) and
- *    plans every service against that.
+ *    change, after a failed apply, or without a monitor — it reads the table
+ *    back (`nft -j list table`, seconds at 10,000 services) and plans every
+ *    service against that. The monitor starts after the first full pass (it
+ *    would otherwise print the 60,000 elements of a first load, ~1 s of CPU).
  *  - Planning runs in slices with yields to the event loop in between, so
  *    incremental passes keep running; services (and group chains) they touch
  *    meanwhile are left out of the full plan: the model has them as applied,
@@ -120,6 +121,8 @@ export class NftDataplane implements L4Dataplane {
    * model instead of reading the table back.
    */
   private basis?: number;
+  /** The monitor process started right after the last full pass, not yet armed (see planFull). */
+  private trustArm?: number;
   /** Full passes that compared against the kernel / against the model (tests, logs). */
   readonly fullPasses = { read: 0, model: 0 };
 
@@ -164,12 +167,23 @@ export class NftDataplane implements L4Dataplane {
 
   private async planFull(desired: ReadonlyMap<string, Service>, during: During): Promise<FullPlan> {
     const monitor = this.executor?.monitor;
+    // The monitor started right after the last full pass: from the moment it proved it is
+    // subscribed, the kernel is known to hold the model. (Left uncovered: the few ms between that
+    // pass's commit and the subscription; a read-back every start would cost a change under
+    // sustained churn up to a whole read, as the read restarts under every apply.)
+    if (monitor && this.trustArm !== undefined && monitor.armed && monitor.starts === this.trustArm) {
+      this.basis ??= monitor.armedEpoch;
+      this.trustArm = undefined;
+    } else if (monitor && this.trustArm !== undefined && monitor.starts !== this.trustArm) this.trustArm = undefined;
     const epoch = monitor?.armed ? monitor.epoch : undefined;
     const trusted = this.executor === undefined || (epoch !== undefined && this.basis === epoch);
+    this.log.debug({ trusted, armed: monitor?.armed, epoch, basis: this.basis, foreign: monitor?.foreign }, 'full pass: compare against the model or read back');
     const slice = this.opts.sliceSize ?? 250;
     const plan: FullPlan = { during, desired, ops: [], owners: [], groupOf: [], reports: new Map(), read: !trusted, ...(epoch !== undefined ? { basis: epoch } : {}) };
     const lv = this.opts.localVips;
-    if (lv && this.executor) plan.vips = await lv.device.observe();
+    // Off, the device only needs emptying once (what an earlier run left): not a spawn every resync
+    // (forking this process costs the event loop 10–40 ms on a loaded machine).
+    if (lv && this.executor && (lv.enabled || this.vips === undefined)) plan.vips = await lv.device.observe();
 
     if (trusted) {
       // The kernel holds the model: only services whose desired state is not the applied one differ.
@@ -323,6 +337,7 @@ export class NftDataplane implements L4Dataplane {
         await this.executor.apply(sorted);
       } catch (err) {
         this.basis = undefined;
+        this.trustArm = undefined;
         this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
         const objects = plan.objects ?? new Map([...desired].map(([id, s]) => [id, serviceObjects(s).objects]));
         return this.afterOneByOne(await this.applyOneByOne(desired, objects, plan.reports), desired, true);
@@ -359,7 +374,11 @@ export class NftDataplane implements L4Dataplane {
     if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
     const outcome = await this.syncLocalVips(desired, true, plan.reports, plan);
     // From now on the monitor can tell whether anything but us touches the table.
-    if (!outcome.failed) this.executor?.armMonitor();
+    const monitor = this.executor?.monitor;
+    if (monitor && !outcome.failed && !monitor.armed) {
+      this.executor?.armMonitor();
+      this.trustArm = monitor.starts;
+    }
     return outcome;
   }
 
@@ -375,7 +394,7 @@ export class NftDataplane implements L4Dataplane {
    */
   private async syncLocalVips(desired: ReadonlyMap<string, Service>, full: boolean, reports: Map<string, ServiceReport[]>, plan?: FullPlan): Promise<SyncOutcome> {
     const lv = this.opts.localVips;
-    if (!lv || !this.executor || (!lv.enabled && !full)) return { reports, failed: false };
+    if (!lv || !this.executor || (!lv.enabled && (!full || (this.vips !== undefined && !plan?.vips)))) return { reports, failed: false };
     const wanted = new Set<string>();
     if (lv.enabled) for (const s of desired.values()) wanted.add(s.host);
     try {
@@ -454,6 +473,7 @@ export class NftDataplane implements L4Dataplane {
   ): Promise<SyncOutcome> {
     const executor = this.executor as NftExecutor;
     this.basis = undefined;
+    this.trustArm = undefined;
     // Start again from the kernel's truth: the failed transaction changed nothing.
     const observed = await executor.observe();
     this.applied.clear();
@@ -487,6 +507,7 @@ export class NftDataplane implements L4Dataplane {
     if (this.executor && this.opts.localVips) await this.opts.localVips.device.remove();
     this.vips = undefined;
     this.basis = undefined;
+    this.trustArm = undefined;
     this.base = emptyObserved();
     this.applied.clear();
     this.appliedReports.clear();

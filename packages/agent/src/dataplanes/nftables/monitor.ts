@@ -40,6 +40,10 @@ export class NftMonitor {
   epoch = 0;
   /** Foreign generations that touched the table (for logs and tests). */
   foreign = 0;
+  /** Processes started so far (tells one monitor process from the next). */
+  starts = 0;
+  /** `epoch` when the running process proved it is subscribed. */
+  armedEpoch?: number;
   private readonly tableRe: RegExp;
 
   constructor(
@@ -70,6 +74,7 @@ export class NftMonitor {
       },
     });
     this.proc = proc;
+    this.starts++;
     this.epoch++;
   }
 
@@ -92,7 +97,10 @@ export class NftMonitor {
     const gen = /^# new generation \d+ by process (\d+)/.exec(l);
     if (gen) {
       const own = this.opts.isOwn(Number(gen[1]));
-      if (own && !this.armed) this.armedProc = this.proc;
+      if (own && !this.armed) {
+        this.armedProc = this.proc;
+        this.armedEpoch = this.epoch;
+      }
       else if (!own && this.touched) {
         this.foreign++;
         this.epoch++;
