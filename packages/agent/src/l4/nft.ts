@@ -374,10 +374,17 @@ export class NftDataplane implements L4Dataplane {
     if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
     const outcome = await this.syncLocalVips(desired, true, plan.reports, plan);
     // From now on the monitor can tell whether anything but us touches the table.
-    const monitor = this.executor?.monitor;
-    if (monitor && !outcome.failed && !monitor.armed) {
-      this.executor?.armMonitor();
-      this.trustArm = monitor.starts;
+    // A moment later, so that its two process starts (each blocks the event loop until the child
+    // has exec'd: 10–100 ms on a loaded machine) do not hold up the status reporting this pass.
+    const executor = this.executor;
+    // Only a pass that read the kernel can vouch for it up to the monitor's start.
+    if (executor?.monitor && !outcome.failed && !executor.monitor.armed) {
+      const started = executor.monitor.starts;
+      setTimeout(() => {
+        if (!executor.monitor || executor.monitor.armed || executor.monitor.starts !== started) return;
+        executor.armMonitor();
+        if (plan.read) this.trustArm = executor.monitor.starts;
+      }, 50).unref();
     }
     return outcome;
   }
