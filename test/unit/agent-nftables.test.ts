@@ -242,6 +242,23 @@ describe('nftables dataplane with a slow table read-back', () => {
     expect(kernel.scripts[2]).toContain('flush chain inet switchyard grp.numgen-inc.2.tcp4.masq\ndelete chain inet switchyard grp.numgen-inc.2.tcp4.masq\n');
   });
 
+  it('a change that arrives while the full pass is planned, and reaches the dataplane with that pass, is applied by it', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.sync(byId);
+    kernel.hold();
+    const reading = dp.prepareFull(byId);
+    kernel.release();
+    await reading;
+    // The loop's next pass is the full one, and it carries the change (no incremental pass ran).
+    const next = oneServer();
+    await dp.sync(next);
+    expect(kernel.scripts).toEqual([read('incremental-one-server.nft')]);
+    // And the model has it: nothing left to do for that service.
+    await dp.sync(next, new Set([CHANGED]));
+    expect(kernel.scripts).toHaveLength(1);
+  });
+
   it('an incremental pass plans only the changed service, from the model, without listing the table', async () => {
     const kernel = new SlowListing();
     const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);

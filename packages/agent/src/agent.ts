@@ -48,7 +48,8 @@ export interface AgentDeps {
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
   const config = AgentConfig.parse(input);
   const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
-  const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
+  const own = deps.runner ? undefined : new ExecaRunner({ ...(config.netns ? { netns: config.netns } : {}), helper: config.spawnHelper });
+  const runner = deps.runner ?? (own as ExecaRunner);
   if (config.netns) {
     const res = await runner.run('true', [], { allowFail: true });
     if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
@@ -106,6 +107,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
         }
         await status.stop();
         await registration.stop();
+        own?.close();
         etcd.close();
         log.info({ flushed: config.flushOnExit }, 'agent stopped');
       })();

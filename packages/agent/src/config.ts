@@ -48,6 +48,8 @@ export const AgentConfig = z.object({
   syncBurst: z.int().min(1).default(4),
   /** nftables: apply small scripts through a persistent `nft -i` and skip the resync's table read while `nft monitor` sees no foreign change. */
   nftPersistent: z.boolean().default(true),
+  /** Start short-lived commands from a small helper process: a spawn blocks the event loop until the child has exec'd (tens of ms on a loaded machine). */
+  spawnHelper: z.boolean().default(true),
   drainTimeoutMs: z.int().min(0).default(30_000).describe('how long a deleted server drains before removal'),
   /** Lease TTL of the agent's registration (seconds). */
   leaseTtlSeconds: z.int().min(2).default(10),

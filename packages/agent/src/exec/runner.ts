@@ -5,6 +5,7 @@
  * in one place (`ip netns exec <ns> <cmd> …`).
  */
 import { execa } from 'execa';
+import { Spawner } from './spawner.js';
 
 export interface RunOptions {
   /** Written to the command's stdin (batch input: `nft -f -`, `ipvsadm -R`, `ip -batch -`). */
@@ -74,14 +75,32 @@ export interface ExecaRunnerOptions {
   netns?: string;
   /** Kill a command that runs longer than this (ms). Default 60 s. */
   timeoutMs?: number;
+  /** Start short-lived commands from a helper process (spawner.ts), so a spawn never blocks this event loop. */
+  helper?: boolean;
 }
 
 /** Runs real commands with execa 9. */
 export class ExecaRunner implements Runner {
-  constructor(private readonly defaults: ExecaRunnerOptions = {}) {}
+  private readonly spawner?: Spawner;
+
+  constructor(private readonly defaults: ExecaRunnerOptions = {}) {
+    if (defaults.helper) this.spawner = new Spawner();
+  }
+
+  /** Ends the helper process, if any (agent stop). */
+  close(): void {
+    this.spawner?.close();
+  }
 
   async run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
     const [file, argv] = wrapNetns(cmd, args, opts.netns ?? this.defaults.netns);
+    if (this.spawner) {
+      const res = await this.spawner.run(file, argv, { ...(opts.input !== undefined ? { input: opts.input } : {}), timeoutMs: this.defaults.timeoutMs ?? 60_000, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
+      const out: RunResult = { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode ?? -1 };
+      if (res.exitCode === undefined && !opts.allowFail) throw new CommandError([file, ...argv], -1, `${res.error ?? 'killed (timeout)'}\n${out.stderr}`, out.stdout);
+      if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
+      return out;
+    }
     const sub = execa(file, argv, {
       input: opts.input ?? '',
       reject: false,

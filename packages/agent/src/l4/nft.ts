@@ -264,7 +264,7 @@ export class NftDataplane implements L4Dataplane {
     return changed ? this.syncChanged(desired, changed) : this.syncAll(desired);
   }
 
-  private async syncChanged(desired: ReadonlyMap<string, Service>, changed: ReadonlySet<string>): Promise<SyncOutcome> {
+  private async syncChanged(desired: ReadonlyMap<string, Service>, changed: ReadonlySet<string>, inFull = false): Promise<SyncOutcome> {
     const reading = this.reading;
     if (reading && this.executor && performance.now() - reading.started > Math.max(this.opts.minReadOverlapMs ?? 1000, 2 * this.lastReadMs)) {
       this.log.info({ readingMs: Math.round(performance.now() - reading.started) }, 'table read-back keeps restarting under changes; waiting for it');
@@ -294,7 +294,7 @@ export class NftDataplane implements L4Dataplane {
     this.logPlan(false, ops);
     if (ops.length === 0) {
       this.record(scope, services, objects, reports);
-      return this.syncLocalVips(desired, false, reports);
+      return inFull ? { reports, failed: false } : this.syncLocalVips(desired, false, reports);
     }
     if (!this.executor) {
       this.record(scope, services, objects, reports);
@@ -305,11 +305,12 @@ export class NftDataplane implements L4Dataplane {
       await this.executor.apply(ops);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-      return this.afterOneByOne(await this.applyOneByOne(services, objects, reports, scope), desired, false);
+      const one = await this.applyOneByOne(services, objects, reports, scope);
+      return inFull ? one : this.afterOneByOne(one, desired, false);
     }
     this.record(scope, services, objects, reports);
     this.log.info({ full: false, ops: ops.length, services: scope.size }, 'nftables applied');
-    return this.syncLocalVips(desired, false, reports);
+    return inFull ? { reports, failed: false } : this.syncLocalVips(desired, false, reports);
   }
 
   /**
@@ -372,7 +373,20 @@ export class NftDataplane implements L4Dataplane {
     for (const [g, n] of keptGroups) this.base.groups.set(g, n);
     if (plan.read) this.basis = plan.basis;
     if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
-    const outcome = await this.syncLocalVips(desired, true, plan.reports, plan);
+    // The plan is of a snapshot taken when it started: services that changed since and that no
+    // incremental pass has applied yet (their triggers are this very pass's) are applied now.
+    let outcome: SyncOutcome = { reports: plan.reports, failed: false };
+    const stale = new Set<string>();
+    for (const [id, s] of current) if (desired.get(id) !== s) stale.add(id);
+    for (const id of desired.keys()) if (!current.has(id)) stale.add(id);
+    for (const id of during.services) stale.delete(id);
+    if (stale.size > 0) {
+      const inc = await this.syncChanged(current, stale, true);
+      for (const [id, r] of inc.reports) plan.reports.set(id, r);
+      outcome = { reports: plan.reports, failed: inc.failed };
+    }
+    const vips = await this.syncLocalVips(current, true, plan.reports, plan);
+    outcome = { reports: plan.reports, failed: outcome.failed || vips.failed };
     // From now on the monitor can tell whether anything but us touches the table.
     // A moment later, so that its two process starts (each blocks the event loop until the child
     // has exec'd: 10–100 ms on a loaded machine) do not hold up the status reporting this pass.
