@@ -2,7 +2,8 @@
  * The sync loop every role runs (the shape of kube-proxy's
  * BoundedFrequencyRunner and Cilium's reconciler): triggers are coalesced,
  * passes are rate-limited by a token bucket (`burst` passes at once, then
- * one per `minIntervalMs`), a periodic full resync undoes drift, and a
+ * one per `minIntervalMs`), a full resync `resyncMs` after the last one
+ * undoes drift, and a
  * failed sync makes the next one full, after an exponential backoff. Only
  * one sync runs at a time.
  *
@@ -80,8 +81,6 @@ export class SyncLoop {
 
   start(): void {
     this.started = true;
-    this.resyncTimer = setInterval(() => this.requestFull(), this.opts.resyncMs);
-    this.resyncTimer.unref();
     this.requestFull();
   }
 
@@ -105,7 +104,7 @@ export class SyncLoop {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearInterval(this.resyncTimer);
+    clearTimeout(this.resyncTimer);
     await this.idle();
   }
 
@@ -175,7 +174,14 @@ export class SyncLoop {
       try {
         const res = await this.opts.sync(full);
         this.failures = 0;
-        if (full) this.fullDone = true;
+        if (full) {
+          this.fullDone = true;
+          // The next resync is resyncMs after this one ended (not on a fixed beat): a full pass
+          // that took longer than the period is not followed at once by another one.
+          clearTimeout(this.resyncTimer);
+          this.resyncTimer = setTimeout(() => this.requestFull(), this.opts.resyncMs);
+          this.resyncTimer.unref();
+        }
         if (res?.recheckMs !== undefined) {
           // Something is in progress (a draining server): look again later.
           clearTimeout(this.timer);

@@ -17,8 +17,9 @@
  *    identity: O(services), no kernel read). Otherwise — after a foreign
  *    change, after a failed apply, or without a monitor — it reads the table
  *    back (`nft -j list table`, seconds at 10,000 services) and plans every
- *    service against that. The monitor starts after the first full pass (it
- *    would otherwise print the 60,000 elements of a first load, ~1 s of CPU).
+ *    service against that. The monitor starts before the first read (see
+ *    planFull); it then also prints the first load's elements (CPU of its own
+ *    process, not the agent's).
  *  - Planning runs in slices with yields to the event loop in between, so
  *    incremental passes keep running; services (and group chains) they touch
  *    meanwhile are left out of the full plan: the model has them as applied,
@@ -92,6 +93,8 @@ interface FullPlan {
   read: boolean;
   /** The monitor's epoch when the read started, if it could vouch for what follows. */
   basis?: number;
+  /** The monitor process running when the plan started. */
+  monitorStarts?: number;
   /** What the local-VIP device held when read (full passes read it). */
   vips?: string[];
 }
@@ -167,19 +170,37 @@ export class NftDataplane implements L4Dataplane {
 
   private async planFull(desired: ReadonlyMap<string, Service>, during: During): Promise<FullPlan> {
     const monitor = this.executor?.monitor;
-    // The monitor started right after the last full pass: from the moment it proved it is
-    // subscribed, the kernel is known to hold the model. (Left uncovered: the few ms between that
-    // pass's commit and the subscription; a read-back every start would cost a change under
-    // sustained churn up to a whole read, as the read restarts under every apply.)
-    if (monitor && this.trustArm !== undefined && monitor.armed && monitor.starts === this.trustArm) {
-      this.basis ??= monitor.armedEpoch;
-      this.trustArm = undefined;
-    } else if (monitor && this.trustArm !== undefined && monitor.starts !== this.trustArm) this.trustArm = undefined;
-    const epoch = monitor?.armed ? monitor.epoch : undefined;
+    // The monitor that ran through the last read-back vouches for the kernel from its start on —
+    // also before it has shown it is subscribed (at 10,000 services it prints the first load for
+    // seconds before our transaction's generation comes through), for at most a minute. What it
+    // cannot cover: a change between the read and its subscription (~0.3 s at the first start).
+    if (monitor && this.trustArm !== undefined) {
+      if (monitor.starts !== this.trustArm) this.trustArm = undefined;
+      else {
+        this.basis ??= monitor.startEpoch;
+        if (monitor.armed) this.trustArm = undefined;
+      }
+    }
+    // Started before the first read, while the table is small or quiet: nft monitor reads the whole
+    // ruleset when it starts (seconds at 10,000 services) and restarts that read at every change,
+    // so under churn a monitor started later would never get going.
+    this.executor?.startMonitor();
+    const vouches = monitor !== undefined && (monitor.armed || (this.trustArm === monitor.starts && performance.now() - monitor.startedAt < 60_000));
+    const epoch = vouches ? monitor.epoch : undefined;
     const trusted = this.executor === undefined || (epoch !== undefined && this.basis === epoch);
     this.log.debug({ trusted, armed: monitor?.armed, epoch, basis: this.basis, foreign: monitor?.foreign }, 'full pass: compare against the model or read back');
     const slice = this.opts.sliceSize ?? 250;
-    const plan: FullPlan = { during, desired, ops: [], owners: [], groupOf: [], reports: new Map(), read: !trusted, ...(epoch !== undefined ? { basis: epoch } : {}) };
+    const plan: FullPlan = {
+      during,
+      desired,
+      ops: [],
+      owners: [],
+      groupOf: [],
+      reports: new Map(),
+      read: !trusted,
+      ...(epoch !== undefined ? { basis: epoch } : {}),
+      ...(monitor ? { monitorStarts: monitor.starts } : {}),
+    };
     const lv = this.opts.localVips;
     // Off, the device only needs emptying once (what an earlier run left): not a spawn every resync
     // (forking this process costs the event loop 10–40 ms on a loaded machine).
@@ -388,17 +409,14 @@ export class NftDataplane implements L4Dataplane {
     const vips = await this.syncLocalVips(current, true, plan.reports, plan);
     outcome = { reports: plan.reports, failed: outcome.failed || vips.failed };
     // From now on the monitor can tell whether anything but us touches the table.
-    // A moment later, so that its two process starts (each blocks the event loop until the child
-    // has exec'd: 10–100 ms on a loaded machine) do not hold up the status reporting this pass.
-    const executor = this.executor;
-    // Only a pass that read the kernel can vouch for it up to the monitor's start.
-    if (executor?.monitor && !outcome.failed && !executor.monitor.armed) {
-      const started = executor.monitor.starts;
-      setTimeout(() => {
-        if (!executor.monitor || executor.monitor.armed || executor.monitor.starts !== started) return;
-        executor.armMonitor();
-        if (plan.read) this.trustArm = executor.monitor.starts;
-      }, 50).unref();
+    const monitor = this.executor?.monitor;
+    if (monitor && plan.read && !outcome.failed && monitor.starts === plan.monitorStarts && this.basis === undefined) {
+      this.trustArm = plan.monitorStarts;
+      // Not armed yet (no transaction of ours seen since it started): make one. A moment later, so
+      // that starting the nft -i session (a process start blocks the event loop until the child
+      // has exec'd: 10–100 ms on a loaded machine) does not hold up the status reporting this pass.
+      const executor = this.executor as NftExecutor;
+      if (!monitor.armed) setTimeout(() => executor.armMonitor(), 50).unref();
     }
     return outcome;
   }

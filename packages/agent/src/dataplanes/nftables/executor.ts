@@ -84,11 +84,17 @@ export class NftExecutor {
     await this.nft(['-f', '-'], { input: script });
   }
 
+  /** Starts `nft monitor` if it is not running. */
+  startMonitor(): void {
+    this.monitor?.start();
+  }
+
   /**
-   * Starts `nft monitor` (once the table exists) and makes transactions of
-   * our own on the table — a set added and deleted — until one shows up in
-   * the monitor, proving it is subscribed (it cannot say so itself). In the
-   * background, a few ms apart, for up to ~2 s; harmless to repeat.
+   * Makes transactions of our own on the table — a set added and deleted —
+   * until one shows up in the monitor, proving it is subscribed (it cannot
+   * say so itself). In the background, 0.1, 0.2, 0.4 … 3.2 s apart: each one
+   * restarts the monitor's start-up read of the ruleset, which takes seconds
+   * at 10,000 services. Harmless to repeat.
    */
   armMonitor(): void {
     const { monitor, session } = this;
@@ -97,9 +103,9 @@ export class NftExecutor {
     session.warm();
     const t = `inet ${this.opts.table}`;
     this.arming = (async () => {
-      for (let i = 0; i < 40 && !monitor.armed; i++) {
+      for (let wait = 100; wait <= 3200 && !monitor.armed; wait *= 2) {
         await session.apply(`add set ${t} sy_monitor_probe { type ipv4_addr ; }\ndelete set ${t} sy_monitor_probe\n`);
-        await new Promise((res) => setTimeout(res, 50));
+        await new Promise((res) => setTimeout(res, wait));
       }
     })()
       .catch(() => undefined)

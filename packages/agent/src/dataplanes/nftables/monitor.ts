@@ -44,6 +44,9 @@ export class NftMonitor {
   starts = 0;
   /** `epoch` when the running process proved it is subscribed. */
   armedEpoch?: number;
+  /** `epoch` just after the running process was started, and when. */
+  startEpoch = 0;
+  startedAt = 0;
   private readonly tableRe: RegExp;
 
   constructor(
@@ -76,6 +79,8 @@ export class NftMonitor {
     this.proc = proc;
     this.starts++;
     this.epoch++;
+    this.startEpoch = this.epoch;
+    this.startedAt = performance.now();
   }
 
   stop(): void {
