@@ -67,7 +67,6 @@ interface Pending {
 
 export class Spawner {
   private child?: ChildProcess;
-  private buf = '';
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
 
@@ -100,18 +99,20 @@ export class Spawner {
 
   private start(): ChildProcess {
     if (this.child) return this.child;
-    this.buf = '';
     const child = spawn(process.execPath, ['-e', HELPER], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child = child;
     child.stdin?.on('error', () => undefined);
+    // Chunks are kept in a list until a newline comes (an answer can be megabytes: `nft -j list`).
+    let parts: string[] = [];
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.buf += d;
-      let nl: number;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        this.answer(JSON.parse(line) as { id: number; pid?: number } & Partial<SpawnerResult>);
+      const lines = d.split('\n');
+      if (lines.length === 1) {
+        parts.push(d);
+        return;
       }
+      const first = [...parts, lines[0]].join('');
+      parts = [lines[lines.length - 1]];
+      for (const line of [first, ...lines.slice(1, -1)]) if (line) this.answer(JSON.parse(line) as { id: number; pid?: number } & Partial<SpawnerResult>);
     });
     child.on('exit', () => {
       if (this.child === child) this.child = undefined;
