@@ -259,6 +259,21 @@ describe('nftables dataplane with a slow table read-back', () => {
     expect(kernel.scripts).toHaveLength(1);
   });
 
+  it('a service an incremental pass wrote during the plan, and changed again since, is applied by the full pass', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.sync(byId);
+    kernel.hold();
+    const reading = dp.prepareFull(byId);
+    await dp.sync(oneServer(), new Set([CHANGED]));
+    kernel.release();
+    await reading;
+    // Back to two servers; the trigger of that change is consumed by the full pass.
+    await dp.sync(byId);
+    expect(kernel.scripts).toHaveLength(2);
+    expect(kernel.scripts[1]).toContain('add element inet switchyard services4 { 10.1.0.1 . tcp . 80 : goto grp.numgen-inc.2.tcp4.masq }');
+  });
+
   it('an incremental pass plans only the changed service, from the model, without listing the table', async () => {
     const kernel = new SlowListing();
     const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);

@@ -394,13 +394,13 @@ export class NftDataplane implements L4Dataplane {
     for (const [g, n] of keptGroups) this.base.groups.set(g, n);
     if (plan.read) this.basis = plan.basis;
     if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
-    // The plan is of a snapshot taken when it started: services that changed since and that no
-    // incremental pass has applied yet (their triggers are this very pass's) are applied now.
+    // The plan is of a snapshot taken when it started: services whose desired state is not what
+    // the model now holds (changed since, and no incremental pass has applied that yet: their
+    // triggers are this very pass's) are applied now.
     let outcome: SyncOutcome = { reports: plan.reports, failed: false };
     const stale = new Set<string>();
-    for (const [id, s] of current) if (desired.get(id) !== s) stale.add(id);
-    for (const id of desired.keys()) if (!current.has(id)) stale.add(id);
-    for (const id of during.services) stale.delete(id);
+    for (const [id, s] of current) if (this.applied.get(id) !== s) stale.add(id);
+    for (const id of this.applied.keys()) if (!current.has(id)) stale.add(id);
     if (stale.size > 0) {
       const inc = await this.syncChanged(current, stale, true);
       for (const [id, r] of inc.reports) plan.reports.set(id, r);
