@@ -15,7 +15,7 @@
  * resync reads the table back, commands spawned from the agent itself) as
  * the baseline, then with the defaults.
  *
- *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60] [--skip-rss] [--churn-only] [--settings before,after]
+ *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60] [--skip-rss] [--churn-only] [--skip-churn] [--settle ms] [--settings before,after]
  *
  * Needs root (it creates the namespace syl4bench-<random> and removes it).
  */
@@ -32,7 +32,7 @@ import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../pack
 import { benchEtcd, median, percentile } from './lib.js';
 
 const { values } = parseArgs({
-  options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, settings: { type: 'string', default: 'before,after' } },
+  options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
 });
 const SIZES = String(values.services).split(',').map(Number);
 const CHANGES = Number(values.changes);
@@ -210,10 +210,12 @@ async function main(): Promise<void> {
           const agent = await startAgent({ hostId, etcd: [etcd.url], prefix, dataplane, netns: NS, nftTable: table, logLevel: 'silent', flushOnExit: true, ...s.config });
           await waitApplied(agent, preloadRev);
           const full = performance.now() - t0;
-          await sleep(300);
+          // --settle: let the agent's start-up work (e.g. nft monitor printing the first load) end first.
+          await sleep(Number(values.settle));
           const l1 = load();
           const legs = await oneChange(coord, agent, hostId, n);
           await agent.stop();
+          if (process.env.BENCH_DEBUG) log(`${dataplane} ${s.key} totals in order: ${legs.total.map((x) => x.toFixed(0)).join(' ')}`);
           rows.push(
             `| ${n.toLocaleString('en')} × 5 | ${dataplane} | ${s.name} | **${dist(legs.total)}** | ${dist(legs.write)} | ${dist(legs.toStatus)} | ${dist(legs.toApi)} | ${l1} |`,
           );
@@ -226,7 +228,7 @@ async function main(): Promise<void> {
         }
       }
       if (n === Math.max(...SIZES)) {
-        for (const s of SETTINGS) {
+        for (const s of values['skip-churn'] ? [] : SETTINGS) {
           const l = load();
           const during = await changesDuringResync(coord, etcd.url, prefix, n, preloadRev, s.config);
           extra.push(
