@@ -1,32 +1,49 @@
 /**
- * Agent benchmarks (issue 3):
- *  1. one change, REST write → host applied (status appliedRevision ≥ the
- *     write's X-Switchyard-Revision), with N services × 5 servers present,
- *     for the dry-run and nftables dataplanes (nftables in a namespace);
- *     baseline in the same run: the REST write alone;
- *  2. the first full sync of N × 5 from an empty kernel (nftables);
+ * Agent benchmarks (issues 3 and 14):
+ *  1. one change as a client sees it, with N services × 5 servers present,
+ *     for the dry-run and nftables dataplanes (nftables in a namespace), in
+ *     three legs: the REST write; write → the agent's status key in etcd
+ *     says applied; status in etcd → GET /hosts/:id says applied;
+ *  2. the first full sync of N × 5 from an empty kernel (nftables), next to
+ *     `nft -f` of the same script alone (the floor);
  *  3. agent RSS idle with N services, next to a bare `node` process;
- *  4. at the largest N (nftables): the same changes, back to back for 8 s,
- *     with a full resync (table read back) every 2 s instead of every 60 s.
+ *  4. at the largest N (nftables): one change every 50 ms measured while
+ *     100 changes/s of background churn are written and a full resync runs
+ *     every 2 s instead of every 60 s.
+ * Phases 1 and 4 run twice in the same run: with the agent's settings of
+ * before issue 14 (one `nft -f` per pass, ≥ 20 ms between passes, every
+ * resync reads the table back, commands spawned from the agent itself) as
+ * the baseline, then with the defaults.
  *
- *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60]
+ *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60] [--skip-rss] [--churn-only] [--skip-churn] [--settle ms] [--settings before,after]
  *
  * Needs root (it creates the namespace syl4bench-<random> and removes it).
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { atomically, chunkPuts, INITIAL_GENERATION, ServiceInput, toService } from '@switchyard/shared';
+import { atomically, chunkPuts, INITIAL_GENERATION, ServiceInput, toService, type Service } from '@switchyard/shared';
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
-import { startAgent, type RunningAgent } from '../packages/agent/src/index.js';
+import { startAgent, type AgentConfigInput, type RunningAgent } from '../packages/agent/src/index.js';
+import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
 import { benchEtcd, median, percentile } from './lib.js';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' } } });
+const { values } = parseArgs({
+  options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
+});
 const SIZES = String(values.services).split(',').map(Number);
 const CHANGES = Number(values.changes);
 const NS = `syl4bench-${randomBytes(2).toString('hex')}`;
+
+/** The agent's settings before issue 14 (the baseline of phases 1 and 4). */
+const BEFORE: Partial<AgentConfigInput> = { nftPersistent: false, spawnHelper: false, minSyncIntervalMs: 20, syncBurst: 1 };
+const SETTINGS = [
+  { key: 'before', name: 'before (nft -f, 20 ms interval, read-back)', config: BEFORE },
+  { key: 'after', name: 'after (defaults)', config: {} },
+].filter((s) => String(values.settings).split(',').includes(s.key));
 
 function service(i: number) {
   return {
@@ -38,13 +55,115 @@ function service(i: number) {
 }
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
+const load = () => loadavg()[0].toFixed(1);
+const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+type Coord = Awaited<ReturnType<typeof buildCoordinator>>;
 
 async function waitApplied(agent: RunningAgent, rev: number): Promise<void> {
   const deadline = Date.now() + 120_000;
   while ((agent.status.written?.appliedRevision ?? 0) < rev) {
     if (Date.now() > deadline) throw new Error(`agent did not apply revision ${rev} (at ${agent.status.written?.appliedRevision})`);
-    await new Promise((r) => setTimeout(r, 1));
+    await sleep(1);
   }
+}
+
+async function waitVisible(coord: Coord, hostId: string, rev: number): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const res = await coord.app.inject({ method: 'GET', url: `/hosts/${hostId}` });
+    if (res.statusCode === 200 && (res.json() as { appliedRevision: number }).appliedRevision >= rev) return;
+    if (Date.now() > deadline) throw new Error(`GET /hosts/${hostId} did not show revision ${rev}`);
+    await sleep(1);
+  }
+}
+
+/** One change to service i (4 servers on even c, 5 on odd: a real change every time); its revision. */
+async function change(coord: Coord, i: number, c: number): Promise<number> {
+  const svc = service(i);
+  const id = `tcp-${svc.host.replace(/\./g, '_')}-80`;
+  const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers });
+  if (res.statusCode !== 200) throw new Error(`PUT ${id}: ${res.statusCode} ${res.body}`);
+  return Number(res.headers['x-switchyard-revision']);
+}
+
+interface Legs {
+  total: number[];
+  write: number[];
+  toStatus: number[];
+  toApi: number[];
+}
+
+/** Phase 1: CHANGES changes one after the other, each timed in its three legs. */
+async function oneChange(coord: Coord, agent: RunningAgent, hostId: string, n: number): Promise<Legs> {
+  const legs: Legs = { total: [], write: [], toStatus: [], toApi: [] };
+  for (let c = 0; c < CHANGES; c++) {
+    const t0 = performance.now();
+    const rev = await change(coord, (c * 7919) % n, c);
+    const t1 = performance.now();
+    await waitApplied(agent, rev);
+    const t2 = performance.now();
+    await waitVisible(coord, hostId, rev);
+    const t3 = performance.now();
+    legs.write.push(t1 - t0);
+    legs.toStatus.push(t2 - t1);
+    legs.toApi.push(t3 - t2);
+    legs.total.push(t3 - t0);
+    // A client's next write comes a little later, not in the same millisecond.
+    await sleep(5);
+  }
+  return legs;
+}
+
+/** Phase 4: one measured change every 50 ms while 100 changes/s of churn are written and a full resync runs every 2 s. */
+async function changesDuringResync(coord: Coord, etcdUrl: string, prefix: string, n: number, preloadRev: number, config: Partial<AgentConfigInput>): Promise<number[]> {
+  const hostId = 'bench-resync';
+  const logLevel = (process.env.BENCH_LOG ?? 'silent') as 'silent';
+  const agent = await startAgent({ hostId, etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel, logFormat: 'json', flushOnExit: true, ...config });
+  const latencies: number[] = [];
+  let churning = true;
+  let churnFailures = 0;
+  let failures = 0;
+  try {
+    await waitApplied(agent, preloadRev);
+    // Background churn: 100 changes/s, open loop (nobody waits for them to apply). A write the
+    // overloaded machine's etcd refuses (503) is counted, not fatal.
+    const churn = (async () => {
+      for (let c = 0; churning; c++) {
+        const next = performance.now() + 10;
+        await change(coord, (c * 104_729 + 7) % n, c).catch(() => churnFailures++);
+        await sleep(Math.max(0, next - performance.now()));
+      }
+    })();
+    const end = performance.now() + 8000;
+    for (let c = 0; performance.now() < end; c++) {
+      const start = performance.now();
+      const rev = await change(coord, (c * 7919 + 13) % n, c).catch(() => undefined);
+      if (rev === undefined) failures++;
+      else {
+        await waitApplied(agent, rev);
+        latencies.push(performance.now() - start);
+      }
+      await sleep(Math.max(0, start + 50 - performance.now()));
+    }
+    churning = false;
+    await churn;
+    if (process.env.BENCH_DEBUG) process.stderr.write(`during resync: ${latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
+    if (failures + churnFailures > 0) process.stderr.write(`writes refused (503) during phase 4: ${failures} measured, ${churnFailures} churn\n`);
+  } finally {
+    churning = false;
+    await agent.stop();
+  }
+  return latencies;
+}
+
+function nftAlone(services: Service[], table: string): number {
+  const objects = new Map(services.map((s) => [s.id, serviceObjects(s).objects]));
+  const script = renderNftScript(table, planNft({ desired: objects, observed: emptyObserved() }));
+  const t = performance.now();
+  execFileSync('ip', ['netns', 'exec', NS, 'nft', '-f', '-'], { input: script });
+  const took = performance.now() - t;
+  execFileSync('ip', ['netns', 'exec', NS, 'nft', 'delete', 'table', 'inet', table]);
+  return took;
 }
 
 function rssKiB(pid: number): number {
@@ -56,41 +175,22 @@ async function idleRss(etcdUrl: string, prefix: string): Promise<{ agent: number
   const args = ['--conditions=source', '--import', 'tsx'];
   const agent = spawn(process.execPath, [...args, cli, 'agent', '--host-id', 'rss', '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'warn'], { stdio: 'ignore' });
   const bare = spawn(process.execPath, [...args, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 15_000));
+  await sleep(15_000);
   const out = { agent: rssKiB(agent.pid as number), bare: rssKiB(bare.pid as number) };
   agent.kill('SIGTERM');
   bare.kill('SIGTERM');
   return out;
 }
 
-/** Phase 4: changes back to back for 8 s while the agent reads its table back every 2 s. */
-async function changesDuringResync(coord: Awaited<ReturnType<typeof buildCoordinator>>, etcdUrl: string, prefix: string, n: number, preloadRev: number): Promise<number[]> {
-  const agent = await startAgent({ hostId: 'bench-resync', etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel: 'silent', flushOnExit: true });
-  const latencies: number[] = [];
-  try {
-    await waitApplied(agent, preloadRev);
-    const end = performance.now() + 8000;
-    for (let c = 0; performance.now() < end; c++) {
-      const svc = service((c * 7919 + 13) % n);
-      const id = `tcp-${svc.host.replace(/\./g, '_')}-80`;
-      const start = performance.now();
-      const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers });
-      if (res.statusCode !== 200) throw new Error(`PUT ${id}: ${res.statusCode} ${res.body}`);
-      await waitApplied(agent, Number(res.headers['x-switchyard-revision']));
-      latencies.push(performance.now() - start);
-    }
-  } finally {
-    await agent.stop();
-  }
-  if (process.env.BENCH_DEBUG) process.stderr.write(`during resync ${latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
-  return latencies;
-}
+const dist = (xs: number[]) => `${ms(median(xs))} · ${ms(percentile(xs, 99))}`;
 
 async function main(): Promise<void> {
   execFileSync('ip', ['netns', 'add', NS]);
   const etcd = await benchEtcd();
   const rows: string[] = [];
+  const fulls: string[] = [];
   const extra: string[] = [];
+  const log = (line: string) => process.stderr.write(`${line}\n`);
   try {
     for (const n of SIZES) {
       const prefix = `/bench-agent-${n}`;
@@ -102,44 +202,44 @@ async function main(): Promise<void> {
       for (const chunk of chunkPuts(services.map((s) => [coord.ctx.keys.l4.service(INITIAL_GENERATION, s.id), JSON.stringify(s)]))) {
         preloadRev = Number((await atomically(coord.ctx.etcd, chunk)).header.revision);
       }
-      for (const dataplane of ['dry-run', 'nftables'] as const) {
-        const table = `syl4b${n}`;
-        const t0 = performance.now();
-        const agent = await startAgent({ hostId: `bench-${dataplane}`, etcd: [etcd.url], prefix, dataplane, netns: NS, nftTable: table, logLevel: 'silent', flushOnExit: true });
-        await waitApplied(agent, preloadRev);
-        const full = performance.now() - t0;
-        process.stderr.write(`${n} ${dataplane}: first full sync ${full.toFixed(0)} ms\n`);
-        const latencies: number[] = [];
-        const writes: number[] = [];
-        for (let c = 0; c < CHANGES; c++) {
-          const i = (c * 7919) % n;
-          const svc = service(i);
-          const id = `tcp-${svc.host.replace(/\./g, '_')}-80`;
-          // Alternate between 4 and 5 servers: a real change every time.
-          const servers = c % 2 === 0 ? svc.servers.slice(0, 4) : svc.servers;
-          const start = performance.now();
-          const res = await coord.app.inject({ method: 'PUT', url: `/services/${id}/servers`, payload: servers });
-          if (res.statusCode !== 200) throw new Error(`PUT ${id}: ${res.statusCode} ${res.body}`);
-          writes.push(performance.now() - start);
-          await waitApplied(agent, Number(res.headers['x-switchyard-revision']));
-          latencies.push(performance.now() - start);
+      for (const dataplane of values['churn-only'] ? [] : (['dry-run', 'nftables'] as const)) {
+        for (const s of SETTINGS) {
+          const hostId = `bench-${dataplane}-${s.key}`;
+          const table = `syl4b${n}`;
+          const t0 = performance.now();
+          const agent = await startAgent({ hostId, etcd: [etcd.url], prefix, dataplane, netns: NS, nftTable: table, logLevel: 'silent', flushOnExit: true, ...s.config });
+          await waitApplied(agent, preloadRev);
+          const full = performance.now() - t0;
+          // --settle: let the agent's start-up work (e.g. nft monitor printing the first load) end first.
+          await sleep(Number(values.settle));
+          const l1 = load();
+          const legs = await oneChange(coord, agent, hostId, n);
+          await agent.stop();
+          if (process.env.BENCH_DEBUG) log(`${dataplane} ${s.key} totals in order: ${legs.total.map((x) => x.toFixed(0)).join(' ')}`);
+          rows.push(
+            `| ${n.toLocaleString('en')} × 5 | ${dataplane} | ${s.name} | **${dist(legs.total)}** | ${dist(legs.write)} | ${dist(legs.toStatus)} | ${dist(legs.toApi)} | ${l1} |`,
+          );
+          log(rows.at(-1) as string);
+          if (dataplane === 'nftables') {
+            const alone = nftAlone(services, `syl4a${n}`);
+            fulls.push(`| ${n.toLocaleString('en')} × 5 | ${s.name} | **${(full / 1000).toFixed(2)} s** | ${(alone / 1000).toFixed(2)} s | ${load()} |`);
+            log(fulls.at(-1) as string);
+          }
         }
-        await agent.stop();
-        if (process.env.BENCH_DEBUG) process.stderr.write(`${dataplane} ${latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
-        rows.push(
-          `| ${n.toLocaleString('en')} × 5 | ${dataplane} | ${ms(median(latencies))} | ${ms(percentile(latencies, 99))} | ${ms(median(writes))} | ${(median(latencies) / median(writes)).toFixed(1)}× |`,
-        );
-        if (dataplane === 'nftables') extra.push(`| ${n.toLocaleString('en')} × 5 | ${(full / 1000).toFixed(2)} s |`);
-        process.stderr.write(`${rows.at(-1)}\n`);
       }
       if (n === Math.max(...SIZES)) {
-        const during = await changesDuringResync(coord, etcd.url, prefix, n, preloadRev);
-        extra.push(
-          `\nChanges during frequent full resyncs (${n.toLocaleString('en')} × 5, nftables, resync every 2 s, ${during.length} changes back to back over 8 s): p50 ${ms(median(during))}, p99 ${ms(percentile(during, 99))}, max ${ms(Math.max(...during))}.`,
-        );
-        process.stderr.write(`${extra.at(-1)}\n`);
-        const rss = await idleRss(etcd.url, prefix);
-        extra.push(`\nAgent RSS idle with ${n.toLocaleString('en')} services (dry-run, from sources via tsx): **${(rss.agent / 1024).toFixed(0)} MiB**; a bare \`node --import tsx\` process: ${(rss.bare / 1024).toFixed(0)} MiB (${(rss.agent / rss.bare).toFixed(1)}×).`);
+        for (const s of values['skip-churn'] ? [] : SETTINGS) {
+          const l = load();
+          const during = await changesDuringResync(coord, etcd.url, prefix, n, preloadRev, s.config);
+          extra.push(
+            `| ${n.toLocaleString('en')} × 5 | ${s.name} | ${during.length} | ${ms(median(during))} | **${ms(percentile(during, 99))}** | ${ms(Math.max(...during))} | ${l} |`,
+          );
+          log(extra.at(-1) as string);
+        }
+        if (!values['skip-rss']) {
+          const rss = await idleRss(etcd.url, prefix);
+          extra.push(`\nAgent RSS idle with ${n.toLocaleString('en')} services (dry-run, from sources via tsx): **${(rss.agent / 1024).toFixed(0)} MiB**; a bare \`node --import tsx\` process: ${(rss.bare / 1024).toFixed(0)} MiB (${(rss.agent / rss.bare).toFixed(1)}×).`);
+        }
       }
       await coord.close();
     }
@@ -149,18 +249,24 @@ async function main(): Promise<void> {
   }
   process.stdout.write(
     [
-      '### One change, REST write → host applied',
+      '### One change as a client sees it: REST write → GET /hosts/:id shows it applied',
       '',
-      `${CHANGES} changes (PUT /services/:id/servers, alternating 4 and 5 servers) one after the other; "write alone" is the same REST write's own latency (the baseline, measured in the same run).`,
+      `${CHANGES} changes (PUT /services/:id/servers, alternating 4 and 5 servers) one after the other, 5 ms apart; p50 · p99 of each leg: the REST write; write answered → the agent's status key in etcd has the revision; status in etcd → GET /hosts/:id shows it (polled every 1 ms, in process).`,
       '',
-      '| services present | dataplane | p50 | p99 | write alone (p50) | p50 / write |',
-      '| --- | --- | --- | --- | --- | --- |',
+      '| services present | dataplane | agent settings | total | REST write | → status in etcd | → visible via GET /hosts/:id | load |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
       ...rows,
       '',
       '### Full sync from an empty kernel (nftables, agent start → status applied)',
       '',
-      '| services | time |',
-      '| --- | --- |',
+      '| services | agent settings | agent start → applied | `nft -f` of the same script alone | load |',
+      '| --- | --- | --- | --- | --- |',
+      ...fulls,
+      '',
+      '### One change while full resyncs run (nftables, resync every 2 s, 100 changes/s of background churn, one measured change every 50 ms for 8 s; REST write → status applied)',
+      '',
+      '| services | agent settings | changes | p50 | p99 | max | load |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
       ...extra,
       '',
     ].join('\n'),

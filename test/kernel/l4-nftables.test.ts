@@ -141,9 +141,13 @@ describe('nftables dataplane with real traffic', () => {
   it('the periodic full resync undoes drift: an element deleted and a stray one added behind its back', async () => {
     const rev = await write('PUT', `/services/${SID}/servers`, [server(B1)]);
     await agent?.stop();
-    await start(false, 1000);
+    await start(false, 2000);
     await applied(rev);
     expect(count(await request(NS.c, VIP, 80, 2))).toEqual({ b1: 2 });
+    // Right after a resync, so the next one (2 s later) comes after the checks below. Resyncs
+    // against the model (nothing foreign seen by nft monitor) still stamp lastFullSync.
+    const last = agent?.status.written?.lastFullSync;
+    await waitFor('a resync', async () => agent?.status.written?.lastFullSync !== last);
     await inNs(NS.lb, 'nft', ['delete', 'element', 'inet', TABLE, 'services4', `{ ${VIP} . tcp . 80 }`]);
     await inNs(NS.lb, 'nft', ['add', 'element', 'inet', TABLE, 'services4', '{ 10.98.2.201 . tcp . 80 : accept }']);
     expect((await request(NS.c, VIP, 80, 1))[0]).toMatch(/^ERR /);

@@ -409,13 +409,14 @@ describe('nftables dataplane with a slow table read-back', () => {
   it('applies a change while the table is read, then plans the full pass around it and still undoes drift', async () => {
     const kernel = new SlowListing();
     const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
-    await dp.prepareFull();
+    await dp.prepareFull(byId);
     expect(await dp.sync(byId)).toMatchObject({ failed: false });
     expect(kernel.scripts).toEqual([]);
 
-    // The periodic resync starts reading; a change arrives and applies at once.
+    // The periodic resync starts reading (and planning a snapshot of the desired
+    // state); a change arrives and applies at once.
     kernel.hold();
-    const reading = dp.prepareFull();
+    const reading = dp.prepareFull(byId);
     const next = oneServer();
     await dp.sync(next, new Set([CHANGED]));
     expect(kernel.scripts).toHaveLength(1);
@@ -426,17 +427,45 @@ describe('nftables dataplane with a slow table read-back', () => {
     await reading;
     await dp.sync(next);
     // The changed service is left as the incremental pass wrote it (re-planning it against the
-    // older read would delete elements that are already gone); the drift is undone; the group
-    // chain nobody uses any more goes.
-    expect(kernel.scripts[1]).toBe(
-      [
-        'flush chain inet switchyard grp.numgen-inc.2.tcp4.masq',
-        'delete chain inet switchyard grp.numgen-inc.2.tcp4.masq',
-        'add element inet switchyard services4 { 10.1.0.3 . tcp . 80 : goto grp.numgen-random.1.tcp4.masq }',
-        '',
-      ].join('\n'),
-    );
+    // older read and the older snapshot would undo the change); the drift is undone.
+    expect(kernel.scripts[1]).toBe('add element inet switchyard services4 { 10.1.0.3 . tcp . 80 : goto grp.numgen-random.1.tcp4.masq }\n');
     expect(kernel.scripts).toHaveLength(2);
+    // The group chain the change left unused goes with the next full pass (it plans the state of then).
+    await dp.prepareFull(next);
+    await dp.sync(next);
+    expect(kernel.scripts[2]).toContain('flush chain inet switchyard grp.numgen-inc.2.tcp4.masq\ndelete chain inet switchyard grp.numgen-inc.2.tcp4.masq\n');
+  });
+
+  it('a change that arrives while the full pass is planned, and reaches the dataplane with that pass, is applied by it', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.sync(byId);
+    kernel.hold();
+    const reading = dp.prepareFull(byId);
+    kernel.release();
+    await reading;
+    // The loop's next pass is the full one, and it carries the change (no incremental pass ran).
+    const next = oneServer();
+    await dp.sync(next);
+    expect(kernel.scripts).toEqual([read('incremental-one-server.nft')]);
+    // And the model has it: nothing left to do for that service.
+    await dp.sync(next, new Set([CHANGED]));
+    expect(kernel.scripts).toHaveLength(1);
+  });
+
+  it('a service an incremental pass wrote during the plan, and changed again since, is applied by the full pass', async () => {
+    const kernel = new SlowListing();
+    const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent);
+    await dp.sync(byId);
+    kernel.hold();
+    const reading = dp.prepareFull(byId);
+    await dp.sync(oneServer(), new Set([CHANGED]));
+    kernel.release();
+    await reading;
+    // Back to two servers; the trigger of that change is consumed by the full pass.
+    await dp.sync(byId);
+    expect(kernel.scripts).toHaveLength(2);
+    expect(kernel.scripts[1]).toContain('add element inet switchyard services4 { 10.1.0.1 . tcp . 80 : goto grp.numgen-inc.2.tcp4.masq }');
   });
 
   it('an incremental pass plans only the changed service, from the model, without listing the table', async () => {
@@ -453,10 +482,10 @@ describe('nftables dataplane with a slow table read-back', () => {
   it('once a read-back has overlapped changes for too long, changes wait for it instead of restarting it', async () => {
     const kernel = new SlowListing();
     const dp = new NftDataplane(new NftExecutor(kernel, { table: 'switchyard' }), 'switchyard', silent, { minReadOverlapMs: 20 });
-    await dp.prepareFull();
+    await dp.prepareFull(byId);
     await dp.sync(byId);
     kernel.hold();
-    const reading = dp.prepareFull();
+    const reading = dp.prepareFull(byId);
     await new Promise((r) => setTimeout(r, 40));
     let done = false;
     const change = dp.sync(oneServer(), new Set([CHANGED])).then(() => (done = true));
@@ -580,6 +609,9 @@ describe('--nft-local-vips', () => {
     expect(ipCalls(r)).toEqual(['ip -j addr show dev sy-nft0', 'ip -j addr show dev sy-nft0', 'ip -batch -\naddress del 10.1.0.1/32 dev sy-nft0\naddress del 10.7.7.7/32 dev sy-nft0\n']);
     r.clear();
     await dp.sync(oneServer(), new Set([CHANGED]));
+    expect(ipCalls(r)).toEqual([]);
+    // Once emptied, later full passes leave the device alone.
+    await dp.sync(oneServer());
     expect(ipCalls(r)).toEqual([]);
   });
 

@@ -51,7 +51,8 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const config = AgentConfig.parse(input);
   if (config.nftDrIngress && config.nftDrDevice === undefined) throw new Error('--nft-dr-ingress needs --nft-dr-device (the interface the real servers are on)');
   const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
-  const runner = deps.runner ?? new ExecaRunner(config.netns ? { netns: config.netns } : {});
+  const own = deps.runner ? undefined : new ExecaRunner({ ...(config.netns ? { netns: config.netns } : {}), helper: config.spawnHelper });
+  const runner = deps.runner ?? (own as ExecaRunner);
   if (config.netns) {
     const res = await runner.run('true', [], { allowFail: true });
     if (res.exitCode !== 0) throw new Error(`network namespace "${config.netns}" is not usable: ${res.stderr.trim()}`);
@@ -124,6 +125,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
         compactor.stop();
         await status.stop();
         await registration.stop();
+        own?.close();
         etcd.close();
         log.info({ flushed: config.flushOnExit }, 'agent stopped');
       })();

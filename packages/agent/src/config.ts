@@ -42,8 +42,14 @@ export const AgentConfig = z.object({
     .optional()
     .describe('interface the underlay address is on; VXLAN devices get its MTU less 50 (default: the one holding the underlay address)'),
   resyncMs: z.int().positive().default(60_000).describe('period of the full resync that undoes drift'),
-  /** Minimum interval between two applies; bursts inside it are coalesced (ms). */
-  minSyncIntervalMs: z.int().min(0).default(20),
+  /** Under sustained changes, at most one apply per this interval (ms); triggers inside it are coalesced. */
+  minSyncIntervalMs: z.int().min(0).default(10),
+  /** Applies that may run back to back before minSyncIntervalMs applies (the first change after a quiet spell never waits). */
+  syncBurst: z.int().min(1).default(4),
+  /** nftables: apply small scripts through a persistent `nft -i` and skip the resync's table read while `nft monitor` sees no foreign change. */
+  nftPersistent: z.boolean().default(true),
+  /** Start short-lived commands from a small helper process: a spawn blocks the event loop until the child has exec'd (tens of ms on a loaded machine). */
+  spawnHelper: z.boolean().default(true),
   drainTimeoutMs: z.int().min(0).default(30_000).describe('how long a deleted server drains before removal'),
   /** Lease TTL of the agent's registration (seconds). */
   leaseTtlSeconds: z.int().min(2).default(10),

@@ -1,16 +1,24 @@
 /**
  * The sync loop every role runs (the shape of kube-proxy's
  * BoundedFrequencyRunner and Cilium's reconciler): triggers are coalesced,
- * two syncs are at least `minIntervalMs` apart, a periodic full resync undoes
- * drift, and a failed sync makes the next one full, after an exponential
- * backoff. Only one sync runs at a time.
+ * passes are rate-limited by a token bucket (`burst` passes at once, then
+ * one per `minIntervalMs`), a full resync `resyncMs` after the last one
+ * undoes drift, and a
+ * failed sync makes the next one full, after an exponential backoff. Only
+ * one sync runs at a time.
  *
- * A full pass may have a slow first half that only reads (`prepareFull`:
- * nftables lists its whole table back, seconds at 10,000 services). That half
- * runs beside the loop: incremental passes keep applying changes while it
- * reads, and the full pass itself runs once the read is done. Incremental
- * passes only start after a first full pass has succeeded: until then the
- * dataplane does not know what the kernel holds.
+ * The bucket is what lets the first change after a quiet spell apply at
+ * once (a fixed interval after every pass made each change of a client
+ * writing one after the other wait it out: ~20 ms of every change's
+ * latency) while sustained churn is still coalesced into at most one pass
+ * per interval.
+ *
+ * A full pass may have a slow first half (`prepareFull`: nftables plans
+ * every service, and may read its whole table back first, seconds at
+ * 10,000 services). That half runs beside the loop: incremental passes keep
+ * applying changes while it runs, and the full pass itself runs once it is
+ * done. Incremental passes only start after a first full pass has
+ * succeeded: until then the dataplane does not know what the kernel holds.
  */
 import type { Logger } from 'pino';
 
@@ -27,7 +35,10 @@ export interface SyncLoopOptions {
   sync: (full: boolean) => Promise<{ recheckMs?: number } | void>;
   /** The read-only half of a full pass, run while incremental passes go on (optional). */
   prepareFull?: () => Promise<void>;
+  /** On average at most one pass per this interval under sustained triggers (0: no limit). */
   minIntervalMs: number;
+  /** Passes that may run back to back before the interval applies (default 4). */
+  burst?: number;
   resyncMs: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
@@ -47,17 +58,29 @@ export class SyncLoop {
   private fullDone = false;
   private timer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
-  private lastEnd = 0;
+  /** Passes that may start now without waiting (a token bucket refilled one per minIntervalMs). */
+  private tokens: number;
+  private refilled = performance.now();
   private failures = 0;
   private stopped = false;
   private started = false;
 
-  constructor(private readonly opts: SyncLoopOptions) {}
+  constructor(private readonly opts: SyncLoopOptions) {
+    this.tokens = opts.burst ?? 4;
+  }
+
+  /** Refills the bucket; how long until a token is there. */
+  private tokenWait(): number {
+    const now = performance.now();
+    const interval = this.opts.minIntervalMs;
+    if (interval <= 0) return 0;
+    this.tokens = Math.min(this.opts.burst ?? 4, this.tokens + (now - this.refilled) / interval);
+    this.refilled = now;
+    return this.tokens >= 1 ? 0 : Math.ceil((1 - this.tokens) * interval);
+  }
 
   start(): void {
     this.started = true;
-    this.resyncTimer = setInterval(() => this.requestFull(), this.opts.resyncMs);
-    this.resyncTimer.unref();
     this.requestFull();
   }
 
@@ -81,14 +104,14 @@ export class SyncLoop {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearInterval(this.resyncTimer);
+    clearTimeout(this.resyncTimer);
     await this.idle();
   }
 
   private schedule(delayMs: number): void {
     // Before start() triggers only accumulate: the first pass is the full one start() asks for.
     if (!this.started || this.stopped || this.running) return;
-    const wait = Math.max(delayMs, this.lastEnd + this.opts.minIntervalMs - Date.now(), 0);
+    const wait = Math.max(delayMs, this.tokenWait(), 0);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.runOnce(), wait);
   }
@@ -126,6 +149,11 @@ export class SyncLoop {
 
   private async runOnce(): Promise<void> {
     if (this.stopped || this.running || !this.pending) return;
+    const wait = this.tokenWait();
+    if (wait > 0) {
+      this.schedule(wait);
+      return;
+    }
     let full = this.pendingFull;
     const prepare = this.opts.prepareFull;
     if (full && prepare && !this.prepared) {
@@ -135,6 +163,7 @@ export class SyncLoop {
       full = false;
     }
     this.pending = false;
+    this.tokens--;
     if (full) {
       this.pendingFull = false;
       this.prepared = false;
@@ -145,7 +174,14 @@ export class SyncLoop {
       try {
         const res = await this.opts.sync(full);
         this.failures = 0;
-        if (full) this.fullDone = true;
+        if (full) {
+          this.fullDone = true;
+          // The next resync is resyncMs after this one ended (not on a fixed beat): a full pass
+          // that took longer than the period is not followed at once by another one.
+          clearTimeout(this.resyncTimer);
+          this.resyncTimer = setTimeout(() => this.requestFull(), this.opts.resyncMs);
+          this.resyncTimer.unref();
+        }
         if (res?.recheckMs !== undefined) {
           // Something is in progress (a draining server): look again later.
           clearTimeout(this.timer);
@@ -159,7 +195,6 @@ export class SyncLoop {
     })();
     await this.running;
     this.running = undefined;
-    this.lastEnd = Date.now();
     // A read that ended during this pass: the full pass is next.
     if (this.pendingFull && this.prepared) this.pending = true;
     if (this.pending) this.schedule(failed ? this.backoff() : 0);

@@ -5,6 +5,7 @@
  * in one place (`ip netns exec <ns> <cmd> …`).
  */
 import { execa } from 'execa';
+import { Spawner } from './spawner.js';
 
 export interface RunOptions {
   /** Written to the command's stdin (batch input: `nft -f -`, `ipvsadm -R`, `ip -batch -`). */
@@ -13,6 +14,8 @@ export interface RunOptions {
   netns?: string;
   /** Resolve with the exit code instead of throwing when the command fails. */
   allowFail?: boolean;
+  /** Told the command's pid as soon as it starts (the nft monitor tells the agent's own transactions apart by it). */
+  onSpawn?: (pid: number | undefined) => void;
 }
 
 export interface RunResult {
@@ -39,6 +42,30 @@ export interface Runner {
   run(cmd: string, args: string[], opts?: RunOptions): Promise<RunResult>;
   /** Starts a long-running command (optional: runners that cannot, callers fall back to `run`). */
   stream?(cmd: string, args: string[], opts: StreamOptions): StreamHandle;
+  /**
+   * Starts a long-running command (a persistent `nft -i`, `nft monitor`)
+   * whose output is read as it comes. Optional: a runner without it makes
+   * its callers fall back to one `run` per call.
+   */
+  spawn?(cmd: string, args: string[], opts: SpawnOptions): Spawned;
+}
+
+export interface SpawnOptions {
+  netns?: string;
+  onStdout?: (chunk: string) => void;
+  onStderr?: (chunk: string) => void;
+  /** The process ended (exit code, or undefined when killed or it never started). */
+  onExit?: (code: number | undefined) => void;
+}
+
+/** A running long-lived command. */
+export interface Spawned {
+  /** Its pid, which is also the pid the kernel names (`ip netns exec` execs the command in place). */
+  readonly pid: number | undefined;
+  write(text: string): void;
+  /** Closes stdin (the command ends at EOF). */
+  end(): void;
+  kill(): void;
 }
 
 /** A failed command: the argv, the exit code and what it said on stderr. */
@@ -64,15 +91,33 @@ export interface ExecaRunnerOptions {
   netns?: string;
   /** Kill a command that runs longer than this (ms). Default 60 s. */
   timeoutMs?: number;
+  /** Start short-lived commands from a helper process (spawner.ts), so a spawn never blocks this event loop. */
+  helper?: boolean;
 }
 
 /** Runs real commands with execa 9. */
 export class ExecaRunner implements Runner {
-  constructor(private readonly defaults: ExecaRunnerOptions = {}) {}
+  private readonly spawner?: Spawner;
+
+  constructor(private readonly defaults: ExecaRunnerOptions = {}) {
+    if (defaults.helper) this.spawner = new Spawner();
+  }
+
+  /** Ends the helper process, if any (agent stop). */
+  close(): void {
+    this.spawner?.close();
+  }
 
   async run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
     const [file, argv] = wrapNetns(cmd, args, opts.netns ?? this.defaults.netns);
-    const res = await execa(file, argv, {
+    if (this.spawner) {
+      const res = await this.spawner.run(file, argv, { ...(opts.input !== undefined ? { input: opts.input } : {}), timeoutMs: this.defaults.timeoutMs ?? 60_000, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
+      const out: RunResult = { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode ?? -1 };
+      if (res.exitCode === undefined && !opts.allowFail) throw new CommandError([file, ...argv], -1, `${res.error ?? 'killed (timeout)'}\n${out.stderr}`, out.stdout);
+      if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
+      return out;
+    }
+    const sub = execa(file, argv, {
       input: opts.input ?? '',
       reject: false,
       stripFinalNewline: false,
@@ -80,12 +125,30 @@ export class ExecaRunner implements Runner {
       env: { LC_ALL: 'C' },
       maxBuffer: 512 * 1024 * 1024,
     });
+    opts.onSpawn?.(sub.pid);
+    const res = await sub;
     const out: RunResult = { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? ''), exitCode: res.exitCode ?? -1 };
     if (res.exitCode === undefined && !opts.allowFail) {
       throw new CommandError([file, ...argv], -1, `${res.shortMessage}\n${out.stderr}`, out.stdout);
     }
     if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
     return out;
+  }
+
+  spawn(cmd: string, args: string[], opts: SpawnOptions): Spawned {
+    const [file, argv] = wrapNetns(cmd, args, opts.netns ?? this.defaults.netns);
+    const child = execa(file, argv, { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, env: { LC_ALL: 'C' } });
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => opts.onStdout?.(d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => opts.onStderr?.(d));
+    // A write to a process that has just died: the exit callback reports it.
+    child.stdin?.on('error', () => undefined);
+    void child.then((res) => opts.onExit?.(res.exitCode ?? undefined));
+    return {
+      pid: child.pid,
+      write: (text) => void child.stdin?.write(text),
+      end: () => void child.stdin?.end(),
+      kill: () => void child.kill('SIGKILL'),
+    };
   }
 
   stream(cmd: string, args: string[], opts: StreamOptions): StreamHandle {

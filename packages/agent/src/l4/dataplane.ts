@@ -33,11 +33,14 @@ export interface L4Dataplane {
    */
   sync(desired: ReadonlyMap<string, EffectiveService>, changed?: ReadonlySet<string>): Promise<SyncOutcome>;
   /**
-   * The read-only half of the next full pass (reading the kernel back), when
-   * that is slow enough to be worth running while incremental passes go on.
-   * The full `sync` that follows plans against what it read.
+   * The slow half of the next full pass (reading the kernel back, planning
+   * every service), run beside the loop while incremental passes go on;
+   * `desired` is a snapshot. The full `sync` that follows applies what it
+   * planned, less what incremental passes changed meanwhile.
    */
-  prepareFull?(): Promise<void>;
+  prepareFull?(desired: ReadonlyMap<string, Service>): Promise<void>;
   /** Remove everything this dataplane owns (--flush-on-exit). */
   flush(): Promise<void>;
+  /** Ends long-lived helper processes (agent stop). */
+  close?(): void;
 }

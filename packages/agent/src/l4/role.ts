@@ -142,8 +142,10 @@ export class L4Role implements AgentRole {
     const prepareFull = dataplane.prepareFull?.bind(dataplane);
     this.loop = new SyncLoop({
       sync: (full) => this.sync(full),
-      ...(prepareFull ? { prepareFull } : {}),
+      // A snapshot: the plan is made in slices while the map keeps changing.
+      ...(prepareFull ? { prepareFull: () => prepareFull(new Map(this.effective)) } : {}),
       minIntervalMs: config.minSyncIntervalMs,
+      burst: config.syncBurst,
       resyncMs: config.resyncMs,
       log,
       ...(observer ? { observer } : {}),
@@ -317,5 +319,6 @@ export class L4Role implements AgentRole {
       await this.dataplane.flush();
       this.log.info({ dataplane: this.dataplane.name }, 'flushed everything the agent owns');
     }
+    this.dataplane.close?.();
   }
 }

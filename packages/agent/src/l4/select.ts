@@ -33,7 +33,7 @@ export async function selectDataplane(config: AgentConfig, runner: Runner, etcd:
   const dr = config.nftDrDevice !== undefined ? { drDevice: config.nftDrDevice, ...(config.nftDrIngress ? { drIngress: config.nftDrIngress } : {}) } : {};
   const ipvs = () => new IpvsDataplane(new IpvsExecutor(runner, { ...netns, device: config.ipvsDevice }), etcdOwnership(etcd, keys, config.hostId), config.drainTimeoutMs, log.child({ component: 'ipvs' }));
   const nft = () =>
-    new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable }), config.nftTable, log.child({ component: 'nftables' }), {
+    new NftDataplane(new NftExecutor(runner, { ...netns, table: config.nftTable, persistent: config.nftPersistent }), config.nftTable, log.child({ component: 'nftables' }), {
       localVips: { device: new DeviceAddresses(runner, config.nftDevice, config.netns), enabled: config.nftLocalVips },
       ...dr,
       feedback: config.nftFeedbackIntervalMs > 0,

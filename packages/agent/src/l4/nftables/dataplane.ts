@@ -2,31 +2,44 @@
  * The nftables dataplane (and dry-run, which is the same planner without an
  * executor). An incremental pass plans the changed services against what the
  * last pass applied, so one change among 10,000 services is a few lines of
- * nft script and O(changed services) of work. The script applies as one
- * transaction; if it fails, each service is tried on its own so one bad
- * service is reported without holding back the others.
+ * nft script and O(changed services) of work, applied through a persistent
+ * `nft -i` (1–2 ms instead of 20–40 ms for a new `nft -f`). The script
+ * applies as one transaction; if it fails, each service is tried on its own
+ * so one bad service is reported without holding back the others.
  *
- * A full pass reads the table back (`nft -j list table`) and plans every
- * service against it, which undoes drift. At 10,000 services that read takes
- * seconds of nft's CPU, so it runs in `prepareFull`, beside incremental
- * passes. Two things follow:
- *  - The read may predate a change applied meanwhile, so services (and group
- *    chains) an incremental pass touched during the read are planned against
- *    what that pass applied, not against the read; the next full pass checks
- *    them against the kernel.
+ * A full pass never holds up a change. Its work is done beside the loop
+ * (`prepareFull`), and the loop's own part only applies the resulting diff
+ * — nothing at all when there is no drift:
+ *  - Drift comes from other processes, and `nft monitor` sees their
+ *    transactions (monitor.ts). While it vouches that
+ *    nothing foreign touched the table since the kernel last equalled the
+ *    model, a full pass compares desired state against the model (by object
+ *    identity: O(services), no kernel read). Otherwise — after a foreign
+ *    change, after a failed apply, or without a monitor — it reads the table
+ *    back (`nft -j list table`, seconds at 10,000 services) and plans every
+ *    service against that. The monitor starts before the first read (see
+ *    planFull); it then also prints the first load's elements (CPU of its own
+ *    process, not the agent's).
+ *  - Planning runs in slices with yields to the event loop in between, so
+ *    incremental passes keep running; services (and group chains) they touch
+ *    meanwhile are left out of the full plan: the model has them as applied,
+ *    and the next full pass checks them against the kernel.
  *  - nft restarts a listing whenever the ruleset generation changes under it
  *    (nft 1.0.6 `nft_cache_update`: the genid is compared before and after the
- *    dump) — so our own applies restart it. Once a read has taken twice as
- *    long as the last complete one, incremental passes wait for it to end
- *    instead of restarting it forever.
+ *    dump) — so our own applies restart a read-back. Once a read has taken
+ *    twice as long as the last complete one, incremental passes wait for it
+ *    to end instead of restarting it forever. With the monitor this only
+ *    happens after drift.
  *
  * With `--nft-dr-device` the same passes also plan `netdev <table>` (direct
  * routing): each service's objects go to the table its forwarders call for
- * and leave the other, in the same transaction.
+ * and leave the other, in the same transaction; the monitor follows both
+ * tables.
  *
  * The model keeps only a reference to each applied service (the etcd
- * mirror's object, or the role's copy with a feedback pick) and recomputes a service's nft objects when they are
- * needed: memory stays close to the mirror's own.
+ * mirror's object, or the role's copy with a feedback pick) and recomputes a
+ * service's nft objects when they are needed: memory stays close to the
+ * mirror's own.
  */
 import type { Logger } from 'pino';
 import type { ServiceReport } from '@switchyard/shared';
@@ -34,7 +47,7 @@ import { planAddresses, type DeviceAddresses } from '../local-addresses.js';
 import { NftExecutor } from './executor.js';
 import { serviceObjects, type ModelOptions, type NftFamily, type ServiceObjects } from './model.js';
 import { emptyObserved, observedOf, type NftObserved, type ObservedService } from './observe.js';
-import { drBase, NFT_BASE, planTables, renderNftScript, type NftOp } from './plan.js';
+import { drBase, NFT_BASE, planService, planSkeleton, planTables, renderNftScript, sortOps, type NftOp } from './plan.js';
 import type { EffectiveService, L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface NftDataplaneOptions {
@@ -50,6 +63,8 @@ export interface NftDataplaneOptions {
    * earlier run left there go.
    */
   localVips?: { device: DeviceAddresses; enabled: boolean };
+  /** Services planned between two yields to the event loop in a full pass (default 250). */
+  sliceSize?: number;
   /**
    * `--nft-dr-device`: services whose servers all use forwarder g route
    * directly on this device (the `netdev` table). Unset, an earlier run's
@@ -75,19 +90,45 @@ interface TablesObserved {
   observedDr: NftObserved;
 }
 
-/** What the full pass after a read-back needs to know about incremental passes that ran during it. */
-interface ReadBack {
+/** What incremental passes changed while a full pass was being prepared. */
+interface During {
+  /** Services and group chains incremental passes wrote. */
+  services: Set<string>;
+  groups: Set<string>;
+  /** VIPs incremental passes added to or removed from the local-VIP device. */
+  vips: Set<string>;
+}
+
+/** A running table read-back (incremental passes may wait for it when it keeps restarting). */
+interface Reading {
   started: number;
   /** Settles when the read ends (never rejects). */
   ended: Promise<void>;
-  /** Services and group chains incremental passes wrote while the table was being read. */
-  services: Set<string>;
-  groups: Set<string>;
 }
 
-interface Snapshot extends TablesObserved {
-  during: ReadBack;
+/** The full pass, planned beside the loop; `sync` then applies it. */
+interface FullPlan {
+  during: During;
+  desired: ReadonlyMap<string, EffectiveService>;
+  /** Ops, with the service each belongs to (undefined: the table skeleton and group chains). */
+  ops: NftOp[];
+  owners: (string | undefined)[];
+  /** Group chain of each skeleton op (to drop those an incremental pass took over). */
+  groupOf: (string | undefined)[];
+  /** Objects of every desired service, when they were computed (planned against a read-back). */
+  objects?: Map<string, ServiceObjects>;
+  reports: Map<string, ServiceReport[]>;
+  /** Planned against the kernel (read back) rather than the model. */
+  read: boolean;
+  /** The monitor's epoch when the read started, if it could vouch for what follows. */
+  basis?: number;
+  /** The monitor process running when the plan started. */
+  monitorStarts?: number;
+  /** What the local-VIP device held when read (full passes read it). */
+  vips?: string[];
 }
+
+const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
 
 export class NftDataplane implements L4Dataplane {
   readonly name: 'nftables' | 'dry-run';
@@ -97,16 +138,30 @@ export class NftDataplane implements L4Dataplane {
   private drBase: NftObserved = emptyObserved();
   /** Per service: the service whose objects the kernel holds after the last successful pass. */
   private readonly applied = new Map<string, EffectiveService>();
+  /** Per applied service with warnings: its reports (a full pass against the model reuses them). */
+  private readonly appliedReports = new Map<string, ServiceReport[]>();
   /** Per service whose apply failed: what the kernel was read to hold instead. */
   private readonly unknown = new Map<string, Held>();
   /** Without --nft-dr-device: whether an earlier run's netdev table has been deleted. */
   private drCleaned = false;
   private readonly model: ModelOptions;
-  private reading?: ReadBack;
-  private snapshot?: Snapshot;
+  private reading?: Reading;
+  /** Set while a full pass is prepared: what incremental passes change meanwhile. */
+  private during?: During;
+  private prepared?: FullPlan;
   private lastReadMs = 0;
   /** The VIPs on the local-VIP device after the last pass (undefined: read it). */
   private vips?: Set<string>;
+  /**
+   * The monitor's epoch at which the kernel was last known to hold exactly
+   * the model; while it stays the same, a full pass compares against the
+   * model instead of reading the table back.
+   */
+  private basis?: number;
+  /** The monitor process started right after the last full pass, not yet armed (see planFull). */
+  private trustArm?: number;
+  /** Full passes that compared against the kernel / against the model (tests, logs). */
+  readonly fullPasses = { read: 0, model: 0 };
 
   constructor(
     private readonly executor: NftExecutor | undefined,
@@ -150,18 +205,157 @@ export class NftDataplane implements L4Dataplane {
     return { observed, observedDr };
   }
 
-  async prepareFull(): Promise<void> {
-    if (!this.executor) return;
-    const started = performance.now();
-    const read = this.readTables(this.executor);
-    const during: ReadBack = { started, ended: read.then(() => undefined, () => undefined), services: new Set(), groups: new Set() };
-    this.reading = during;
+  /**
+   * Plans the next full pass beside the loop: reads the table back (unless
+   * the monitor vouches that nothing but this agent touched it since it
+   * last equalled the model), then plans every service in slices, yielding
+   * to the event loop between slices so incremental passes keep running.
+   * Services those passes change meanwhile are left out of the plan (the
+   * model has them as applied; the next full pass checks them).
+   */
+  async prepareFull(desired: ReadonlyMap<string, EffectiveService>): Promise<void> {
+    const during: During = { services: new Set(), groups: new Set(), vips: new Set() };
+    this.during = during;
+    this.prepared = undefined;
     try {
-      this.snapshot = { ...(await read), during };
+      this.prepared = await this.planFull(desired, during);
+    } catch (err) {
+      this.during = undefined;
+      throw err;
+    }
+  }
+
+  private async planFull(desired: ReadonlyMap<string, EffectiveService>, during: During): Promise<FullPlan> {
+    const monitor = this.executor?.monitor;
+    // The monitor that ran through the last read-back vouches for the kernel from its start on —
+    // also before it has shown it is subscribed (at 10,000 services it prints the first load for
+    // seconds before our transaction's generation comes through), for at most a minute. What it
+    // cannot cover: a change between the read and its subscription (~0.3 s at the first start).
+    if (monitor && this.trustArm !== undefined) {
+      if (monitor.starts !== this.trustArm) this.trustArm = undefined;
+      else {
+        this.basis ??= monitor.startEpoch;
+        if (monitor.armed) this.trustArm = undefined;
+      }
+    }
+    // Started before the first read, while the table is small or quiet: nft monitor reads the whole
+    // ruleset when it starts (seconds at 10,000 services) and restarts that read at every change,
+    // so under churn a monitor started later would never get going.
+    this.executor?.startMonitor();
+    const vouches = monitor !== undefined && (monitor.armed || (this.trustArm === monitor.starts && performance.now() - monitor.startedAt < 60_000));
+    const epoch = vouches ? monitor.epoch : undefined;
+    const trusted = this.executor === undefined || (epoch !== undefined && this.basis === epoch);
+    this.log.debug({ trusted, armed: monitor?.armed, epoch, basis: this.basis, foreign: monitor?.foreign }, 'full pass: compare against the model or read back');
+    const slice = this.opts.sliceSize ?? 250;
+    const plan: FullPlan = {
+      during,
+      desired,
+      ops: [],
+      owners: [],
+      groupOf: [],
+      reports: new Map(),
+      read: !trusted,
+      ...(epoch !== undefined ? { basis: epoch } : {}),
+      ...(monitor ? { monitorStarts: monitor.starts } : {}),
+    };
+    const lv = this.opts.localVips;
+    // Off, the device only needs emptying once (what an earlier run left): not a spawn every resync
+    // (forking this process costs the event loop 10–40 ms on a loaded machine).
+    if (lv && this.executor && (lv.enabled || this.vips === undefined)) plan.vips = await lv.device.observe();
+
+    if (trusted) {
+      // The kernel holds the model: only services whose desired state is not the applied one differ.
+      this.fullPasses.model++;
+      const objects = new Map<string, ServiceObjects>();
+      const have = new Map<string, Held>();
+      let n = 0;
+      for (const id of new Set([...desired.keys(), ...this.applied.keys(), ...this.unknown.keys()])) {
+        if (++n % (slice * 20) === 0) await yieldToLoop();
+        const s = desired.get(id);
+        if (s && this.applied.get(id) === s && !this.unknown.has(id)) {
+          const r = this.appliedReports.get(id);
+          plan.reports.set(id, r ? [...r] : []);
+          continue;
+        }
+        if (s) {
+          const c = this.objectsOf(s);
+          objects.set(id, c.objects);
+          plan.reports.set(id, c.reports);
+        }
+        const h = this.held(id);
+        if (h) have.set(id, h);
+      }
+      await this.planSlices(plan, objects, this.observedWith(have), [...objects.keys(), ...have.keys()], true);
+      return plan;
+    }
+
+    this.fullPasses.read++;
+    const started = performance.now();
+    const read = this.readTables(this.executor as NftExecutor);
+    this.reading = { started, ended: read.then(() => undefined, () => undefined) };
+    let observed: TablesObserved;
+    try {
+      observed = await read;
       this.lastReadMs = performance.now() - started;
       this.log.debug({ ms: Math.round(this.lastReadMs), changedMeanwhile: during.services.size }, 'table read back');
     } finally {
       this.reading = undefined;
+    }
+    const objects = new Map<string, ServiceObjects>();
+    let n = 0;
+    for (const [id, s] of desired) {
+      if (++n % slice === 0) await yieldToLoop();
+      const c = this.objectsOf(s);
+      objects.set(id, c.objects);
+      plan.reports.set(id, c.reports);
+    }
+    plan.objects = objects;
+    await this.planSlices(plan, objects, observed, [...new Set([...objects.keys(), ...observed.observed.services.keys(), ...observed.observedDr.services.keys()])], false);
+    return plan;
+  }
+
+  /**
+   * Plans `ids` (all of them: a full skeleton) into `plan`, a slice at a
+   * time — in the inet table and, with --nft-dr-device, the netdev one
+   * (each service's objects in the table they are for, as planTables does).
+   */
+  private async planSlices(plan: FullPlan, objects: Map<string, ServiceObjects>, observed: TablesObserved, ids: string[], modelOnly: boolean): Promise<void> {
+    const inetPart = new Map<string, ServiceObjects>();
+    const drPart = new Map<string, ServiceObjects>();
+    for (const [id, o] of objects) {
+      if (o.family === 'netdev') drPart.set(id, o);
+      else inetPart.set(id, o);
+      if (o.dr) drPart.set(id, o.dr);
+    }
+    const dr = this.opts.drDevice;
+    const tables: { family: NftFamily; desired: Map<string, ServiceObjects>; observed: NftObserved }[] = [{ family: 'inet', desired: inetPart, observed: observed.observed }];
+    if (dr !== undefined) tables.push({ family: 'netdev', desired: drPart, observed: observed.observedDr });
+    const scope = modelOnly ? { scope: new Set(ids) } : {};
+    // Against the model, only the differing services are planned: group chains are created where they
+    // need to be, and unused ones are left for a pass that reads the kernel (a scoped skeleton).
+    for (const t of tables) {
+      const skeleton = planSkeleton({ desired: t.desired, observed: t.observed, ...scope, ...(t.family === 'netdev' ? { base: drBase(dr as string, this.opts.drIngress) } : {}) });
+      for (const raw of skeleton) {
+        const op: NftOp = t.family === 'netdev' ? { ...raw, family: 'netdev' } : raw;
+        plan.ops.push(op);
+        plan.owners.push(undefined);
+        plan.groupOf.push(op.kind === 'add-chain' || op.kind === 'flush-chain' || op.kind === 'delete-chain' ? op.name : op.kind === 'add-rule' ? op.chain : undefined);
+      }
+    }
+    const slice = this.opts.sliceSize ?? 250;
+    const sorted = [...new Set(ids)].sort();
+    for (let i = 0; i < sorted.length; i++) {
+      if (i > 0 && i % slice === 0) await yieldToLoop();
+      const id = sorted[i];
+      for (const t of tables) {
+        const before = plan.ops.length;
+        planService(t.desired.get(id), t.observed.services.get(id), plan.ops);
+        for (let k = before; k < plan.ops.length; k++) {
+          if (t.family === 'netdev') plan.ops[k] = { ...plan.ops[k], family: 'netdev' };
+          plan.owners.push(id);
+          plan.groupOf.push(undefined);
+        }
+      }
     }
   }
 
@@ -169,7 +363,7 @@ export class NftDataplane implements L4Dataplane {
     return changed ? this.syncChanged(desired, changed) : this.syncAll(desired);
   }
 
-  private async syncChanged(desired: ReadonlyMap<string, EffectiveService>, changed: ReadonlySet<string>): Promise<SyncOutcome> {
+  private async syncChanged(desired: ReadonlyMap<string, EffectiveService>, changed: ReadonlySet<string>, inFull = false): Promise<SyncOutcome> {
     const reading = this.reading;
     if (reading && this.executor && performance.now() - reading.started > Math.max(this.opts.minReadOverlapMs ?? 1000, 2 * this.lastReadMs)) {
       this.log.info({ readingMs: Math.round(performance.now() - reading.started) }, 'table read-back keeps restarting under changes; waiting for it');
@@ -198,11 +392,11 @@ export class NftDataplane implements L4Dataplane {
     const ops = this.plan(objects, this.observedWith(have), scope);
     this.logPlan(false, ops);
     if (ops.length === 0) {
-      this.record(scope, services, objects);
-      return this.syncLocalVips(desired, false, reports);
+      this.record(scope, services, objects, reports);
+      return inFull ? { reports, failed: false } : this.syncLocalVips(desired, false, reports);
     }
     if (!this.executor) {
-      this.record(scope, services, objects);
+      this.record(scope, services, objects, reports);
       this.log.info({ full: false, ops: ops.length, services: scope.size }, 'dry-run: plan computed, nothing applied');
       return { reports, failed: false };
     }
@@ -210,87 +404,141 @@ export class NftDataplane implements L4Dataplane {
       await this.executor.apply(ops);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-      return this.afterOneByOne(await this.applyOneByOne(services, objects, reports, scope), desired, false);
+      const one = await this.applyOneByOne(services, objects, reports, scope);
+      return inFull ? one : this.afterOneByOne(one, desired, false);
     }
-    this.record(scope, services, objects);
+    this.record(scope, services, objects, reports);
     this.log.info({ full: false, ops: ops.length, services: scope.size }, 'nftables applied');
-    return this.syncLocalVips(desired, false, reports);
+    return inFull ? { reports, failed: false } : this.syncLocalVips(desired, false, reports);
   }
 
-  private async syncAll(desired: ReadonlyMap<string, EffectiveService>): Promise<SyncOutcome> {
-    let observed: TablesObserved;
-    if (this.executor) {
-      const snap = this.snapshot ?? { ...(await this.readTables(this.executor)), during: undefined };
-      this.snapshot = undefined;
-      observed = snap;
-      // Changes applied while the tables were being read: the read may predate them, the model does not.
-      for (const id of snap.during?.services ?? []) {
-        const h = this.held(id);
-        for (const [family, table] of [['inet', snap.observed], ['netdev', snap.observedDr]] as const) {
-          const o = h?.[family];
-          if (o) table.services.set(id, o);
-          else table.services.delete(id);
-        }
-      }
-      for (const g of snap.during?.groups ?? []) {
-        for (const [base, table] of [[this.base, snap.observed], [this.drBase, snap.observedDr]] as const) {
-          const n = base.groups.get(g);
-          if (n !== undefined) table.groups.set(g, n);
-        }
-      }
-      if (this.opts.drDevice === undefined && !this.drCleaned) {
-        await this.executor.deleteTable('netdev').catch((err: Error) => this.log.warn({ err: err.message }, 'netdev table of an earlier run not deleted'));
-        this.drCleaned = true;
-      }
-    } else {
-      // Dry-run: what the last passes would have left is the only truth.
-      const services = new Map<string, Held>();
-      for (const id of new Set([...this.applied.keys(), ...this.unknown.keys()])) services.set(id, this.held(id) as Held);
-      observed = this.observedWith(services);
+  /**
+   * The full pass: applies what `prepareFull` planned (planning it now if
+   * nobody did), minus what incremental passes changed since, and makes the
+   * model what the kernel now holds.
+   */
+  private async syncAll(current: ReadonlyMap<string, EffectiveService>): Promise<SyncOutcome> {
+    if (!this.prepared) await this.prepareFull(current);
+    const plan = this.prepared as FullPlan;
+    this.prepared = undefined;
+    this.during = undefined;
+    const { during, desired } = plan;
+    const ops: NftOp[] = [];
+    for (let i = 0; i < plan.ops.length; i++) {
+      const owner = plan.owners[i];
+      const group = plan.groupOf[i];
+      if (owner !== undefined ? during.services.has(owner) : group !== undefined && during.groups.has(group)) continue;
+      ops.push(plan.ops[i]);
     }
-    const objects = new Map<string, ServiceObjects>();
-    const reports = new Map<string, ServiceReport[]>();
-    for (const [id, s] of desired) {
-      const c = this.objectsOf(s);
-      objects.set(id, c.objects);
-      reports.set(id, c.reports);
+    const sorted = sortOps(ops);
+    this.logPlan(true, sorted);
+    if (this.executor && this.opts.drDevice === undefined && !this.drCleaned) {
+      await this.executor.deleteTable('netdev').catch((err: Error) => this.log.warn({ err: err.message }, 'netdev table of an earlier run not deleted'));
+      this.drCleaned = true;
     }
-    const ops = this.plan(objects, observed);
-    this.logPlan(true, ops);
-    if (ops.length > 0 && this.executor) {
+    if (sorted.length > 0 && this.executor) {
       try {
-        await this.executor.apply(ops);
+        await this.executor.apply(sorted);
       } catch (err) {
+        this.basis = undefined;
+        this.trustArm = undefined;
         this.log.warn({ err: (err as Error).message }, 'nftables transaction failed; applying service by service');
-        return this.afterOneByOne(await this.applyOneByOne(desired, objects, reports), desired, true);
+        const objects = plan.objects ?? new Map([...desired].map(([id, s]) => [id, this.objectsOf(s).objects]));
+        return this.afterOneByOne(await this.applyOneByOne(desired, objects, plan.reports), desired, true);
       }
     }
-    // The kernel now holds exactly the desired state (a full plan also deletes unused group chains).
+    // The kernel now holds the planned state, and incremental passes' services as they left them.
+    const kept = new Map<string, EffectiveService>();
+    const keptUnknown = new Map<string, Held>();
+    for (const id of during.services) {
+      const s = this.applied.get(id);
+      if (s) kept.set(id, s);
+      const u = this.unknown.get(id);
+      if (u) keptUnknown.set(id, u);
+    }
+    const keptGroups = new Map<string, number>();
+    const keptDrGroups = new Map<string, number>();
+    for (const g of during.groups) {
+      const n = this.base.groups.get(g);
+      if (n !== undefined) keptGroups.set(g, n);
+      const d = this.drBase.groups.get(g);
+      if (d !== undefined) keptDrGroups.set(g, d);
+    }
+    const oldGroups = this.base.groups;
+    const oldDrGroups = this.drBase.groups;
     this.base = emptyObserved();
     this.drBase = emptyObserved();
+    // Against the model, group chains the plan did not look at stay as the model had them.
+    if (!plan.read) {
+      for (const [g, n] of oldGroups) this.base.groups.set(g, n);
+      for (const [g, n] of oldDrGroups) this.drBase.groups.set(g, n);
+    }
     this.applied.clear();
+    this.appliedReports.clear();
     this.unknown.clear();
-    this.record(desired.keys(), desired, objects);
-    if (ops.length > 0) this.log.info({ full: true, ops: ops.length, services: objects.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
-    return this.syncLocalVips(desired, true, reports);
+    const ids = [...desired.keys()].filter((id) => !during.services.has(id));
+    const objects = plan.objects ?? new Map<string, ServiceObjects>();
+    this.record(ids, desired, objects, plan.reports);
+    for (const [id, s] of kept) this.applied.set(id, s);
+    for (const [id, u] of keptUnknown) this.unknown.set(id, u);
+    for (const [g, n] of keptGroups) this.base.groups.set(g, n);
+    for (const [g, n] of keptDrGroups) this.drBase.groups.set(g, n);
+    if (plan.read) this.basis = plan.basis;
+    if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
+    // The plan is of a snapshot taken when it started: services whose desired state is not what
+    // the model now holds (changed since, and no incremental pass has applied that yet: their
+    // triggers are this very pass's) are applied now.
+    let outcome: SyncOutcome = { reports: plan.reports, failed: false };
+    const stale = new Set<string>();
+    for (const [id, s] of current) if (this.applied.get(id) !== s) stale.add(id);
+    for (const id of this.applied.keys()) if (!current.has(id)) stale.add(id);
+    if (stale.size > 0) {
+      const inc = await this.syncChanged(current, stale, true);
+      for (const [id, r] of inc.reports) plan.reports.set(id, r);
+      outcome = { reports: plan.reports, failed: inc.failed };
+    }
+    const vips = await this.syncLocalVips(current, true, plan.reports, plan);
+    outcome = { reports: plan.reports, failed: outcome.failed || vips.failed };
+    // From now on the monitor can tell whether anything but us touches the table.
+    const monitor = this.executor?.monitor;
+    if (monitor && plan.read && !outcome.failed && monitor.starts === plan.monitorStarts && this.basis === undefined) {
+      this.trustArm = plan.monitorStarts;
+      // Not armed yet (no transaction of ours seen since it started): make one. A moment later, so
+      // that starting the nft -i session (a process start blocks the event loop until the child
+      // has exec'd: 10–100 ms on a loaded machine) does not hold up the status reporting this pass.
+      const executor = this.executor as NftExecutor;
+      if (!monitor.armed) setTimeout(() => executor.armMonitor(), 50).unref();
+    }
+    return outcome;
   }
 
   /**
    * Puts every desired VIP on the local-VIP device and takes off the others,
    * after the rules are in (so a VIP is never local before its DNAT is).
    * Incremental passes compare against what the last pass left; full passes
-   * read the device (one `ip addr show`), which undoes drift. A failure is
+   * read the device (one `ip addr show`, while the pass is prepared), which
+   * undoes drift; VIPs incremental passes changed since that read are taken
+   * from the model. A failure is
    * reported on the services of the pass (the host's status shows it) and
    * makes the next pass full.
    */
-  private async syncLocalVips(desired: ReadonlyMap<string, EffectiveService>, full: boolean, reports: Map<string, ServiceReport[]>): Promise<SyncOutcome> {
+  private async syncLocalVips(desired: ReadonlyMap<string, EffectiveService>, full: boolean, reports: Map<string, ServiceReport[]>, plan?: FullPlan): Promise<SyncOutcome> {
     const lv = this.opts.localVips;
-    if (!lv || !this.executor || (!lv.enabled && !full)) return { reports, failed: false };
+    if (!lv || !this.executor || (!lv.enabled && (!full || (this.vips !== undefined && !plan?.vips)))) return { reports, failed: false };
     const wanted = new Set<string>();
     if (lv.enabled) for (const s of desired.values()) wanted.add(s.host);
     try {
-      const have = full || !this.vips ? await lv.device.observe() : this.vips;
+      let have: Iterable<string>;
+      if (full && plan?.vips) {
+        const read = new Set(plan.vips);
+        for (const a of plan.during.vips) {
+          if (this.vips?.has(a)) read.add(a);
+          else read.delete(a);
+        }
+        have = read;
+      } else have = full || !this.vips ? await lv.device.observe() : this.vips;
       const ops = planAddresses(wanted, have);
+      for (const op of ops) this.during?.vips.add(op.address);
       if (ops.length > 0) {
         await lv.device.apply(ops);
         this.log.info({ device: lv.device.device, added: ops.filter((o) => o.kind === 'add-address').length, removed: ops.filter((o) => o.kind === 'delete-address').length }, 'local VIPs applied');
@@ -319,8 +567,12 @@ export class NftDataplane implements L4Dataplane {
     if (this.log.isLevelEnabled('debug')) this.log.debug({ full, ops: ops.length, script: renderNftScript(this.table, ops) }, 'nftables plan');
   }
 
-  /** Brings the model in line with what was just applied for `ids` (absent from `services` = deleted). */
-  private record(ids: Iterable<string>, services: ReadonlyMap<string, EffectiveService>, objects: ReadonlyMap<string, ServiceObjects>): void {
+  /**
+   * Brings the model in line with what was just applied for `ids` (absent
+   * from `services` = deleted). `objects` may lack a service whose group
+   * chains the model already has (a full pass against the model).
+   */
+  private record(ids: Iterable<string>, services: ReadonlyMap<string, EffectiveService>, objects: ReadonlyMap<string, ServiceObjects>, reports?: ReadonlyMap<string, ServiceReport[]>): void {
     const m = this.base;
     m.table = true;
     for (const c of NFT_BASE.chains) m.baseChains.set(c.name, c.rules.length);
@@ -337,12 +589,15 @@ export class NftDataplane implements L4Dataplane {
       const s = services.get(id);
       const o = objects.get(id);
       this.unknown.delete(id);
-      this.reading?.services.add(id);
-      if (s && o) {
+      this.during?.services.add(id);
+      const r = reports?.get(id);
+      if (s && r && r.length > 0) this.appliedReports.set(id, r);
+      else this.appliedReports.delete(id);
+      if (s) {
         this.applied.set(id, s);
-        for (const g of [...o.groups, ...(o.dr?.groups ?? [])]) {
-          (o.family === 'netdev' || o.dr?.groups.includes(g) ? d : m).groups.set(g.name, g.rules.length);
-          this.reading?.groups.add(g.name);
+        for (const g of [...(o?.groups ?? []), ...(o?.dr?.groups ?? [])]) {
+          (o?.family === 'netdev' || o?.dr?.groups.includes(g) ? d : m).groups.set(g.name, g.rules.length);
+          this.during?.groups.add(g.name);
         }
       } else this.applied.delete(id);
     }
@@ -355,9 +610,12 @@ export class NftDataplane implements L4Dataplane {
     scope?: ReadonlySet<string>,
   ): Promise<SyncOutcome> {
     const executor = this.executor as NftExecutor;
+    this.basis = undefined;
+    this.trustArm = undefined;
     // Start again from the kernel's truth: the failed transaction changed nothing.
     const { observed, observedDr } = await this.readTables(executor);
     this.applied.clear();
+    this.appliedReports.clear();
     this.unknown.clear();
     for (const [family, table] of [['inet', observed], ['netdev', observedDr]] as const) {
       for (const [id, o] of table.services) this.unknown.set(id, { ...this.unknown.get(id), [family]: o });
@@ -374,7 +632,7 @@ export class NftDataplane implements L4Dataplane {
       if (h) have.set(id, h);
       try {
         await executor.apply(this.plan(objects, this.observedWith(have), one));
-        this.record(one, services, objects);
+        this.record(one, services, objects, reports);
       } catch (err) {
         failed = true;
         const message = `nftables rejected the service: ${(err as Error).message}`;
@@ -390,9 +648,16 @@ export class NftDataplane implements L4Dataplane {
     if (this.executor && this.opts.drDevice !== undefined) await this.executor.deleteTable('netdev');
     if (this.executor && this.opts.localVips) await this.opts.localVips.device.remove();
     this.vips = undefined;
+    this.basis = undefined;
+    this.trustArm = undefined;
     this.base = emptyObserved();
     this.drBase = emptyObserved();
     this.applied.clear();
+    this.appliedReports.clear();
     this.unknown.clear();
+  }
+
+  close(): void {
+    this.executor?.close();
   }
 }

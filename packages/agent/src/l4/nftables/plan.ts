@@ -143,7 +143,8 @@ function unchanged(want: ServiceObjects, have: ObservedService): boolean {
   return want.elements.every((e) => ids.has(elemId(e)));
 }
 
-function planService(want: ServiceObjects | undefined, have: ObservedService | undefined, ops: NftOp[]): void {
+/** Appends the ops that turn `have` into `want` for one service (either may be absent). */
+export function planService(want: ServiceObjects | undefined, have: ObservedService | undefined, ops: NftOp[]): void {
   if (want && have && unchanged(want, have)) return;
   const haveElems = new Set((have?.elements ?? []).map(elemId));
   const wantElems = new Set((want?.elements ?? []).map(elemId));
@@ -171,6 +172,20 @@ function planService(want: ServiceObjects | undefined, have: ObservedService | u
 }
 
 export function planNft(input: NftPlanInput): NftOp[] {
+  const ops = planSkeleton(input);
+  const ids = input.scope ? [...input.scope] : [...new Set([...input.desired.keys(), ...input.observed.services.keys()])];
+  for (const id of ids.sort()) planService(input.desired.get(id), input.observed.services.get(id), ops);
+  return sortOps(ops);
+}
+
+/**
+ * The table, its global maps and base chains, and the group chains: those
+ * the services in scope need, and (full: no scope) the deletion of those no
+ * desired service uses. The per-service part is `planService`; a caller
+ * that plans 10,000 services in slices (the full pass, between incremental
+ * passes) runs this once, `planService` per slice, then `sortOps`.
+ */
+export function planSkeleton(input: NftPlanInput): NftOp[] {
   const base = input.base ?? NFT_BASE;
   const ops: NftOp[] = [];
   let obs = input.observed;
@@ -188,10 +203,11 @@ export function planNft(input: NftPlanInput): NftOp[] {
     else ops.push({ kind: 'flush-chain', name: c.name });
     for (const rule of c.rules) ops.push({ kind: 'add-rule', chain: c.name, rule });
   }
-  const ids = input.scope ? [...input.scope] : [...new Set([...input.desired.keys(), ...obs.services.keys()])];
   // Group chains: created when a service in scope needs one; deleted only on a full pass, when no service uses them.
   const groups = new Map<string, NftChain>();
-  for (const id of ids) for (const g of input.desired.get(id)?.groups ?? []) groups.set(g.name, g);
+  if (input.scope) {
+    for (const id of input.scope) for (const g of input.desired.get(id)?.groups ?? []) groups.set(g.name, g);
+  } else for (const o of input.desired.values()) for (const g of o.groups) groups.set(g.name, g);
   for (const g of [...groups.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const count = obs.groups.get(g.name);
     if (count === g.rules.length) continue;
@@ -200,15 +216,28 @@ export function planNft(input: NftPlanInput): NftOp[] {
     for (const rule of g.rules) ops.push({ kind: 'add-rule', chain: g.name, rule });
   }
   if (!input.scope) {
-    const used = new Set<string>();
-    for (const o of input.desired.values()) for (const g of o.groups) used.add(g.name);
     for (const name of [...obs.groups.keys()].sort()) {
-      if (!used.has(name)) ops.push({ kind: 'flush-chain', name }, { kind: 'delete-chain', name });
+      if (!groups.has(name)) ops.push({ kind: 'flush-chain', name }, { kind: 'delete-chain', name });
     }
   }
-  for (const id of ids.sort()) planService(input.desired.get(id), obs.services.get(id), ops);
-  // A stable sort keeps each stage in service order, which keeps golden scripts readable.
-  return ops.map((op, i) => ({ op, i })).sort((a, b) => STAGE[a.op.kind] - STAGE[b.op.kind] || a.i - b.i).map((x) => x.op);
+  return ops;
+}
+
+/**
+ * Puts ops in the order one transaction needs (deletions, then the
+ * skeleton, then rules and elements). A stable sort keeps each stage in
+ * service order, which keeps golden scripts readable — except for element
+ * additions, which are grouped by map: nft then gets one `add element`
+ * statement per map instead of one per service (20,000 statements → 12 at
+ * 10,000 services; nft's parse and evaluation of the first load went from
+ * 1.26 to ~1.0 s).
+ */
+export function sortOps(ops: NftOp[]): NftOp[] {
+  const mapOf = (op: NftOp) => (op.kind === 'add-element' ? op.element.map : '');
+  return ops
+    .map((op, i) => ({ op, i }))
+    .sort((a, b) => STAGE[a.op.kind] - STAGE[b.op.kind] || (mapOf(a.op) < mapOf(b.op) ? -1 : mapOf(a.op) > mapOf(b.op) ? 1 : 0) || a.i - b.i)
+    .map((x) => x.op);
 }
 
 export interface NftTablesInput {
