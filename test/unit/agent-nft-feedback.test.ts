@@ -358,8 +358,9 @@ describe('nft objects of a pick', () => {
       'delete element inet switchyard backends4_tcp { 10.1.0.9 . 80 . 0, 10.1.0.9 . 80 . 1 }',
       'add chain inet switchyard grp.numgen-random.1.tcp4.masq',
       'add rule inet switchyard grp.numgen-random.1.tcp4.masq meta mark set meta mark | 0x00100000 dnat ip to ip daddr . tcp dport . numgen random mod 1 map @backends4_tcp',
-      'add element inet switchyard services4 { 10.1.0.9 . tcp . 80 : goto grp.numgen-random.1.tcp4.masq }',
+      // (Element additions come grouped by map, in map order.)
       'add element inet switchyard backends4_tcp { 10.1.0.9 . 80 . 0 : 10.2.0.2 . 8080 }',
+      'add element inet switchyard services4 { 10.1.0.9 . tcp . 80 : goto grp.numgen-random.1.tcp4.masq }',
     ]);
   });
 

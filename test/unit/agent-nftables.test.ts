@@ -158,9 +158,10 @@ describe('direct routing (--nft-dr-device)', () => {
     const observedDr = parseDr(read('dr-observed-after-full.json'));
     observedDr.services.delete(id);
     const script = renderNftScript('switchyard', planTables({ desired: drDesired, observed: modelOf(before), observedDr, scope: new Set([id]), drDevice: DEV }));
+    // (Element additions come grouped by map, in map order.)
     expect(script.split('\n').filter(Boolean)).toEqual([
-      'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
       'add element netdev switchyard fwd4_udp { 10.1.0.1 . 53 . 0 : 10.2.0.3, 10.1.0.1 . 53 . 1 : 10.2.0.4, 10.1.0.1 . 53 . 2 : 10.2.0.3 }',
+      'add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }',
     ]);
   });
 
@@ -271,7 +272,8 @@ describe('direct routing (--nft-dr-device)', () => {
     expect(r.lines().slice(0, 2).sort()).toEqual(['nft -j list table inet switchyard', 'nft -j list table netdev switchyard']);
     const script = r.calls.find((c) => c.args[0] === '-f')?.input ?? '';
     expect(script).toContain('add chain netdev switchyard ingress.eth1 { type filter hook ingress device "eth1" priority 0 ; policy accept ; }');
-    expect(script).toContain('add element netdev switchyard services4 { 10.1.0.1 . udp . 53 : goto grp.fwd-flow.3.udp4 }');
+    // A full load groups element additions by map: one statement for many services.
+    expect(script).toMatch(/^add element netdev switchyard services4 \{[^}\n]*10\.1\.0\.1 \. udp \. 53 : goto grp\.fwd-flow\.3\.udp4[,} ]/m);
     expect(script).not.toContain('delete element inet switchyard services4 { 10.1.0.1 . udp . 53 }');
     // An incremental pass plans from the model: a change to a direct-routed service is a few lines in each table.
     r.clear();

@@ -47,7 +47,7 @@ import { planAddresses, type DeviceAddresses } from '../local-addresses.js';
 import { NftExecutor } from './executor.js';
 import { serviceObjects, type ModelOptions, type NftFamily, type ServiceObjects } from './model.js';
 import { emptyObserved, observedOf, type NftObserved, type ObservedService } from './observe.js';
-import { drBase, NFT_BASE, planService, planSkeleton, planTables, renderNftScript, sortOps, type NftOp } from './plan.js';
+import { drBase, NFT_BASE, planService, planSkeleton, planTables, renderNftScript, replacedTable, sortOps, type NftBase, type NftOp } from './plan.js';
 import type { EffectiveService, L4Dataplane, SyncOutcome } from '../dataplane.js';
 
 export interface NftDataplaneOptions {
@@ -328,13 +328,15 @@ export class NftDataplane implements L4Dataplane {
       if (o.dr) drPart.set(id, o.dr);
     }
     const dr = this.opts.drDevice;
-    const tables: { family: NftFamily; desired: Map<string, ServiceObjects>; observed: NftObserved }[] = [{ family: 'inet', desired: inetPart, observed: observed.observed }];
-    if (dr !== undefined) tables.push({ family: 'netdev', desired: drPart, observed: observed.observedDr });
+    const tables: { family: NftFamily; desired: Map<string, ServiceObjects>; observed: NftObserved; base?: NftBase }[] = [{ family: 'inet', desired: inetPart, observed: observed.observed }];
+    if (dr !== undefined) tables.push({ family: 'netdev', desired: drPart, observed: observed.observedDr, base: drBase(dr, this.opts.drIngress) });
     const scope = modelOnly ? { scope: new Set(ids) } : {};
     // Against the model, only the differing services are planned: group chains are created where they
     // need to be, and unused ones are left for a pass that reads the kernel (a scoped skeleton).
     for (const t of tables) {
-      const skeleton = planSkeleton({ desired: t.desired, observed: t.observed, ...scope, ...(t.family === 'netdev' ? { base: drBase(dr as string, this.opts.drIngress) } : {}) });
+      const skeleton = planSkeleton({ desired: t.desired, observed: t.observed, ...scope, ...(t.base ? { base: t.base } : {}) });
+      // A table the skeleton replaces holds nothing for the services.
+      if (replacedTable(t.observed, t.base)) t.observed = emptyObserved();
       for (const raw of skeleton) {
         const op: NftOp = t.family === 'netdev' ? { ...raw, family: 'netdev' } : raw;
         plan.ops.push(op);

@@ -173,9 +173,19 @@ export function planService(want: ServiceObjects | undefined, have: ObservedServ
 
 export function planNft(input: NftPlanInput): NftOp[] {
   const ops = planSkeleton(input);
-  const ids = input.scope ? [...input.scope] : [...new Set([...input.desired.keys(), ...input.observed.services.keys()])];
-  for (const id of ids.sort()) planService(input.desired.get(id), input.observed.services.get(id), ops);
+  const observed = replacedTable(input.observed, input.base) ? emptyObserved() : input.observed;
+  const ids = input.scope ? [...input.scope] : [...new Set([...input.desired.keys(), ...observed.services.keys()])];
+  for (const id of ids.sort()) planService(input.desired.get(id), observed.services.get(id), ops);
   return sortOps(ops);
+}
+
+/**
+ * A table hooked on another device than `base` wants (an earlier run's
+ * flag) is replaced as a whole: the skeleton deletes it, and its services
+ * must then be planned as if the kernel held nothing.
+ */
+export function replacedTable(observed: NftObserved, base: NftBase = NFT_BASE): boolean {
+  return base.device !== undefined && observed.table && observed.device !== base.device;
 }
 
 /**
@@ -189,7 +199,7 @@ export function planSkeleton(input: NftPlanInput): NftOp[] {
   const base = input.base ?? NFT_BASE;
   const ops: NftOp[] = [];
   let obs = input.observed;
-  if (base.device !== undefined && obs.table && obs.device !== base.device) {
+  if (replacedTable(obs, base)) {
     // Hooked on another device (an earlier run's flag): replaced as a whole, in the same transaction.
     ops.push({ kind: 'delete-table' });
     obs = emptyObserved();
