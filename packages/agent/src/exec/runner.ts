@@ -151,33 +151,28 @@ export class ExecaRunner implements Runner {
     };
   }
 
+  /** `spawn`, read line by line, with stdin closed (`conntrack -E`). */
   stream(cmd: string, args: string[], opts: StreamOptions): StreamHandle {
-    return execaStream(this.defaults, cmd, args, opts);
+    let finish: (code: number) => void = () => undefined;
+    const ended = new Promise<number>((r) => (finish = r));
+    const child = this.spawn(cmd, args, {
+      ...(opts.netns ? { netns: opts.netns } : {}),
+      onStdout: lineReader(opts.onLine),
+      onStderr: lineReader((l) => opts.onStderrLine?.(l)),
+      onExit: (code) => finish(code ?? -1),
+    });
+    child.end();
+    return { stop: () => child.kill(), ended };
   }
 }
 
-/** Reads a stream's lines as they come (a partial last line waits for its newline). */
-function onLines(stream: NodeJS.ReadableStream | null | undefined, fn: (line: string) => void): void {
+/** Turns chunks into whole lines (a partial last line waits for its newline). */
+function lineReader(fn: (line: string) => void): (chunk: string) => void {
   let rest = '';
-  stream?.on('data', (d: Buffer | string) => {
-    const parts = (rest + String(d)).split('\n');
+  return (chunk) => {
+    const parts = (rest + chunk).split('\n');
     rest = parts.pop() ?? '';
     for (const line of parts) fn(line);
-  });
-}
-
-/** `ExecaRunner.stream`: execa without buffering, stdin closed. */
-export function execaStream(defaults: ExecaRunnerOptions, cmd: string, args: string[], opts: StreamOptions): StreamHandle {
-  const [file, argv] = wrapNetns(cmd, args, opts.netns ?? defaults.netns);
-  const sub = execa(file, argv, { stdin: 'ignore', buffer: false, reject: false, env: { LC_ALL: 'C' } });
-  onLines(sub.stdout, opts.onLine);
-  onLines(sub.stderr, (l) => opts.onStderrLine?.(l));
-  return {
-    stop: () => sub.kill('SIGTERM'),
-    ended: sub.then(
-      (r) => r.exitCode ?? -1,
-      () => -1,
-    ),
   };
 }
 
