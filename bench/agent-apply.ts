@@ -29,7 +29,7 @@ import { atomically, chunkPuts, INITIAL_GENERATION, ServiceInput, toService, typ
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
 import { startAgent, type AgentConfigInput, type RunningAgent } from '../packages/agent/src/index.js';
 import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
-import { benchEtcd, median, percentile } from './lib.js';
+import { benchEtcd, benchServiceInput, median, percentile } from './lib.js';
 
 const { values } = parseArgs({
   options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
@@ -45,14 +45,7 @@ const SETTINGS = [
   { key: 'after', name: 'after (defaults)', config: {} },
 ].filter((s) => String(values.settings).split(',').includes(s.key));
 
-function service(i: number) {
-  return {
-    host: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
-    port: 80,
-    scheduler: 'wrr',
-    servers: [1, 2, 3, 4, 5].map((k) => ({ host: `10.200.${k}.${(i % 250) + 1}`, port: 8080, forwarder: 'm', weight: 1 })),
-  };
-}
+const service = (i: number) => benchServiceInput(i);
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 const load = () => loadavg()[0].toFixed(1);

@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { atomically, chunkPuts, INITIAL_GENERATION, keyspace, ServiceInput, toService } from '@switchyard/shared';
-import { benchEtcd, median, runMain } from './lib.js';
+import { benchEtcd, benchServiceInput, median, runMain } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' } } });
 const N = Number(values.services);
@@ -30,14 +30,7 @@ const NS = `symem-${randomBytes(2).toString('hex')}`;
 const CLI = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 const ETCD3 = fileURLToPath(import.meta.resolve('etcd3'));
 
-function service(i: number) {
-  return {
-    host: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
-    port: 80,
-    scheduler: 'wrr',
-    servers: [1, 2, 3, 4, 5].map((k) => ({ host: `10.200.${k}.${(i % 250) + 1}`, port: 8080, forwarder: 'm', weight: 1 })),
-  };
-}
+const service = (i: number) => benchServiceInput(i);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const kib = (pid: number, field: 'VmRSS' | 'VmHWM') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);

@@ -102,6 +102,19 @@ export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/**
+ * Service i of the agent benchmarks, as a REST body: VIP 10.(100+i>>16).x.y:80,
+ * wrr, `servers` real servers 10.200.k.(i mod 250 + 1):8080 with masquerade.
+ */
+export function benchServiceInput(i: number, servers = 5) {
+  return {
+    host: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
+    port: 80,
+    scheduler: 'wrr',
+    servers: Array.from({ length: servers }, (_, k) => ({ host: `10.200.${k + 1}.${(i % 250) + 1}`, port: 8080, forwarder: 'm', weight: 1 })),
+  };
+}
+
 /** Runs a benchmark's main(): exit 0 when it is done (children and sockets may linger), 1 with the stack on failure. */
 export function runMain(main: () => Promise<void>): void {
   main().then(

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { ServiceInput, toService } from '@switchyard/shared';
 import { ExecaRunner } from '../packages/agent/src/exec/runner.js';
 import { emptyObserved, NftExecutor, observedOf, planNft, planService, renderNftScript, serviceObjects, sortOps, type NftOp } from '../packages/agent/src/l4/nftables/index.js';
-import { median, percentile } from './lib.js';
+import { benchServiceInput, median, percentile } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' } } });
 const N = Number(values.services);
@@ -27,15 +27,7 @@ const ROUNDS = Number(values.rounds);
 const NS = `synftb-${randomBytes(2).toString('hex')}`;
 const TABLE = 'synftb';
 
-const service = (i: number, servers = 5) =>
-  toService(
-    ServiceInput.parse({
-      host: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
-      port: 80,
-      scheduler: 'wrr',
-      servers: Array.from({ length: servers }, (_, k) => ({ host: `10.200.${k + 1}.${(i % 250) + 1}`, port: 8080, forwarder: 'm', weight: 1 })),
-    }),
-  );
+const service = (i: number, servers = 5) => toService(ServiceInput.parse(benchServiceInput(i, servers)));
 
 const nft = (script: string) => execFileSync('ip', ['netns', 'exec', NS, 'nft', '-f', '-'], { input: script });
 const timed = (f: () => void) => {

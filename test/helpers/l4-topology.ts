@@ -14,6 +14,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { expect } from 'vitest';
+import type { RunningAgent } from '../../packages/agent/src/index.js';
+import type { Coordinator } from '../../packages/coordinator/src/index.js';
 
 export const VIP = '10.98.2.100';
 export const B1 = '10.98.1.11';
@@ -30,6 +33,18 @@ export async function waitFor(what: string, fn: () => Promise<boolean | undefine
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((res) => setTimeout(res, 100));
   }
+}
+
+/** A REST write through the coordinator (no socket): its X-Switchyard-Revision; anything but 200 fails the test. */
+export async function restWrite(coord: Coordinator, method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown): Promise<number> {
+  const res = await coord.app.inject({ method, url, ...(payload !== undefined ? { payload: payload as object } : {}) });
+  expect(res.statusCode, res.body).toBe(200);
+  return Number(res.headers['x-switchyard-revision']);
+}
+
+/** Waits until the agent (read anew each time: tests restart it) says it applied `rev`. */
+export async function agentApplied(agent: () => RunningAgent | undefined, rev: number): Promise<void> {
+  await waitFor(`agent to apply revision ${rev}`, async () => (agent()?.status.written?.appliedRevision ?? 0) >= rev);
 }
 
 /** `n` new connections from `ns` to addr:port; the backend name (or ERR …) of each. */

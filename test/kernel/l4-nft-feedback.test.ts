@@ -22,7 +22,7 @@ import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
-import { B1, B2, count, inNs, L4Lab, request, VIP, waitFor } from '../helpers/l4-topology.js';
+import { agentApplied, B1, B2, count, inNs, L4Lab, request, restWrite, VIP, waitFor } from '../helpers/l4-topology.js';
 
 const HOLD = fileURLToPath(new URL('../fixtures/agent/http-hold.py', import.meta.url));
 const lab = new L4Lab('sylf');
@@ -73,15 +73,8 @@ async function hold(n: number): Promise<Held> {
   };
 }
 
-async function write(method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown): Promise<number> {
-  const res = await coord.app.inject({ method, url, ...(payload !== undefined ? { payload: payload as object } : {}) });
-  expect(res.statusCode, res.body).toBe(200);
-  return Number(res.headers['x-switchyard-revision']);
-}
-
-async function applied(rev: number): Promise<void> {
-  await waitFor(`agent to apply revision ${rev}`, async () => (agent?.status.written?.appliedRevision ?? 0) >= rev);
-}
+const write = (method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) => restWrite(coord, method, url, payload);
+const applied = (rev: number) => agentApplied(() => agent, rev);
 
 /** The real servers the VIP's slots name right now (what the next new connection can reach). */
 async function slots(): Promise<string[]> {

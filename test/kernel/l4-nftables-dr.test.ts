@@ -29,7 +29,7 @@ import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
-import { inNs, request, sh, waitFor } from '../helpers/l4-topology.js';
+import { agentApplied, inNs, request, restWrite, sh, waitFor } from '../helpers/l4-topology.js';
 
 const BACKEND = fileURLToPath(new URL('../fixtures/agent/http-backend-dr.py', import.meta.url));
 const r = randomBytes(2).toString('hex');
@@ -117,15 +117,8 @@ async function seen(): Promise<{ fromVip: number; toVip: number }> {
   return { fromVip: n(/saddr .* counter packets (\d+)/g), toVip: n(/daddr .* counter packets (\d+)/g) };
 }
 
-async function write(method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown): Promise<number> {
-  const res = await coord.app.inject({ method, url, ...(payload !== undefined ? { payload: payload as object } : {}) });
-  expect(res.statusCode, res.body).toBe(200);
-  return Number(res.headers['x-switchyard-revision']);
-}
-
-async function applied(rev: number): Promise<void> {
-  await waitFor(`agent to apply revision ${rev}`, async () => (agent?.status.written?.appliedRevision ?? 0) >= rev);
-}
+const write = (method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) => restWrite(coord, method, url, payload);
+const applied = (rev: number) => agentApplied(() => agent, rev);
 
 async function start(flushOnExit = false, ingress?: string[]): Promise<void> {
   agent = await startAgent({

@@ -17,7 +17,7 @@ import { startAgent, type RunningAgent } from '../../packages/agent/src/index.js
 import type { Coordinator } from '../../packages/coordinator/src/index.js';
 import { testCoordinator } from '../helpers/coordinator.js';
 import { sharedEtcdUrl } from '../helpers/etcd.js';
-import { B1, B2, count, inNs, L4Lab, request, VIP, waitFor } from '../helpers/l4-topology.js';
+import { agentApplied, B1, B2, count, inNs, L4Lab, request, restWrite, VIP, waitFor } from '../helpers/l4-topology.js';
 
 const lab = new L4Lab('syl4');
 const r = lab.r;
@@ -42,15 +42,8 @@ async function teardown(): Promise<void> {
   await lab.teardown();
 }
 
-async function write(method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown): Promise<number> {
-  const res = await coord.app.inject({ method, url, ...(payload !== undefined ? { payload: payload as object } : {}) });
-  expect(res.statusCode, res.body).toBe(200);
-  return Number(res.headers['x-switchyard-revision']);
-}
-
-async function applied(rev: number): Promise<void> {
-  await waitFor(`agent to apply revision ${rev}`, async () => (agent?.status.written?.appliedRevision ?? 0) >= rev);
-}
+const write = (method: 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) => restWrite(coord, method, url, payload);
+const applied = (rev: number) => agentApplied(() => agent, rev);
 
 async function start(flushOnExit = false, resyncMs?: number): Promise<RunningAgent> {
   agent = await startAgent({
