@@ -7,8 +7,8 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ExecaRunner, type SpawnOptions, type Spawned } from '../../packages/agent/src/exec/runner.js';
-import { NftMonitor } from '../../packages/agent/src/l4/nftables/monitor.js';
-import { NftSession } from '../../packages/agent/src/l4/nftables/session.js';
+import { NftMonitor } from '../../packages/agent/src/adapters/nft-monitor.js';
+import { NftSession } from '../../packages/agent/src/adapters/nft-session.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
 
 /** A fake `nft -i`: answers each line it is written; a line naming `bad` fails like nft does. */

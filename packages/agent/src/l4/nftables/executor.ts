@@ -1,19 +1,20 @@
 /**
  * The thin nftables executor: reads the agent's table as JSON and applies a
  * planned script as ONE transaction (it all applies or nothing does): small
- * scripts through a persistent `nft -i` (session.ts), large ones with one
+ * scripts through a persistent `nft -i` (adapters/nft-session.ts), large ones with one
  * `nft -f -` — across both of its tables: `inet <table>` and, for direct
  * routing, `netdev <table>`. It names only its own tables; foreign tables
  * are never listed, flushed or deleted. With a runner that can start long-lived commands it
- * also follows `nft monitor` (monitor.ts), knowing its own transactions by
+ * also follows `nft monitor` (adapters/nft-monitor.ts), knowing its own transactions by
  * the pids of the nft processes it started.
  */
+import { NftTable } from '../../adapters/nft.js';
+import { NftMonitor } from '../../adapters/nft-monitor.js';
+import { NftSession, SESSION_MAX_SCRIPT } from '../../adapters/nft-session.js';
 import type { Runner } from '../../exec/runner.js';
-import { NftMonitor } from './monitor.js';
 import { emptyObserved, parseNftJson, type NftObserved } from './observe.js';
 import type { NftFamily } from './model.js';
 import { drBase, NFT_BASE, renderNftScript, type NftBase, type NftOp } from './plan.js';
-import { NftSession, SESSION_MAX_SCRIPT } from './session.js';
 
 export interface NftExecutorOptions {
   table: string;
@@ -31,11 +32,13 @@ export class NftExecutor {
   readonly monitor?: NftMonitor;
   private readonly ownPids: number[] = [];
   private arming?: Promise<void>;
+  private readonly nft: NftTable;
 
   constructor(
-    private readonly runner: Runner,
+    runner: Runner,
     private readonly opts: NftExecutorOptions,
   ) {
+    this.nft = new NftTable(runner, opts.table, { ...(opts.netns ? { netns: opts.netns } : {}), onSpawn: (pid) => this.own(pid) });
     const spawn = runner.spawn?.bind(runner);
     if (spawn && opts.persistent !== false) {
       const netns = opts.netns ? { netns: opts.netns } : {};
@@ -50,25 +53,17 @@ export class NftExecutor {
     if (this.ownPids.length > OWN_PIDS) this.ownPids.shift();
   }
 
-  private nft(args: string[], opts: { input?: string; allowFail?: boolean } = {}) {
-    return this.runner.run('nft', args, { ...opts, ...(this.opts.netns ? { netns: this.opts.netns } : {}), onSpawn: (pid) => this.own(pid) });
-  }
-
   /** True when nft runs and the kernel accepts a nat chain (checked without changing anything: `nft -c`). */
   async available(): Promise<boolean> {
     const probe = `add table inet ${this.opts.table}\nadd chain inet ${this.opts.table} sy-probe { type nat hook prerouting priority dstnat ; }\n`;
-    const res = await this.nft(['-c', '-f', '-'], { input: probe, allowFail: true }).catch(() => undefined);
-    return res !== undefined && res.exitCode === 0;
+    return this.nft.accepts(probe);
   }
 
   /** The inet table, or with `netdev` the direct-routing table of the same name (`base`: its skeleton). */
   async observe(family: NftFamily = 'inet', base: NftBase = family === 'inet' ? NFT_BASE : drBase('')): Promise<NftObserved> {
-    const res = await this.nft(['-j', 'list', 'table', family, this.opts.table], { allowFail: true });
-    if (res.exitCode !== 0) {
-      if (/No such file or directory|does not exist/i.test(res.stderr)) return emptyObserved();
-      throw new Error(`nft -j list table ${family} ${this.opts.table} failed (exit ${res.exitCode}): ${res.stderr.trim()}`);
-    }
-    return parseNftJson(res.stdout, base.chains.map((c) => c.name), base.maps.map((m) => m.name));
+    const json = await this.nft.listJson(family);
+    if (json === undefined) return emptyObserved();
+    return parseNftJson(json, base.chains.map((c) => c.name), base.maps.map((m) => m.name));
   }
 
   script(ops: NftOp[]): string {
@@ -84,7 +79,7 @@ export class NftExecutor {
       await this.session.apply(script).finally(() => this.own(pid));
       return;
     }
-    await this.nft(['-f', '-'], { input: script });
+    await this.nft.apply(script);
   }
 
   /** Starts `nft monitor` if it is not running. */
@@ -123,9 +118,6 @@ export class NftExecutor {
 
   /** Removes one of the agent's tables and everything in it (--flush-on-exit); one already gone is fine. */
   async deleteTable(family: NftFamily = 'inet'): Promise<void> {
-    const res = await this.nft(['delete', 'table', family, this.opts.table], { allowFail: true });
-    if (res.exitCode !== 0 && !/No such file or directory/i.test(res.stderr)) {
-      throw new Error(`nft delete table ${family} ${this.opts.table} failed: ${res.stderr.trim()}`);
-    }
+    await this.nft.delete(family);
   }
 }

@@ -19,7 +19,7 @@
  * background). A process that dies or times out fails its batch; the next
  * batch starts a new one.
  */
-import type { Runner, Spawned } from '../../exec/runner.js';
+import type { Runner, Spawned } from '../exec/runner.js';
 
 export interface NftSessionOptions {
   netns?: string;

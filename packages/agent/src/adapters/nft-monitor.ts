@@ -20,7 +20,7 @@
  * an agent in a container of its own PID namespace never recognises its own
  * transactions, and every resync reads the table back as before.
  */
-import type { Runner, Spawned } from '../../exec/runner.js';
+import type { Runner, Spawned } from '../exec/runner.js';
 
 export interface NftMonitorOptions {
   table: string;
