@@ -36,13 +36,30 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const kib = (pid: number, field: 'VmRSS' | 'VmHWM') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 const mib = (k: number) => `${(k / 1024).toFixed(1)} MiB`;
 
-async function sample(pid: number): Promise<{ rss: number; hwm: number }> {
+/** The process and every descendant (the agent's spawn helper, `nft -i`, `nft monitor`, `conntrack -E`). */
+function tree(pid: number): number[] {
+  const out = [pid];
+  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)) {
+    try {
+      out.push(...tree(child));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+const treeKib = (pid: number) => tree(pid).reduce((n, p) => n + (Number.isNaN(kib(p, 'VmRSS')) ? 0 : kib(p, 'VmRSS')), 0);
+
+async function sample(pid: number): Promise<{ rss: number; hwm: number; tree: number; procs: number }> {
   const xs: number[] = [];
+  const ts: number[] = [];
   for (let i = 0; i < 5; i++) {
     xs.push(kib(pid, 'VmRSS'));
+    ts.push(treeKib(pid));
     await sleep(1000);
   }
-  return { rss: median(xs), hwm: kib(pid, 'VmHWM') };
+  return { rss: median(xs), hwm: kib(pid, 'VmHWM'), tree: median(ts), procs: tree(pid).length };
 }
 
 function start(args: string[]): ChildProcess {
@@ -83,8 +100,8 @@ async function main(): Promise<void> {
   const etcd = new Etcd3({ hosts: etcdServer.url });
   const children: ChildProcess[] = [];
   const rows: string[] = [];
-  const row = (what: string, m: { rss: number; hwm: number }, appliedS?: number) => {
-    rows.push(`| ${what} | ${mib(m.rss)} | ${mib(m.hwm)} | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
+  const row = (what: string, m: { rss: number; hwm: number; tree: number; procs: number }, appliedS?: number) => {
+    rows.push(`| ${what} | ${mib(m.rss)} | ${mib(m.hwm)} | ${mib(m.tree)} (${m.procs}) | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
     process.stderr.write(`${rows.at(-1)}\n`);
   };
   try {
@@ -136,7 +153,7 @@ async function main(): Promise<void> {
     execFileSync('ip', ['netns', 'del', NS]);
   }
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  process.stdout.write(['| process | RSS (median of 5 samples) | peak (VmHWM) | start → applied |', '| --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
+  process.stdout.write(['| process | RSS (median of 5 samples) | peak (VmHWM) | with its child processes (how many) | start → applied |', '| --- | --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
 }
 
 runMain(main);

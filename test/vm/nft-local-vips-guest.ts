@@ -51,10 +51,14 @@ async function phase(name: string, outcome: Awaited<ReturnType<NftDataplane['syn
 }
 
 const phases: NftVmPhase[] = [];
-phases.push(await phase('off', await dataplane(false).sync(desired), 2));
+const off = dataplane(false);
+phases.push(await phase('off', await off.sync(desired), 2));
 const on = dataplane(true);
 phases.push(await phase('on', await on.sync(desired), 20));
 phases.push(await phase('deleted', await on.sync(new Map(), new Set([service.id])), 2));
 await on.flush();
 const result: NftVmResult = { phases, deviceAfterFlush: (await deviceKind()) !== undefined };
 console.log(`SY-VM-RESULT ${JSON.stringify(result)}`);
+// The persistent `nft -i` and `nft monitor` the executors started would keep this process alive.
+off.close();
+on.close();
