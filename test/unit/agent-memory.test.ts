@@ -7,20 +7,20 @@ import { HeapCompactor } from '../../packages/agent/src/memory.js';
 const log = pino({ level: 'silent' });
 
 describe('heap compactor', () => {
-  it('collects the garbage a big pass left, and only when there is enough of it', () => {
+  it('collects the garbage a big pass left, and only when the heap is big enough', () => {
     let junk: { i: number; s: string }[] | undefined = Array.from({ length: 300_000 }, (_, i) => ({ i, s: `value ${i}` }));
     expect(junk.length).toBe(300_000);
     junk = undefined;
     const before = getHeapStatistics().used_heap_size;
-    expect(new HeapCompactor(log, { wasteBytes: 2 ** 40 }).compactIfWasteful()).toBe(false);
-    expect(new HeapCompactor(log, { wasteBytes: 1 }).compactIfWasteful()).toBe(true);
+    expect(new HeapCompactor(log, { minHeapBytes: 2 ** 40 }).compactIfWorthIt()).toBe(false);
+    expect(new HeapCompactor(log, { minHeapBytes: 1 }).compactIfWorthIt()).toBe(true);
     expect(getHeapStatistics().used_heap_size).toBeLessThan(before - 10 * 2 ** 20);
   });
 
   it('checks once, after the last of several full passes', async () => {
-    const c = new HeapCompactor(log, { wasteBytes: 2 ** 40, quietMs: 50 });
+    const c = new HeapCompactor(log, { minHeapBytes: 2 ** 40, delaysMs: [50] });
     let checks = 0;
-    c.compactIfWasteful = () => (checks++, false);
+    c.compactIfWorthIt = () => (checks++, false);
     const observer = c.wrap({ synced: () => undefined, failed: () => undefined });
     observer.synced(true, 1);
     observer.synced(false, 0.01);

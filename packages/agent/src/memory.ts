@@ -3,10 +3,11 @@
  * allocates ~60 MiB that is garbage once it ends (parsed etcd values, plans,
  * scripts); an idle agent allocates too little for V8 to collect it soon, so
  * the process kept ~170 MiB resident for minutes with ~34 MiB live
- * (bench/agent-memory.ts). After a full pass, when the heap holds more than
- * `wasteBytes` beyond what is live, one major GC runs once full passes have
- * been quiet for `quietMs`. It costs a pause of tens of ms, after full passes
- * only (the first sync and the periodic resync).
+ * (bench/agent-memory.ts). After a full pass, once full passes have been
+ * quiet for a while, one major GC runs if the heap is big enough to be worth
+ * it (and once more a little later, for the output that follows a first
+ * load). It costs a pause of tens of ms, after full passes only (the first
+ * sync and the periodic resync).
  */
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -14,10 +15,14 @@ import type { Logger } from 'pino';
 import type { SyncObserver } from './loop.js';
 
 export interface HeapCompactorOptions {
-  /** Run a GC when the heap's size exceeds its live objects by this much (bytes; default 24 MiB). */
-  wasteBytes?: number;
-  /** How long after the last full pass (ms; default 2 s): passes of several roles that end together get one GC. */
-  quietMs?: number;
+  /** Collect only when the heap holds at least this much, live or not (bytes; default 32 MiB). */
+  minHeapBytes?: number;
+  /**
+   * When to look after the last full pass (ms; default 2 s and 15 s): passes of
+   * several roles that end together get one GC, and the output that follows a
+   * first load (nft monitor prints its 60,000 lines for seconds) a second.
+   */
+  delaysMs?: number[];
 }
 
 let gcFn: (() => void) | undefined;
@@ -33,16 +38,16 @@ function majorGc(): () => void {
 }
 
 export class HeapCompactor {
-  private timer?: NodeJS.Timeout;
-  private readonly wasteBytes: number;
-  private readonly quietMs: number;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly minHeapBytes: number;
+  private readonly delaysMs: number[];
 
   constructor(
     private readonly log: Logger,
     opts: HeapCompactorOptions = {},
   ) {
-    this.wasteBytes = opts.wasteBytes ?? 24 * 1024 * 1024;
-    this.quietMs = opts.quietMs ?? 2000;
+    this.minHeapBytes = opts.minHeapBytes ?? 32 * 1024 * 1024;
+    this.delaysMs = opts.delaysMs ?? [2000, 15_000];
   }
 
   /** `inner`, plus a check after every full pass. */
@@ -56,25 +61,33 @@ export class HeapCompactor {
     };
   }
 
-  /** Checks the heap `quietMs` after the last full pass (a later pass pushes the check back). */
+  /** Checks the heap `delaysMs` after the last full pass (a later pass starts the checks over). */
   afterFullPass(): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.compactIfWasteful(), this.quietMs);
-    this.timer.unref();
+    this.stop();
+    this.timers = this.delaysMs.map((ms) => {
+      const t = setTimeout(() => this.compactIfWorthIt(), ms);
+      t.unref();
+      return t;
+    });
   }
 
-  /** One major GC if the heap holds more than `wasteBytes` beyond its live objects; true if it ran. */
-  compactIfWasteful(): boolean {
+  /**
+   * One major GC when the heap holds at least `minHeapBytes` (V8 counts
+   * garbage as used until it collects it, so the size says how much there is
+   * to win, not what is live); true if it ran.
+   */
+  compactIfWorthIt(): boolean {
     const h = getHeapStatistics();
-    if (h.total_heap_size - h.used_heap_size < this.wasteBytes) return false;
+    if (h.used_heap_size < this.minHeapBytes) return false;
     const t0 = performance.now();
     majorGc()();
     const after = getHeapStatistics();
-    this.log.debug({ ms: Math.round(performance.now() - t0), heapMiB: Math.round(h.total_heap_size / 2 ** 20), afterMiB: Math.round(after.total_heap_size / 2 ** 20) }, 'heap compacted after a full pass');
+    this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(h.used_heap_size / 2 ** 20), afterMiB: Math.round(after.used_heap_size / 2 ** 20) }, 'heap compacted after a full pass');
     return true;
   }
 
   stop(): void {
-    clearTimeout(this.timer);
+    for (const t of this.timers) clearTimeout(t);
+    this.timers = [];
   }
 }
