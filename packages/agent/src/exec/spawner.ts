@@ -6,8 +6,8 @@
  * waits on a close-on-exec pipe to report a failed exec), so every spawn
  * blocks the agent's event loop — measured here 17–29 ms per spawn on a
  * loaded 2-core machine, 50 ms from a 280 MB process, up to ~900 ms in one
- * topology resync. Any change arriving meanwhile waits. The helper (plain
- * `node -e`, a few MB) pays that wait in its own event loop; the agent only
+ * topology resync. Any change arriving meanwhile waits. The helper (a plain
+ * `node -e`: a second node process, tens of MiB resident) pays that wait in its own event loop; the agent only
  * exchanges one JSON line each way per command.
  *
  * Protocol: requests `{id, file, args, input, timeoutMs}` on the helper's
