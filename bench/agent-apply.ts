@@ -113,6 +113,7 @@ async function changesDuringResync(coord: Coord, etcdUrl: string, prefix: string
   const logLevel = (process.env.BENCH_LOG ?? 'silent') as 'silent';
   const agent = await startAgent({ hostId, etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel, logFormat: 'json', flushOnExit: true, ...config });
   const latencies: number[] = [];
+  const writes: number[] = [];
   let churning = true;
   let churnFailures = 0;
   let failures = 0;
@@ -133,14 +134,16 @@ async function changesDuringResync(coord: Coord, etcdUrl: string, prefix: string
       const rev = await change(coord, (c * 7919 + 13) % n, c).catch(() => undefined);
       if (rev === undefined) failures++;
       else {
+        const written = performance.now();
         await waitApplied(agent, rev);
         latencies.push(performance.now() - start);
+        writes.push(written - start);
       }
       await sleep(Math.max(0, start + 50 - performance.now()));
     }
     churning = false;
     await churn;
-    if (process.env.BENCH_DEBUG) process.stderr.write(`during resync: ${latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
+    if (process.env.BENCH_DEBUG) process.stderr.write(`during resync: ${latencies.map((x) => x.toFixed(0)).join(' ')}\nof which the REST write: ${writes.map((x) => x.toFixed(0)).join(' ')}\n`);
     if (failures + churnFailures > 0) process.stderr.write(`writes refused (503) during phase 4: ${failures} measured, ${churnFailures} churn\n`);
   } finally {
     churning = false;

@@ -17,6 +17,17 @@ describe('heap compactor', () => {
     expect(getHeapStatistics().used_heap_size).toBeLessThan(before - 10 * 2 ** 20);
   });
 
+  it('does not collect again until the heap has grown by minGrowthBytes since the last collection', () => {
+    const c = new HeapCompactor(log, { minHeapBytes: 1, minGrowthBytes: 20 * 2 ** 20 });
+    expect(c.compactIfWorthIt()).toBe(true);
+    // A resync that found nothing to do leaves little garbage: no pause for it.
+    expect(c.compactIfWorthIt()).toBe(false);
+    let junk: { i: number; s: string }[] | undefined = Array.from({ length: 600_000 }, (_, i) => ({ i, s: `value ${i}` }));
+    expect(junk.length).toBe(600_000);
+    junk = undefined;
+    expect(c.compactIfWorthIt()).toBe(true);
+  });
+
   it('checks once, after the last of several full passes', async () => {
     const c = new HeapCompactor(log, { minHeapBytes: 2 ** 40, delaysMs: [50] });
     let checks = 0;

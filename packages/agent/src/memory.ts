@@ -18,6 +18,12 @@ export interface HeapCompactorOptions {
   /** Collect only when the heap holds at least this much, live or not (bytes; default 32 MiB). */
   minHeapBytes?: number;
   /**
+   * ...and at least this much more than right after the last collection
+   * (bytes; default 24 MiB): a resync that found nothing to do left little
+   * garbage, and a pause for nothing is a pause every change waits out.
+   */
+  minGrowthBytes?: number;
+  /**
    * When to look after the last full pass (ms; default 2 s and 15 s): passes of
    * several roles that end together get one GC, and the output that follows a
    * first load (nft monitor prints its 60,000 lines for seconds) a second.
@@ -40,6 +46,9 @@ function majorGc(): () => void {
 export class HeapCompactor {
   private timers: NodeJS.Timeout[] = [];
   private readonly minHeapBytes: number;
+  private readonly minGrowthBytes: number;
+  /** The heap right after the last collection this ran (none yet: only minHeapBytes counts). */
+  private lastAfter?: number;
   private readonly delaysMs: number[];
 
   constructor(
@@ -47,6 +56,7 @@ export class HeapCompactor {
     opts: HeapCompactorOptions = {},
   ) {
     this.minHeapBytes = opts.minHeapBytes ?? 32 * 1024 * 1024;
+    this.minGrowthBytes = opts.minGrowthBytes ?? 24 * 1024 * 1024;
     this.delaysMs = opts.delaysMs ?? [2000, 15_000];
   }
 
@@ -72,16 +82,19 @@ export class HeapCompactor {
   }
 
   /**
-   * One major GC when the heap holds at least `minHeapBytes` (V8 counts
+   * One major GC when the heap holds at least `minHeapBytes`, and
+   * `minGrowthBytes` more than after the last one (V8 counts
    * garbage as used until it collects it, so the size says how much there is
    * to win, not what is live); true if it ran.
    */
   compactIfWorthIt(): boolean {
     const h = getHeapStatistics();
-    if (h.used_heap_size < this.minHeapBytes) return false;
+    const floor = this.lastAfter === undefined ? this.minHeapBytes : Math.max(this.minHeapBytes, this.lastAfter + this.minGrowthBytes);
+    if (h.used_heap_size < floor) return false;
     const t0 = performance.now();
     majorGc()();
     const after = getHeapStatistics();
+    this.lastAfter = after.used_heap_size;
     this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(h.used_heap_size / 2 ** 20), afterMiB: Math.round(after.used_heap_size / 2 ** 20) }, 'heap compacted after a full pass');
     return true;
   }

@@ -99,8 +99,21 @@ export interface ExecaRunnerOptions {
 export class ExecaRunner implements Runner {
   private readonly spawner?: Spawner;
 
-  constructor(private readonly defaults: ExecaRunnerOptions = {}) {
-    if (defaults.helper) this.spawner = new Spawner();
+  constructor(
+    private readonly defaults: ExecaRunnerOptions = {},
+    shared?: Spawner,
+  ) {
+    this.spawner = shared ?? (defaults.helper ? new Spawner() : undefined);
+  }
+
+  /**
+   * This runner with another default netns (none: the host's), sharing its
+   * helper process: the topology role's commands must not run under the
+   * agent's `ip netns exec`, and must not block the event loop either.
+   */
+  withNetns(netns: string | undefined): ExecaRunner {
+    const { netns: _drop, ...rest } = this.defaults;
+    return new ExecaRunner({ ...rest, ...(netns ? { netns } : {}) }, this.spawner);
   }
 
   /** Ends the helper process, if any (agent stop). */

@@ -25,8 +25,8 @@ export class TopologyRole implements AgentRole {
   private readonly dryRun: boolean;
 
   constructor(private readonly ctx: RoleContext, runner?: Runner) {
-    // A fake (tests) is used as is; the real one is replaced by one without a default netns.
-    this.runner = runner ?? (ctx.runner instanceof ExecaRunner ? new ExecaRunner() : ctx.runner);
+    // A fake (tests) is used as is; the real one by the same runner (and spawn helper) without a default netns.
+    this.runner = runner ?? (ctx.runner instanceof ExecaRunner ? ctx.runner.withNetns(undefined) : ctx.runner);
     this.dryRun = ctx.config.dataplane === 'dry-run';
   }
 

@@ -117,6 +117,13 @@ interface FullPlan {
   groupOf: (string | undefined)[];
   /** Objects of every desired service, when they were computed (planned against a read-back). */
   objects?: Map<string, ServiceObjects>;
+  /**
+   * Planned against the model: the services that differ from it (desired
+   * not the applied object, or held as unknown), with the objects of those
+   * still desired. Only these change in the model.
+   */
+  differing?: { ids: Set<string>; objects: Map<string, ServiceObjects> };
+  /** Per service with reports (a service without an entry has none). */
   reports: Map<string, ServiceReport[]>;
   /** Planned against the kernel (read back) rather than the model. */
   read: boolean;
@@ -269,12 +276,13 @@ export class NftDataplane implements L4Dataplane {
       const objects = new Map<string, ServiceObjects>();
       const have = new Map<string, Held>();
       let n = 0;
-      for (const id of new Set([...desired.keys(), ...this.applied.keys(), ...this.unknown.keys()])) {
-        if (++n % (slice * 20) === 0) await yieldToLoop();
+      const gone = [...this.applied.keys(), ...this.unknown.keys()].filter((id) => !desired.has(id));
+      for (const id of [...desired.keys(), ...new Set(gone)]) {
+        if (++n % (slice * 8) === 0) await yieldToLoop();
         const s = desired.get(id);
         if (s && this.applied.get(id) === s && !this.unknown.has(id)) {
           const r = this.appliedReports.get(id);
-          plan.reports.set(id, r ? [...r] : []);
+          if (r) plan.reports.set(id, [...r]);
           continue;
         }
         if (s) {
@@ -285,7 +293,8 @@ export class NftDataplane implements L4Dataplane {
         const h = this.held(id);
         if (h) have.set(id, h);
       }
-      await this.planSlices(plan, objects, this.observedWith(have), [...objects.keys(), ...have.keys()], true);
+      plan.differing = { ids: new Set([...objects.keys(), ...have.keys()]), objects };
+      await this.planSlices(plan, objects, this.observedWith(have), [...plan.differing.ids], true);
       return plan;
     }
 
@@ -449,42 +458,13 @@ export class NftDataplane implements L4Dataplane {
         return this.afterOneByOne(await this.applyOneByOne(desired, objects, plan.reports), desired, true);
       }
     }
-    // The kernel now holds the planned state, and incremental passes' services as they left them.
-    const kept = new Map<string, EffectiveService>();
-    const keptUnknown = new Map<string, Held>();
-    for (const id of during.services) {
-      const s = this.applied.get(id);
-      if (s) kept.set(id, s);
-      const u = this.unknown.get(id);
-      if (u) keptUnknown.set(id, u);
-    }
-    const keptGroups = new Map<string, number>();
-    const keptDrGroups = new Map<string, number>();
-    for (const g of during.groups) {
-      const n = this.base.groups.get(g);
-      if (n !== undefined) keptGroups.set(g, n);
-      const d = this.drBase.groups.get(g);
-      if (d !== undefined) keptDrGroups.set(g, d);
-    }
-    const oldGroups = this.base.groups;
-    const oldDrGroups = this.drBase.groups;
-    this.base = emptyObserved();
-    this.drBase = emptyObserved();
-    // Against the model, group chains the plan did not look at stay as the model had them.
-    if (!plan.read) {
-      for (const [g, n] of oldGroups) this.base.groups.set(g, n);
-      for (const [g, n] of oldDrGroups) this.drBase.groups.set(g, n);
-    }
-    this.applied.clear();
-    this.appliedReports.clear();
-    this.unknown.clear();
-    const ids = [...desired.keys()].filter((id) => !during.services.has(id));
-    const objects = plan.objects ?? new Map<string, ServiceObjects>();
-    this.record(ids, desired, objects, plan.reports);
-    for (const [id, s] of kept) this.applied.set(id, s);
-    for (const [id, u] of keptUnknown) this.unknown.set(id, u);
-    for (const [g, n] of keptGroups) this.base.groups.set(g, n);
-    for (const [g, n] of keptDrGroups) this.drBase.groups.set(g, n);
+    if (plan.differing) {
+      // Against the model: the kernel now holds it, with the differing services as planned (those
+      // incremental passes changed meanwhile as they left them). Nothing else in the model moves,
+      // so a resync without drift costs no more than its comparison.
+      const ids = [...plan.differing.ids].filter((id) => !during.services.has(id));
+      this.record(ids, desired, plan.differing.objects, plan.reports);
+    } else this.rebuildModel(plan);
     if (plan.read) this.basis = plan.basis;
     if (sorted.length > 0) this.log.info({ full: true, read: plan.read, ops: sorted.length, services: desired.size }, this.executor ? 'nftables applied' : 'dry-run: plan computed, nothing applied');
     // The plan is of a snapshot taken when it started: services whose desired state is not what
@@ -574,6 +554,43 @@ export class NftDataplane implements L4Dataplane {
    * from `services` = deleted). `objects` may lack a service whose group
    * chains the model already has (a full pass against the model).
    */
+  /**
+   * After a pass planned against the kernel: the model becomes what the kernel
+   * now holds — the planned state, and incremental passes' services as they
+   * left them.
+   */
+  private rebuildModel(plan: FullPlan): void {
+    const { during, desired } = plan;
+    const kept = new Map<string, EffectiveService>();
+    const keptUnknown = new Map<string, Held>();
+    for (const id of during.services) {
+      const s = this.applied.get(id);
+      if (s) kept.set(id, s);
+      const u = this.unknown.get(id);
+      if (u) keptUnknown.set(id, u);
+    }
+    const keptGroups = new Map<string, number>();
+    const keptDrGroups = new Map<string, number>();
+    for (const g of during.groups) {
+      const n = this.base.groups.get(g);
+      if (n !== undefined) keptGroups.set(g, n);
+      const d = this.drBase.groups.get(g);
+      if (d !== undefined) keptDrGroups.set(g, d);
+    }
+    this.base = emptyObserved();
+    this.drBase = emptyObserved();
+    this.applied.clear();
+    this.appliedReports.clear();
+    this.unknown.clear();
+    const ids = [...desired.keys()].filter((id) => !during.services.has(id));
+    const objects = plan.objects ?? new Map<string, ServiceObjects>();
+    this.record(ids, desired, objects, plan.reports);
+    for (const [id, s] of kept) this.applied.set(id, s);
+    for (const [id, u] of keptUnknown) this.unknown.set(id, u);
+    for (const [g, n] of keptGroups) this.base.groups.set(g, n);
+    for (const [g, n] of keptDrGroups) this.drBase.groups.set(g, n);
+  }
+
   private record(ids: Iterable<string>, services: ReadonlyMap<string, EffectiveService>, objects: ReadonlyMap<string, ServiceObjects>, reports?: ReadonlyMap<string, ServiceReport[]>): void {
     const m = this.base;
     m.table = true;
