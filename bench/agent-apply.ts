@@ -15,7 +15,13 @@
  * resync reads the table back, commands spawned from the agent itself) as
  * the baseline, then with the defaults.
  *
- *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60] [--skip-rss] [--churn-only] [--skip-churn] [--settle ms] [--settings before,after]
+ *   node --conditions=source --import tsx bench/agent-apply.ts [--services 1000,10000] [--changes 60] [--skip-rss] [--churn-only] [--skip-churn] [--settle ms] [--settings before,after] [--agent-process]
+ *
+ * --agent-process runs phase 4's agent as users run it, a process of its own
+ * (`node packages/cli/dist/main.js agent`: run `npm run build` first), and
+ * reads "applied" from its status key in etcd; otherwise the agent runs in
+ * this process, next to the coordinator and the churn (one event loop and
+ * one heap for all three).
  *
  * Needs root (it creates the namespace syl4bench-<random> and removes it).
  */
@@ -32,7 +38,7 @@ import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../pack
 import { benchEtcd, benchServiceInput, median, percentile } from './lib.js';
 
 const { values } = parseArgs({
-  options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
+  options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'agent-process': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
 });
 const SIZES = String(values.services).split(',').map(Number);
 const CHANGES = Number(values.changes);
@@ -43,6 +49,8 @@ const BEFORE: Partial<AgentConfigInput> = { nftPersistent: false, spawnHelper: f
 const SETTINGS = [
   { key: 'before', name: 'before (nft -f, 20 ms interval, read-back)', config: BEFORE },
   { key: 'after', name: 'after (defaults)', config: {} },
+  { key: 'i0', name: 'defaults, minSyncIntervalMs 0', config: { minSyncIntervalMs: 0 } },
+  { key: 'i5', name: 'defaults, minSyncIntervalMs 5', config: { minSyncIntervalMs: 5 } },
 ].filter((s) => String(values.settings).split(',').includes(s.key));
 
 const service = (i: number) => benchServiceInput(i);
@@ -52,12 +60,43 @@ const load = () => loadavg()[0].toFixed(1);
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
 type Coord = Awaited<ReturnType<typeof buildCoordinator>>;
 
-async function waitApplied(agent: RunningAgent, rev: number): Promise<void> {
+/** What says which revision an agent has applied: the in-process agent, or its status key in etcd. */
+type Applied = RunningAgent | { applied(): number };
+
+async function waitApplied(agent: Applied, rev: number): Promise<void> {
   const deadline = Date.now() + 120_000;
-  while ((agent.status.written?.appliedRevision ?? 0) < rev) {
-    if (Date.now() > deadline) throw new Error(`agent did not apply revision ${rev} (at ${agent.status.written?.appliedRevision})`);
+  const at = () => ('applied' in agent ? agent.applied() : (agent.status.written?.appliedRevision ?? 0));
+  while (at() < rev) {
+    if (Date.now() > deadline) throw new Error(`agent did not apply revision ${rev} (at ${at()})`);
     await sleep(1);
   }
+}
+
+/** The agent as its own process (the built CLI), with "applied" read from its status key through an etcd watch. */
+async function agentProcess(coord: Coord, etcdUrl: string, prefix: string, hostId: string, table: string): Promise<{ applied(): number; stop(): Promise<void> }> {
+  let applied = 0;
+  const watcher = await coord.ctx.etcd
+    .watch()
+    .key(coord.ctx.keys.hosts.status(hostId))
+    .create();
+  watcher.on('put', (kv) => {
+    applied = Math.max(applied, (JSON.parse(kv.value.toString()) as { appliedRevision: number }).appliedRevision);
+  });
+  const cli = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
+  // BENCH_AGENT_NODE_ARGS: node flags for the agent alone (e.g. --cpu-prof).
+  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, cli, 'agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'nftables', '--netns', NS, '--nft-table', table, '--resync', '2s', '--flush-on-exit', '--log-level', 'warn'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  return {
+    applied: () => applied,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      await watcher.cancel();
+    },
+  };
 }
 
 async function waitVisible(coord: Coord, hostId: string, rev: number): Promise<void> {
@@ -111,7 +150,9 @@ async function oneChange(coord: Coord, agent: RunningAgent, hostId: string, n: n
 async function changesDuringResync(coord: Coord, etcdUrl: string, prefix: string, n: number, preloadRev: number, config: Partial<AgentConfigInput>): Promise<number[]> {
   const hostId = 'bench-resync';
   const logLevel = (process.env.BENCH_LOG ?? 'silent') as 'silent';
-  const agent = await startAgent({ hostId, etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel, logFormat: 'json', flushOnExit: true, ...config });
+  const agent = values['agent-process']
+    ? await agentProcess(coord, etcdUrl, prefix, hostId, `syl4r${n}`)
+    : await startAgent({ hostId, etcd: [etcdUrl], prefix, dataplane: 'nftables', netns: NS, nftTable: `syl4r${n}`, resyncMs: 2000, logLevel, logFormat: 'json', flushOnExit: true, ...config });
   const latencies: number[] = [];
   const writes: number[] = [];
   let churning = true;
@@ -224,7 +265,8 @@ async function main(): Promise<void> {
         }
       }
       if (n === Math.max(...SIZES)) {
-        for (const s of values['skip-churn'] ? [] : SETTINGS) {
+        // Its own process runs with the defaults (the settings of before are not all flags).
+        for (const s of values['skip-churn'] ? [] : SETTINGS.filter((x) => !values['agent-process'] || x.key === 'after')) {
           const l = load();
           const during = await changesDuringResync(coord, etcd.url, prefix, n, preloadRev, s.config);
           extra.push(

@@ -1,6 +1,6 @@
 /**
  * The nftables dataplane's full resync against the real kernel, in a
- * namespace of its own (synm<r>): with `nft monitor` following the table, a
+ * namespace of its own (synm<r>): with the monitor following the table, a
  * resync compares against the model and reads nothing back while only the
  * agent changes the table (its persistent `nft -i` included); a change by
  * another process is seen, and the next resync reads the table back and
@@ -40,7 +40,8 @@ async function until(what: string, fn: () => boolean, timeoutMs = 10_000): Promi
   }
 }
 
-describe('nftables full resync with nft monitor', () => {
+// Both ways of following the kernel's events: the netlink program (the default) and `nft monitor` (without python3).
+describe.each(['netlink', 'nft'] as const)('nftables full resync with the monitor (%s)', (source) => {
   let dp: NftDataplane | undefined;
 
   beforeAll(async () => {
@@ -53,7 +54,7 @@ describe('nftables full resync with nft monitor', () => {
   });
 
   it('reads the table back only after another process touched it, and then undoes what it did', async () => {
-    const exec = new NftExecutor(new ExecaRunner({ netns: NS }), { table: TABLE, netns: NS });
+    const exec = new NftExecutor(new ExecaRunner({ netns: NS }), { table: TABLE, netns: NS, monitorSource: source });
     const d = new NftDataplane(exec, TABLE, silent);
     dp = d;
     let desired = new Map([1, 2, 3].map((i) => [svc(i).id, svc(i)]));

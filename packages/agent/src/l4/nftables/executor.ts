@@ -21,6 +21,8 @@ export interface NftExecutorOptions {
   netns?: string;
   /** Apply small scripts through a persistent `nft -i` and follow `nft monitor` (default: when the runner can). */
   persistent?: boolean;
+  /** What follows the kernel's events (adapters/nft-monitor.ts; default: the netlink program when python3 is there). */
+  monitorSource?: 'netlink' | 'nft';
 }
 
 /** How many of the agent's recent nft pids are remembered as its own. */
@@ -43,7 +45,7 @@ export class NftExecutor {
     if (spawn && opts.persistent !== false) {
       const netns = opts.netns ? { netns: opts.netns } : {};
       this.session = new NftSession({ spawn }, netns);
-      this.monitor = new NftMonitor({ spawn }, { table: opts.table, ...netns, isOwn: (pid) => pid === this.session?.pid || this.ownPids.includes(pid) });
+      this.monitor = new NftMonitor({ spawn }, { table: opts.table, ...netns, ...(opts.monitorSource ? { source: opts.monitorSource } : {}), isOwn: (pid) => pid === this.session?.pid || this.ownPids.includes(pid) });
     }
   }
 
