@@ -42,6 +42,8 @@ async function until(what: string, fn: () => boolean, timeoutMs = 10_000): Promi
 
 describe('nftables full resync with nft monitor', () => {
   let dp: NftDataplane | undefined;
+  // The agent's way: short-lived commands from the spawn helper (the monitor tells the agent's own transactions apart by the pid it reports).
+  const runner = new ExecaRunner({ netns: NS, helper: true });
 
   beforeAll(async () => {
     await execa('ip', ['netns', 'add', NS]);
@@ -49,11 +51,12 @@ describe('nftables full resync with nft monitor', () => {
 
   afterAll(async () => {
     dp?.close();
+    runner.close();
     await execa('ip', ['netns', 'del', NS], { reject: false });
   });
 
   it('reads the table back only after another process touched it, and then undoes what it did', async () => {
-    const exec = new NftExecutor(new ExecaRunner({ netns: NS }), { table: TABLE, netns: NS });
+    const exec = new NftExecutor(runner, { table: TABLE, netns: NS });
     const d = new NftDataplane(exec, TABLE, silent);
     dp = d;
     let desired = new Map([1, 2, 3].map((i) => [svc(i).id, svc(i)]));
