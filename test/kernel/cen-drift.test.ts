@@ -57,6 +57,8 @@ async function until<T>(what: string, f: () => T | undefined | false, timeoutMs 
 
 let c: Coordinator;
 let agent: RunningTopology | undefined;
+// The agent's way: commands from the spawn helper.
+const runner = new ExecaRunner({ helper: true });
 let addrs: Map<string, string>;
 let gateway: string;
 const log = pino({ level: 'silent' });
@@ -68,11 +70,12 @@ beforeAll(async () => {
   sh('ip', ['-n', HOST, 'link', 'set', 'lo', 'up']);
   c = await testCoordinator('cen-drift');
   // A full resync (kernel read again) every second: drift is undone without any write.
-  agent = await startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId: 'host1', netns: HOST, log, resyncMs: 1000 });
+  agent = await startTopology({ etcd: c.ctx.etcd, keys: c.ctx.keys, hostId: 'host1', netns: HOST, log, resyncMs: 1000, runner });
 });
 
 afterAll(async () => {
   await agent?.stop();
+  runner.close();
   await c?.close();
   deleteNamespaces(P);
   expect(namespacesWithPrefix(P)).toEqual([]);
@@ -93,7 +96,6 @@ it('makes a CEN of three containers with addresses and default routes; the helpe
   // Both readers see the same kernel.
   const { cens, cins, containers } = await storedLeviathan(c);
   const d = desiredFor({ hostId: 'host1', underlays: new Map(), cens, cins, containers });
-  const runner = new ExecaRunner();
   const viaHelper = await observeTopology(runner, HOST, d.namespaces, 'netlink');
   const viaIp = await observeTopology(runner, HOST, d.namespaces, 'ip');
   expect(viaHelper.nsLinks.get(CONTS[0])?.get(CEN)).toMatchObject({ kind: 'veth', up: true, addrs: [`${addrs.get(CONTS[0])}/16`] });

@@ -43,6 +43,8 @@ async function until(what: string, fn: () => boolean, timeoutMs = 10_000): Promi
 // Both ways of following the kernel's events: the netlink program (the default) and `nft monitor` (without python3).
 describe.each(['netlink', 'nft'] as const)('nftables full resync with the monitor (%s)', (source) => {
   let dp: NftDataplane | undefined;
+  // The agent's way: short-lived commands from the spawn helper (the monitor tells the agent's own transactions apart by the pid it reports).
+  const runner = new ExecaRunner({ netns: NS, helper: true });
 
   beforeAll(async () => {
     await execa('ip', ['netns', 'add', NS]);
@@ -50,11 +52,12 @@ describe.each(['netlink', 'nft'] as const)('nftables full resync with the monito
 
   afterAll(async () => {
     dp?.close();
+    runner.close();
     await execa('ip', ['netns', 'del', NS], { reject: false });
   });
 
   it('reads the table back only after another process touched it, and then undoes what it did', async () => {
-    const exec = new NftExecutor(new ExecaRunner({ netns: NS }), { table: TABLE, netns: NS, monitorSource: source });
+    const exec = new NftExecutor(runner, { table: TABLE, netns: NS, monitorSource: source });
     const d = new NftDataplane(exec, TABLE, silent);
     dp = d;
     let desired = new Map([1, 2, 3].map((i) => [svc(i).id, svc(i)]));

@@ -6,7 +6,7 @@
  */
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { ExecaRunner, type SpawnOptions, type Spawned } from '../../packages/agent/src/exec/runner.js';
+import type { SpawnOptions, Spawned } from '../../packages/agent/src/exec/runner.js';
 import { NftMonitor } from '../../packages/agent/src/adapters/nft-monitor.js';
 import { NftSession } from '../../packages/agent/src/adapters/nft-session.js';
 import { SyncLoop } from '../../packages/agent/src/loop.js';
@@ -160,26 +160,5 @@ describe('sync loop rate limit', () => {
     const span = (starts.at(-1) as number) - starts[0];
     expect(starts.length).toBeLessThanOrEqual(2 + Math.floor(span / 40) + 1);
     expect(starts.length).toBeLessThan(10);
-  });
-});
-
-describe('commands started from the helper process', () => {
-  it('answers like execa: output, stdin, exit codes, a command that cannot start; and the pid as soon as it starts', async () => {
-    const r = new ExecaRunner({ helper: true });
-    try {
-      let pid: number | undefined;
-      expect(await r.run('echo', ['hi'], { onSpawn: (p) => (pid = p) })).toEqual({ stdout: 'hi\n', stderr: '', exitCode: 0 });
-      expect(pid).toBeGreaterThan(0);
-      expect((await r.run('cat', [], { input: 'x'.repeat(100_000) })).stdout).toHaveLength(100_000);
-      expect(await r.run('sh', ['-c', 'echo no >&2; exit 3'], { allowFail: true })).toEqual({ stdout: '', stderr: 'no\n', exitCode: 3 });
-      await expect(r.run('sh', ['-c', 'echo bad >&2; exit 2'])).rejects.toThrow(/sh -c echo bad >&2; exit 2 failed \(exit 2\): bad/);
-      await expect(r.run('sy-no-such-command', [])).rejects.toThrow(/sy-no-such-command failed \(exit -1\): .*ENOENT/);
-      // Commands run side by side.
-      const t = performance.now();
-      await Promise.all([r.run('sleep', ['0.3']), r.run('sleep', ['0.3'])]);
-      expect(performance.now() - t).toBeLessThan(550);
-    } finally {
-      r.close();
-    }
   });
 });

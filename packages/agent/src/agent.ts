@@ -51,7 +51,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const config = AgentConfig.parse(input);
   if (config.nftDrIngress && config.nftDrDevice === undefined) throw new Error('--nft-dr-ingress needs --nft-dr-device (the interface the real servers are on)');
   const log = deps.logger ?? createLogger(config.logLevel, config.hostId, config.logFormat);
-  const own = deps.runner ? undefined : new ExecaRunner({ ...(config.netns ? { netns: config.netns } : {}), helper: config.spawnHelper });
+  const own = deps.runner ? undefined : new ExecaRunner({ ...(config.netns ? { netns: config.netns } : {}), helper: config.spawnHelper, logger: log.child({ component: 'exec' }) });
   const runner = deps.runner ?? (own as ExecaRunner);
   if (config.netns) {
     const res = await runner.run('true', [], { allowFail: true });

@@ -24,9 +24,8 @@
  * missing namespace) is success; otherwise a namespace's first error stops
  * that namespace's ops. Errors go to stderr, one line each, and exit 1.
  */
-import { existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { PYTHON3, pythonAvailable, type PythonInterpreter } from '../exec/python.js';
 import type { Runner } from '../exec/runner.js';
 import { checkIfname, checkNs, IpAdapterError, type ObservedLink } from './ip.js';
 
@@ -77,18 +76,13 @@ export function checkHelperOp(op: NsHelperOp): NsHelperOp {
   }
 }
 
-/**
- * The interpreter: the distribution's own when there is one. Not whatever
- * `python3` PATH finds first: a version manager's shim (pyenv) is a shell
- * script that costs ~0.6 s per start, the distribution's python ~0.07 s.
- */
-export type NsHelperInterpreter = '/usr/bin/python3' | 'python3';
-export const NS_HELPER_INTERPRETER: NsHelperInterpreter = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+/** The helper's interpreter (exec/python.ts says which python3 and why). */
+export type NsHelperInterpreter = PythonInterpreter;
+export const NS_HELPER_INTERPRETER: NsHelperInterpreter = PYTHON3;
 
 /** Whether a python3 is there to run the helper (the distribution's, or one on PATH). */
 export function nsHelperAvailable(): boolean {
-  if (NS_HELPER_INTERPRETER === '/usr/bin/python3') return true;
-  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, 'python3')));
+  return pythonAvailable(PYTHON3);
 }
 
 /** The helper's command, argv and stdin for a request. */

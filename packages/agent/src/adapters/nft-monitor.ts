@@ -32,7 +32,7 @@
  * stays at ~10 MiB and formats nothing. Without python3, `nft monitor` it is.
  */
 import type { Runner, Spawned } from '../exec/runner.js';
-import { NS_HELPER_INTERPRETER, nsHelperAvailable } from './netns-helper.js';
+import { PYTHON3, pythonAvailable } from '../exec/python.js';
 
 export interface NftMonitorOptions {
   table: string;
@@ -151,8 +151,8 @@ export class NftMonitor {
     if (this.stopped || this.proc) return;
     this.buf = '';
     this.touched = false;
-    const netlink = (this.opts.source ?? (nsHelperAvailable() ? 'netlink' : 'nft')) === 'netlink';
-    const [cmd, args] = netlink ? [NS_HELPER_INTERPRETER, ['-I', '-S', '-u', '-c', MONITOR_PROGRAM]] : ['nft', ['monitor']];
+    const netlink = (this.opts.source ?? (pythonAvailable() ? 'netlink' : 'nft')) === 'netlink';
+    const [cmd, args] = netlink ? [PYTHON3, ['-I', '-S', '-u', '-c', MONITOR_PROGRAM]] : ['nft', ['monitor']];
     const proc: Spawned = this.runner.spawn(cmd, args, {
       ...(this.opts.netns ? { netns: this.opts.netns } : {}),
       onStdout: (d) => {

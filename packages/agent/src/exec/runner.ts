@@ -5,6 +5,7 @@
  * in one place (`ip netns exec <ns> <cmd> …`).
  */
 import { execa } from 'execa';
+import { PYTHON3, pythonAvailable } from './python.js';
 import { Spawner } from './spawner.js';
 
 export interface RunOptions {
@@ -91,8 +92,16 @@ export interface ExecaRunnerOptions {
   netns?: string;
   /** Kill a command that runs longer than this (ms). Default 60 s. */
   timeoutMs?: number;
-  /** Start short-lived commands from a helper process (spawner.ts), so a spawn never blocks this event loop. */
+  /**
+   * Start short-lived commands from a helper process (spawner.ts, python3),
+   * so a spawn never blocks this event loop. Without python3 they are
+   * spawned from here, with one warning.
+   */
   helper?: boolean;
+  /** The helper's interpreter (default: exec/python.ts's choice). */
+  helperInterpreter?: string;
+  /** Where the warning goes when the helper cannot run. */
+  logger?: { warn(obj: object, msg: string): void };
 }
 
 /** Runs real commands with execa 9. */
@@ -103,7 +112,7 @@ export class ExecaRunner implements Runner {
     private readonly defaults: ExecaRunnerOptions = {},
     shared?: Spawner,
   ) {
-    this.spawner = shared ?? (defaults.helper ? new Spawner() : undefined);
+    this.spawner = shared ?? (defaults.helper ? helperSpawner(defaults) : undefined);
   }
 
   /**
@@ -113,7 +122,8 @@ export class ExecaRunner implements Runner {
    */
   withNetns(netns: string | undefined): ExecaRunner {
     const { netns: _drop, ...rest } = this.defaults;
-    return new ExecaRunner({ ...rest, ...(netns ? { netns } : {}) }, this.spawner);
+    // helper: whether this runner has one (decided, and warned about, once).
+    return new ExecaRunner({ ...rest, helper: this.spawner !== undefined, ...(netns ? { netns } : {}) }, this.spawner);
   }
 
   /** Ends the helper process, if any (agent stop). */
@@ -177,6 +187,14 @@ export class ExecaRunner implements Runner {
     child.end();
     return { stop: () => child.kill(), ended };
   }
+}
+
+/** The spawn helper, or undefined (with a warning) when its python3 is not there. */
+function helperSpawner(opts: ExecaRunnerOptions): Spawner | undefined {
+  const interpreter = opts.helperInterpreter ?? PYTHON3;
+  if (pythonAvailable(interpreter)) return new Spawner(interpreter);
+  opts.logger?.warn({ interpreter }, 'no python3 for the spawn helper: commands are spawned from the agent (each spawn blocks its event loop)');
+  return undefined;
 }
 
 /** Turns chunks into whole lines (a partial last line waits for its newline). */

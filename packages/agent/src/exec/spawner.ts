@@ -1,66 +1,120 @@
 /**
- * Starts the agent's short-lived commands (`nft -f`, `nft -j list`, `ip …`)
- * from a small helper process instead of from the agent itself.
+ * Starts the agent's short-lived commands (`nft -f`, `nft -j list`, `ip …`,
+ * `conntrack -L`) from a small helper process instead of from the agent itself.
  *
  * Why: libuv's uv_spawn does not return until the child has exec'd (it
  * waits on a close-on-exec pipe to report a failed exec), so every spawn
  * blocks the agent's event loop — measured here 17–29 ms per spawn on a
  * loaded 2-core machine, 50 ms from a 280 MB process, up to ~900 ms in one
- * topology resync. Any change arriving meanwhile waits. The helper (a plain
- * `node -e`: a second node process, tens of MiB resident) pays that wait in its own event loop; the agent only
- * exchanges one JSON line each way per command.
+ * topology resync. Any change arriving meanwhile waits. The helper pays
+ * that wait in one of its own threads; the agent only exchanges one JSON
+ * line each way per command.
+ *
+ * What it costs: the helper is a python3 program (stdlib only, one thread
+ * per running command, started with `-I -S`): ~11 MiB resident idle, ~35 MiB
+ * at the top while it carries a 5 MB answer, back to ~11 MiB after. It was a
+ * second node process (`node -e`): ~42 MiB idle, ~68 MiB with a 5 MB answer
+ * and ~64 MiB after. Without python3 (exec/python.ts), ExecaRunner spawns
+ * from the agent itself.
  *
  * Protocol: requests `{id, file, args, input, timeoutMs}` on the helper's
- * stdin, one JSON per line; answers `{id, pid}` as soon as the command
- * started, then `{id, stdout, stderr, exitCode}` or `{id, error}`.
+ * stdin, one JSON per line; answers on its stdout, one JSON per line:
+ * `{id, pid}` as soon as the command started, then `{id, stdout, stderr,
+ * exitCode}`, or `{id, error, stdout, stderr}` (no exitCode: killed by the
+ * timeout or a signal, or never started). stdout and stderr are UTF-8,
+ * invalid bytes replaced. stdin closed: the helper exits (commands still
+ * running finish on their own).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { PYTHON3 } from './python.js';
 
 export interface SpawnerResult {
   stdout: string;
   stderr: string;
-  /** undefined: killed (timeout) or never started (`error` says why). */
+  /** undefined: killed (timeout, signal) or never started (`error` says why). */
   exitCode?: number;
   error?: string;
 }
 
-const HELPER = `
-const { spawn } = require('node:child_process');
-const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
-let buf = '';
-process.stdin.setEncoding('utf8').on('data', (d) => {
-  buf += d;
-  let nl;
-  while ((nl = buf.indexOf('\\n')) >= 0) {
-    const req = JSON.parse(buf.slice(0, nl));
-    buf = buf.slice(nl + 1);
-    run(req);
-  }
-}).on('end', () => process.exit(0));
-function run(req) {
-  let child;
-  try {
-    child = spawn(req.file, req.args, { env: { ...process.env, LC_ALL: 'C' }, stdio: ['pipe', 'pipe', 'pipe'] });
-  } catch (e) {
-    return send({ id: req.id, error: String(e && e.message || e), stdout: '', stderr: '' });
-  }
-  if (child.pid !== undefined) send({ id: req.id, pid: child.pid });
-  const out = [], err = [];
-  let failed;
-  child.stdout.on('data', (d) => out.push(d));
-  child.stderr.on('data', (d) => err.push(d));
-  child.stdin.on('error', () => {});
-  child.on('error', (e) => { failed = String(e && e.message || e); });
-  const timer = setTimeout(() => child.kill('SIGKILL'), req.timeoutMs);
-  child.on('close', (code) => {
-    clearTimeout(timer);
-    send({ id: req.id, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ...(code === null || failed ? {} : { exitCode: code }), ...(failed ? { error: failed } : {}) });
-  });
-  child.stdin.end(req.input || '');
-}
+/** The helper (python3, stdlib only). Kept here, not in a .py file, so the build ships it with the agent. */
+export const SPAWN_HELPER_PROGRAM = String.raw`
+import errno, json, os, subprocess, sys, threading
+
+ENV = dict(os.environ, LC_ALL='C')
+out = sys.stdout.buffer
+lock = threading.Lock()
+
+
+def send(m):
+    line = json.dumps(m, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+    with lock:
+        try:
+            out.write(line)
+            out.write(b'\n')
+            out.flush()
+        except (BrokenPipeError, ValueError):
+            os._exit(0)
+
+
+def text(b):
+    return (b or b'').decode('utf-8', 'replace')
+
+
+def why(e, file):
+    if isinstance(e, OSError) and e.errno is not None:
+        return 'spawn %s %s (%s)' % (file, errno.errorcode.get(e.errno, e.errno), e.strerror)
+    return 'spawn %s: %s' % (file, e)
+
+
+def run(req):
+    rid, file = req['id'], req['file']
+    data = (req.get('input') or '').encode('utf-8')
+    try:
+        child = subprocess.Popen([file] + req['args'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    except Exception as e:
+        return send({'id': rid, 'error': why(e, file), 'stdout': '', 'stderr': ''})
+    send({'id': rid, 'pid': child.pid})
+    try:
+        o, e = child.communicate(data, timeout=req['timeoutMs'] / 1000)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        try:
+            o, e = child.communicate(timeout=1)
+        except subprocess.TimeoutExpired as t:
+            # A grandchild still holds the pipes: answer with what came.
+            o, e = t.output, t.stderr
+            child.wait()
+        return send({'id': rid, 'error': 'timed out after %d ms (killed)' % req['timeoutMs'], 'stdout': text(o), 'stderr': text(e)})
+    m = {'id': rid, 'stdout': text(o), 'stderr': text(e)}
+    del o, e  # an answer can be megabytes (nft -j list): hold one copy less while it is written
+    if child.returncode < 0:
+        m['error'] = 'killed by signal %d' % -child.returncode
+    else:
+        m['exitCode'] = child.returncode
+    send(m)
+
+
+def guarded(req):
+    try:
+        run(req)
+    except Exception as e:
+        send({'id': req.get('id'), 'error': 'helper: %r' % e, 'stdout': '', 'stderr': ''})
+
+
+for line in iter(sys.stdin.buffer.readline, b''):
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        sys.stderr.write('spawn helper: not a request: %s\n' % e)
+        continue
+    threading.Thread(target=guarded, args=(req,), daemon=True).start()
+# stdin closed: the agent is gone or stopping. Commands still running are left to finish.
+os._exit(0)
 `;
 
 interface Pending {
+  /** The helper process it was sent to. */
+  helper: ChildProcess;
   onSpawn?: (pid: number | undefined) => void;
   resolve: (r: SpawnerResult) => void;
 }
@@ -70,11 +124,19 @@ export class Spawner {
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
 
+  /** `interpreter`: the python3 to run the helper with (check it with `pythonAvailable` first). */
+  constructor(private readonly interpreter: string = PYTHON3) {}
+
+  /** The helper's pid while it runs (tests, diagnostics). */
+  get helperPid(): number | undefined {
+    return this.child?.pid;
+  }
+
   run(file: string, args: string[], opts: { input?: string; timeoutMs: number; onSpawn?: (pid: number | undefined) => void }): Promise<SpawnerResult> {
     const child = this.start();
     const id = ++this.seq;
     return new Promise<SpawnerResult>((resolve) => {
-      this.pending.set(id, { resolve, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
+      this.pending.set(id, { helper: child, resolve, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
       this.hold(true);
       child.stdin?.write(`${JSON.stringify({ id, file, args, input: opts.input ?? '', timeoutMs: opts.timeoutMs })}\n`);
     });
@@ -99,7 +161,8 @@ export class Spawner {
 
   private start(): ChildProcess {
     if (this.child) return this.child;
-    const child = spawn(process.execPath, ['-e', HELPER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // -I: no PYTHON* variables, no user site, no cwd on sys.path; -S: no site module (faster start, less memory).
+    const child = spawn(this.interpreter, ['-I', '-S', '-c', SPAWN_HELPER_PROGRAM], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child = child;
     child.stdin?.on('error', () => undefined);
     // Chunks are kept in a list until a newline comes (an answer can be megabytes: `nft -j list`).
@@ -114,14 +177,18 @@ export class Spawner {
       parts = [lines[lines.length - 1]];
       for (const line of [first, ...lines.slice(1, -1)]) if (line) this.answer(JSON.parse(line) as { id: number; pid?: number } & Partial<SpawnerResult>);
     });
-    child.on('exit', () => {
+    // Commands in flight when the helper ends (or could not start): their outcome is unknown; report them as failed.
+    // 'close', not 'exit': answers already in the pipe are read first.
+    const gone = (why: string) => {
       if (this.child === child) this.child = undefined;
-      // Commands in flight: their outcome is unknown; report them as failed.
       for (const [id, p] of this.pending) {
+        if (p.helper !== child) continue;
         this.pending.delete(id);
-        p.resolve({ stdout: '', stderr: '', error: 'the command helper process exited' });
+        p.resolve({ stdout: '', stderr: '', error: why });
       }
-    });
+    };
+    child.on('error', (e) => gone(`the command helper (${this.interpreter}) could not run: ${e.message}`));
+    child.on('close', (code, signal) => gone(`the command helper process exited (${signal ?? `code ${code}`}) before the command's answer; the next command starts a new helper`));
     return child;
   }
 
