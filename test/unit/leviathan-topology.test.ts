@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { levNames, type StoredCen, type StoredCin, type StoredContainer } from '../../packages/shared/src/index.js';
 import { applyOps, commandsFor, DELETE_GROUP, desiredFor, emptyObserved, execute, findUnderlay, isolationRules, natRules, observeTopology, parseIsolation, parseJoins, parseNat, plan, type Command } from '../../packages/agent/src/leviathan/index.js';
 import { FakeRunner } from '../../packages/agent/src/exec/runner.js';
-import { helperCommand, NS_HELPER_INTERPRETER, NS_HELPER_PROGRAM } from '../../packages/agent/src/adapters/netns-helper.js';
+import { helperCommand, NS_HELPER_PROGRAM } from '../../packages/agent/src/adapters/netns-helper.js';
+import { PYTHON3 } from '../../packages/agent/src/exec/python.js';
 
 const cen = (id: string, contIDs: string[], extra: Partial<StoredCen> = {}): StoredCen => ({ cenID: id, contIDs, wiring: 'bridge', made: true, vni: 1000, ...extra });
 const ctr = (id: string, host = 'h1', extra: Partial<StoredContainer> = {}): StoredContainer => ({ containerID: id, host, tag: null, defaultRoute: null, cpoolID: null, ...extra });
@@ -264,7 +265,7 @@ describe('ownership of host links', () => {
     expect([...o.hostLinks.keys()].sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
     // The same through the helper (its answer in the same terms), asked for the agent's own namespace.
     const helper = new FakeRunner()
-      .on(NS_HELPER_INTERPRETER, [], {
+      .on(PYTHON3, [], {
         stdout: JSON.stringify({
           namespaces: [],
           host: [link('sybase0', 'bridge'), link('syvpn', 'tun'), link('syb-gone', 'bridge'), link(levNames.vethHost('a', 'gone'), 'veth')].map((l) => ({ name: l.ifname, kind: l.linkinfo.info_kind, up: true, addrs: [] })),
@@ -273,7 +274,7 @@ describe('ownership of host links', () => {
       })
       .on('nft', ['list'], { exitCode: 1, stderr: 'No such file or directory' });
     expect(await observeTopology(helper, undefined, [])).toEqual(o);
-    expect(JSON.parse(helper.calls.find((c) => c.cmd === NS_HELPER_INTERPRETER)?.input ?? '')).toEqual({ list: true, host: '', observe: [] });
+    expect(JSON.parse(helper.calls.find((c) => c.cmd === PYTHON3)?.input ?? '')).toEqual({ list: true, host: '', observe: [] });
     const ops = plan(desiredFor({ ...input, cens: [], cins: [], containers: [] }), o, ctx);
     expect(ops.map((x) => (x.op === 'link-del' ? x.name : x.op)).sort()).toEqual(['syb-gone', levNames.vethHost('a', 'gone')].sort());
   });
@@ -288,7 +289,7 @@ describe('ownership of host links', () => {
 
 describe('netlink mode: one netns-helper process for every container namespace', () => {
   /** A command as text, the helper's program elided. */
-  const show = (c: Command) => `${c.cmd === NS_HELPER_INTERPRETER ? 'HELPER' : c.cmd} ${c.args.map((a) => (a === NS_HELPER_PROGRAM ? 'PROGRAM' : a)).join(' ')}\n${c.input ?? ''}`;
+  const show = (c: Command) => `${c.cmd === PYTHON3 ? 'HELPER' : c.cmd} ${c.args.map((a) => (a === NS_HELPER_PROGRAM ? 'PROGRAM' : a)).join(' ')}\n${c.input ?? ''}`;
 
   it('makes: namespaces and host links in one ip batch each, every container inside in one helper request — as golden text', () => {
     const cmds = commandsFor(plan(desiredFor(input), emptyObserved(), ctx), 'netlink', 'hostns');
@@ -366,7 +367,7 @@ describe('netlink mode: one netns-helper process for every container namespace',
 
   it('observes namespaces, links and default routes from the helper\'s one answer', async () => {
     const runner = new FakeRunner()
-      .on(NS_HELPER_INTERPRETER, [], {
+      .on(PYTHON3, [], {
         stdout: JSON.stringify({
           namespaces: ['a', 'other'],
           observed: { a: { links: [{ name: 'lo', up: true, addrs: [] }, { name: 'cen1', kind: 'veth', up: true, mtu: 1500, addrs: ['10.10.0.10/16'] }], defaultRoute: { via: '10.10.0.1', dev: 'cen1' } }, b: null },
@@ -379,13 +380,13 @@ describe('netlink mode: one netns-helper process for every container namespace',
     expect(o.defaultRoutes.get('a')).toEqual({ via: '10.10.0.1', dev: 'cen1' });
     expect(o.nsLinks.has('b')).toBe(false);
     // One helper process for all of them, and no `ip` per namespace.
-    const helperCalls = runner.calls.filter((c) => c.cmd === NS_HELPER_INTERPRETER);
+    const helperCalls = runner.calls.filter((c) => c.cmd === PYTHON3);
     expect(helperCalls.map((c) => JSON.parse(c.input ?? ''))).toEqual([{ list: true, host: 'hostns', observe: ['a', 'b'] }]);
     expect(runner.calls.filter((c) => c.args.includes('-n') && c.args.includes('a'))).toEqual([]);
   });
 
   it('the executor fails on a helper error line, and on removals only when it is not "already gone"', async () => {
-    const bad = new FakeRunner().on(NS_HELPER_INTERPRETER, [], { exitCode: 1, stderr: 'Error: a: addr cen1 10.10.0.10/16: Permission denied\n' });
+    const bad = new FakeRunner().on(PYTHON3, [], { exitCode: 1, stderr: 'Error: a: addr cen1 10.10.0.10/16: Permission denied\n' });
     await expect(execute(bad, commandsFor([{ op: 'addr-add', ns: 'a', dev: 'cen1', cidr: '10.10.0.10/16' }], 'netlink'))).rejects.toThrow(/Permission denied/);
     // The program itself is not repeated in the error.
     await expect(execute(bad, commandsFor([{ op: 'addr-add', ns: 'a', dev: 'cen1', cidr: '10.10.0.10/16' }], 'netlink'))).rejects.toThrow(/-c <\d+ characters>/);

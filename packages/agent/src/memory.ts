@@ -26,7 +26,7 @@ export interface HeapCompactorOptions {
   /**
    * When to look after the last full pass (ms; default 2 s and 15 s): passes of
    * several roles that end together get one GC, and the output that follows a
-   * first load (nft monitor prints its 60,000 lines for seconds) a second.
+   * first load (the event monitor reads its 60,000 elements for seconds) a second.
    */
   delaysMs?: number[];
 }

@@ -25,7 +25,7 @@
  * that namespace's ops. Errors go to stderr, one line each, and exit 1.
  */
 import { isIPv4 } from 'node:net';
-import { PYTHON3, pythonAvailable, type PythonInterpreter } from '../exec/python.js';
+import { PYTHON3, type PythonInterpreter } from '../exec/python.js';
 import type { Runner } from '../exec/runner.js';
 import { checkIfname, checkNs, IpAdapterError, type ObservedLink } from './ip.js';
 
@@ -76,17 +76,8 @@ export function checkHelperOp(op: NsHelperOp): NsHelperOp {
   }
 }
 
-/** The helper's interpreter (exec/python.ts says which python3 and why). */
-export type NsHelperInterpreter = PythonInterpreter;
-export const NS_HELPER_INTERPRETER: NsHelperInterpreter = PYTHON3;
-
-/** Whether a python3 is there to run the helper (the distribution's, or one on PATH). */
-export function nsHelperAvailable(): boolean {
-  return pythonAvailable(PYTHON3);
-}
-
 /** The helper's command, argv and stdin for a request. */
-export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter; args: string[]; input: string } {
+export function helperCommand(req: NsHelperRequest): { cmd: PythonInterpreter; args: string[]; input: string } {
   const checked: NsHelperRequest = {
     ...(req.list ? { list: true } : {}),
     ...(req.host !== undefined ? { host: req.host === '' ? '' : checkNs(req.host) } : {}),
@@ -94,7 +85,7 @@ export function helperCommand(req: NsHelperRequest): { cmd: NsHelperInterpreter;
     ...(req.apply ? { apply: req.apply.map((a) => ({ ns: checkNs(a.ns), ops: a.ops.map(checkHelperOp) })) } : {}),
     ...(req.tolerant ? { tolerant: true } : {}),
   };
-  return { cmd: NS_HELPER_INTERPRETER, args: ['-I', '-S', '-c', NS_HELPER_PROGRAM], input: JSON.stringify(checked) };
+  return { cmd: PYTHON3, args: ['-I', '-S', '-c', NS_HELPER_PROGRAM], input: JSON.stringify(checked) };
 }
 
 /**

@@ -23,7 +23,8 @@
 import { bridgeLines } from '../adapters/bridge.js';
 import { proxyArpArgs, sysctlWriteArgs } from '../adapters/sysctl.js';
 import { GONE, ipLines, nsArgs } from '../adapters/ip.js';
-import { helperCommand, type NsHelperInterpreter, type NsHelperOp } from '../adapters/netns-helper.js';
+import { helperCommand, type NsHelperOp } from '../adapters/netns-helper.js';
+import type { PythonInterpreter } from '../exec/python.js';
 import { nftScript } from '../adapters/nft.js';
 import { CommandError, type Runner } from '../exec/runner.js';
 import { isInterfaceName } from '@switchyard/shared';
@@ -43,7 +44,7 @@ export type ExecMode = 'netlink' | 'batched' | 'per-object';
 export const DELETE_GROUP = 0x7379;
 
 export interface Command {
-  cmd: 'ip' | 'bridge' | 'nft' | 'sysctl' | NsHelperInterpreter;
+  cmd: 'ip' | 'bridge' | 'nft' | 'sysctl' | PythonInterpreter;
   args: string[];
   input?: string;
   /** Run in this namespace through the runner (nft has no -n). */

@@ -22,7 +22,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Keyspace, LevUnderlay } from '@switchyard/shared';
-import { nsHelperAvailable } from '../adapters/netns-helper.js';
+import { pythonAvailable } from '../exec/python.js';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
 import { LeasedKey } from '../leased-key.js';
 import { SyncLoop, type SyncObserver } from '../loop.js';
@@ -149,7 +149,7 @@ export async function startTopology(opts: TopologyOptions): Promise<RunningTopol
   const log = opts.log.child({ component: 'topology' });
   const runner = opts.runner ?? new ExecaRunner();
   // The netns helper needs python3; without it, one `ip` per container namespace (slow with many, but correct).
-  const mode = opts.mode ?? (nsHelperAvailable() ? 'netlink' : 'batched');
+  const mode = opts.mode ?? (pythonAvailable() ? 'netlink' : 'batched');
   if (!opts.mode && mode === 'batched') log.warn('no python3: container namespaces are read and changed with one ip process each (slow with many containers)');
   const dryRun = opts.dryRun ?? false;
   const sources = new TopologySources(etcd, keys, hostId, log);

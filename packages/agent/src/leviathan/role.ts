@@ -8,7 +8,7 @@
  * itself and runs nft in the host namespace through the runner's per-call
  * netns. With `--dataplane dry-run` it plans and logs, and runs nothing.
  */
-import { nsHelperAvailable } from '../adapters/netns-helper.js';
+import { pythonAvailable } from '../exec/python.js';
 import { ExecaRunner, type Runner } from '../exec/runner.js';
 import type { RoleProgress } from '../metrics.js';
 import type { AgentRole, RoleContext } from '../role.js';
@@ -64,8 +64,8 @@ export class TopologyRole implements AgentRole {
       return;
     }
     const none = desiredFor({ hostId: this.ctx.config.hostId, underlays: new Map(), cens: [], cins: [], containers: [] });
-    const o = await observeTopology(this.runner, this.ctx.config.netns, [], nsHelperAvailable() ? 'netlink' : 'ip');
+    const o = await observeTopology(this.runner, this.ctx.config.netns, [], pythonAvailable() ? 'netlink' : 'ip');
     const ops = plan(none, { ...o, namespaces: new Set() }, { created: new Set(), knownCens: new Set() });
-    await execute(this.runner, commandsFor(ops, nsHelperAvailable() ? 'netlink' : 'batched', this.ctx.config.netns));
+    await execute(this.runner, commandsFor(ops, pythonAvailable() ? 'netlink' : 'batched', this.ctx.config.netns));
   }
 }

@@ -10,7 +10,7 @@
  * A full pass never holds up a change. Its work is done beside the loop
  * (`prepareFull`), and the loop's own part only applies the resulting diff
  * — nothing at all when there is no drift:
- *  - Drift comes from other processes, and `nft monitor` sees their
+ *  - Drift comes from other processes, and the event monitor sees their
  *    transactions (monitor.ts). While it vouches that
  *    nothing foreign touched the table since the kernel last equalled the
  *    model, a full pass compares desired state against the model (by object
@@ -18,7 +18,7 @@
  *    change, after a failed apply, or without a monitor — it reads the table
  *    back (`nft -j list table`, seconds at 10,000 services) and plans every
  *    service against that. The monitor starts before the first read (see
- *    planFull); it then also prints the first load's elements (CPU of its own
+ *    planFull) and then also sees the first load's elements (CPU of its own
  *    process, not the agent's).
  *  - Planning runs in slices with yields to the event loop in between, so
  *    incremental passes keep running; services (and group chains) they touch
@@ -245,9 +245,9 @@ export class NftDataplane implements L4Dataplane {
         if (monitor.armed) this.trustArm = undefined;
       }
     }
-    // Started before the first read, while the table is small or quiet: nft monitor reads the whole
-    // ruleset when it starts (seconds at 10,000 services) and restarts that read at every change,
-    // so under churn a monitor started later would never get going.
+    // Started before the first read, while the table is small or quiet: the `nft monitor` fallback
+    // reads the whole ruleset when it starts (seconds at 10,000 services) and restarts that read at
+    // every change, so under churn it would never get going if started later.
     this.executor?.startMonitor();
     const vouches = monitor !== undefined && (monitor.armed || (this.trustArm === monitor.starts && performance.now() - monitor.startedAt < 60_000));
     const epoch = vouches ? monitor.epoch : undefined;
@@ -550,11 +550,6 @@ export class NftDataplane implements L4Dataplane {
   }
 
   /**
-   * Brings the model in line with what was just applied for `ids` (absent
-   * from `services` = deleted). `objects` may lack a service whose group
-   * chains the model already has (a full pass against the model).
-   */
-  /**
    * After a pass planned against the kernel: the model becomes what the kernel
    * now holds — the planned state, and incremental passes' services as they
    * left them.
@@ -591,6 +586,11 @@ export class NftDataplane implements L4Dataplane {
     for (const [g, n] of keptDrGroups) this.drBase.groups.set(g, n);
   }
 
+  /**
+   * Brings the model in line with what was just applied for `ids` (absent
+   * from `services` = deleted). `objects` may lack a service whose group
+   * chains the model already has (a full pass against the model).
+   */
   private record(ids: Iterable<string>, services: ReadonlyMap<string, EffectiveService>, objects: ReadonlyMap<string, ServiceObjects>, reports?: ReadonlyMap<string, ServiceReport[]>): void {
     const m = this.base;
     m.table = true;

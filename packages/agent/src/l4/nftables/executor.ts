@@ -5,7 +5,7 @@
  * `nft -f -` — across both of its tables: `inet <table>` and, for direct
  * routing, `netdev <table>`. It names only its own tables; foreign tables
  * are never listed, flushed or deleted. With a runner that can start long-lived commands it
- * also follows `nft monitor` (adapters/nft-monitor.ts), knowing its own transactions by
+ * also follows the kernel's nftables events (adapters/nft-monitor.ts), knowing its own transactions by
  * the pids of the nft processes it started.
  */
 import { NftTable } from '../../adapters/nft.js';
@@ -19,7 +19,7 @@ import { drBase, NFT_BASE, renderNftScript, type NftBase, type NftOp } from './p
 export interface NftExecutorOptions {
   table: string;
   netns?: string;
-  /** Apply small scripts through a persistent `nft -i` and follow `nft monitor` (default: when the runner can). */
+  /** Apply small scripts through a persistent `nft -i` and follow the kernel's events (default: when the runner can). */
   persistent?: boolean;
   /** What follows the kernel's events (adapters/nft-monitor.ts; default: the netlink program when python3 is there). */
   monitorSource?: 'netlink' | 'nft';
@@ -30,7 +30,7 @@ const OWN_PIDS = 64;
 
 export class NftExecutor {
   private readonly session?: NftSession;
-  /** Foreign changes to the table (undefined: the runner cannot follow `nft monitor`). */
+  /** Foreign changes to the table (undefined: the runner cannot follow the kernel's events). */
   readonly monitor?: NftMonitor;
   private readonly ownPids: number[] = [];
   private arming?: Promise<void>;
@@ -84,7 +84,7 @@ export class NftExecutor {
     await this.nft.apply(script);
   }
 
-  /** Starts `nft monitor` if it is not running. */
+  /** Starts the event monitor if it is not running. */
   startMonitor(): void {
     this.monitor?.start();
   }
