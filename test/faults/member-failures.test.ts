@@ -283,9 +283,11 @@ describe('leader killed', () => {
     const c = await coordinatorOn(cluster, 'leader-kill-pm');
     const agent = await startAgent({ hostId: 'fa', etcd: cluster.urls, prefix: c.ctx.keys.prefix, dataplane: 'dry-run', logLevel: 'silent', leaseTtlSeconds: 3 });
     try {
-      expect((await c.app.inject({ method: 'POST', url: '/v1/services', payload: { name: 'lkpm', start: 8000, end: 8999 } })).statusCode).toBe(201);
+      expect((await c.app.inject({ method: 'POST', url: '/v1/services', payload: { name: 'lkpm', start: 10000, end: 29999 } })).statusCode).toBe(201);
       await expect.poll(async () => (await c.app.inject({ method: 'GET', url: '/hosts/fa' })).json<{ alive?: boolean }>().alive, { timeout: 5000 }).toBe(true);
 
+      // A range no run can use up in 4 s (a fast machine offered ~1,000 in 4 s: a full
+      // range is a 400, which this test would count as a failure of the election).
       const leader = await cluster.leader();
       const offered: number[] = [];
       const statuses: number[] = [];
