@@ -51,7 +51,21 @@ function tree(pid: number): number[] {
 
 const treeKib = (pid: number) => tree(pid).reduce((n, p) => n + (Number.isNaN(kib(p, 'VmRSS')) ? 0 : kib(p, 'VmRSS')), 0);
 
-async function sample(pid: number): Promise<{ rss: number; hwm: number; tree: number; procs: number }> {
+/** Each descendant's command and RSS, e.g. "python3 10.4, nft 12.0" (which helper costs what). */
+function childrenKib(pid: number): string {
+  const parts: string[] = [];
+  for (const p of tree(pid).slice(1)) {
+    try {
+      const comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim();
+      parts.push(`${comm} ${(kib(p, 'VmRSS') / 1024).toFixed(1)}`);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return parts.join(', ') || '—';
+}
+
+async function sample(pid: number): Promise<{ rss: number; hwm: number; tree: number; procs: number; children: string }> {
   const xs: number[] = [];
   const ts: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -59,7 +73,7 @@ async function sample(pid: number): Promise<{ rss: number; hwm: number; tree: nu
     ts.push(treeKib(pid));
     await sleep(1000);
   }
-  return { rss: median(xs), hwm: kib(pid, 'VmHWM'), tree: median(ts), procs: tree(pid).length };
+  return { rss: median(xs), hwm: kib(pid, 'VmHWM'), tree: median(ts), procs: tree(pid).length, children: childrenKib(pid) };
 }
 
 function start(args: string[]): ChildProcess {
@@ -100,8 +114,8 @@ async function main(): Promise<void> {
   const etcd = new Etcd3({ hosts: etcdServer.url });
   const children: ChildProcess[] = [];
   const rows: string[] = [];
-  const row = (what: string, m: { rss: number; hwm: number; tree: number; procs: number }, appliedS?: number) => {
-    rows.push(`| ${what} | ${mib(m.rss)} | ${mib(m.hwm)} | ${mib(m.tree)} (${m.procs}) | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
+  const row = (what: string, m: { rss: number; hwm: number; tree: number; procs: number; children: string }, appliedS?: number) => {
+    rows.push(`| ${what} | ${mib(m.rss)} | ${mib(m.hwm)} | ${mib(m.tree)} (${m.procs}) | ${m.children} | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
     process.stderr.write(`${rows.at(-1)}\n`);
   };
   try {
@@ -153,7 +167,7 @@ async function main(): Promise<void> {
     execFileSync('ip', ['netns', 'del', NS]);
   }
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  process.stdout.write(['| process | RSS (median of 5 samples) | peak (VmHWM) | with its child processes (how many) | start → applied |', '| --- | --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
+  process.stdout.write(['| process | RSS (median of 5 samples) | peak (VmHWM) | with its child processes (how many) | child processes, MiB each | start → applied |', '| --- | --- | --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
 }
 
 runMain(main);

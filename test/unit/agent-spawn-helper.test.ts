@@ -167,6 +167,19 @@ describe('commands started from the helper process', () => {
     await until(() => !alive(helper));
   });
 
+  it('gives back the memory big answers took (a fixed glibc mmap threshold): small again after megabytes', async () => {
+    const s = new Spawner();
+    try {
+      const answers = await Promise.all([0, 1, 2].map(() => s.run('head', ['-c', '5000000', '/dev/zero'], { timeoutMs: 10_000 })));
+      for (const a of answers) expect(a.stdout).toHaveLength(5_000_000);
+      // With glibc's default (a sliding mmap threshold) the helper stays at ~110 MiB after three 5 MB answers at once.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(rssKiB(s.helperPid as number)).toBeLessThan(20 * 1024);
+    } finally {
+      s.close();
+    }
+  });
+
   it('without python3: spawns from the agent itself, with one warning', async () => {
     const warnings: { obj: object; msg: string }[] = [];
     const logger = { warn: (obj: object, msg: string) => void warnings.push({ obj, msg }) };
