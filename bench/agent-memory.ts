@@ -51,13 +51,15 @@ function tree(pid: number): number[] {
 
 const treeKib = (pid: number) => tree(pid).reduce((n, p) => n + (Number.isNaN(kib(p, 'VmRSS')) ? 0 : kib(p, 'VmRSS')), 0);
 
-/** Each descendant's command and RSS, e.g. "python3 10.4, nft 12.0" (which helper costs what). */
+/** Each descendant and its RSS in MiB, e.g. "spawn helper 11.2, event monitor 9.4, nft 12.0" (which helper costs what). */
 function childrenKib(pid: number): string {
   const parts: string[] = [];
   for (const p of tree(pid).slice(1)) {
     try {
-      const comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim();
-      parts.push(`${comm} ${(kib(p, 'VmRSS') / 1024).toFixed(1)}`);
+      const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      // The python3 helpers by their program: the spawn helper and the nftables event monitor.
+      const what = cmdline.includes('subprocess.Popen') ? 'spawn helper' : cmdline.includes('NFNLGRP_NFTABLES') ? 'event monitor' : readFileSync(`/proc/${p}/comm`, 'utf8').trim();
+      parts.push(`${what} ${(kib(p, 'VmRSS') / 1024).toFixed(1)}`);
     } catch {
       /* gone meanwhile */
     }

@@ -119,6 +119,8 @@ for line in iter(sys.stdin.buffer.readline, b''):
         sys.stderr.write('spawn helper: not a request: %s\n' % e)
         continue
     threading.Thread(target=guarded, args=(req,), daemon=True).start()
+    # A request can carry megabytes (nft -f's input): hold none of it while waiting for the next.
+    del line, req
 # stdin closed: the agent is gone or stopping. Commands still running are left to finish.
 os._exit(0)
 `;
