@@ -7,6 +7,7 @@
  * undoes it. The namespace is removed in afterAll, even on failure.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,11 +41,28 @@ async function until(what: string, fn: () => boolean, timeoutMs = 10_000): Promi
   }
 }
 
-// Both ways of following the kernel's events: the netlink program (the default) and `nft monitor` (without python3).
-describe.each(['netlink', 'nft'] as const)('nftables full resync with the monitor (%s)', (source) => {
+/** This process's children running the netlink program as a process of their own. */
+function monitorProcesses(): number {
+  const children = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').split(' ').filter(Boolean);
+  return children.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('NFNLGRP_NFTABLES');
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+// Every way of following the kernel's events: the netlink program in a thread of the spawn helper (the agent's
+// default), the same program as a process of its own (a runner without the helper), and `nft monitor` (no python3).
+describe.each([
+  { how: 'netlink program in the spawn helper', source: 'netlink', helper: true, processes: 0 },
+  { how: 'netlink program, its own process', source: 'netlink', helper: false, processes: 1 },
+  { how: 'nft monitor', source: 'nft', helper: true, processes: 0 },
+] as const)('nftables full resync with the monitor ($how)', ({ source, helper, processes }) => {
   let dp: NftDataplane | undefined;
   // The agent's way: short-lived commands from the spawn helper (the monitor tells the agent's own transactions apart by the pid it reports).
-  const runner = new ExecaRunner({ netns: NS, helper: true });
+  const runner = new ExecaRunner({ netns: NS, helper });
 
   beforeAll(async () => {
     await execa('ip', ['netns', 'add', NS]);
@@ -69,6 +87,7 @@ describe.each(['netlink', 'nft'] as const)('nftables full resync with the monito
     await full();
     expect(d.fullPasses).toEqual({ read: 1, model: 0 });
     await until('the monitor to prove it is subscribed', () => exec.monitor?.armed === true);
+    expect(monitorProcesses()).toBe(processes);
     // Started right after that pass: the kernel holds the model, no read needed.
     await full();
     expect(d.fullPasses).toEqual({ read: 1, model: 1 });

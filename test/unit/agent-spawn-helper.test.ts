@@ -183,6 +183,53 @@ describe('commands started from the helper process', () => {
     }
   });
 
+  it('runs a program in a thread of its own process: what it emits, its end, an error, and stop', async () => {
+    const s = new Spawner();
+    try {
+      await s.run('true', [], { timeoutMs: 5000 });
+      const helper = s.helperPid as number;
+      const threads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${helper}/status`, 'utf8'))?.[1]);
+      const idleThreads = threads();
+
+      // Emits, then ends by itself.
+      const out: string[] = [];
+      const end = await new Promise<string | undefined>((resolve) => {
+        s.program("import os\nemit('a\\n')\nemit('pid %d\\n' % os.getpid())", { onOut: (t) => out.push(t), onEnd: resolve });
+      });
+      expect(end).toBeUndefined();
+      expect(out).toEqual(['a\n', `pid ${helper}\n`]);
+
+      // Raises: the error is its end.
+      const failed = await new Promise<string | undefined>((resolve) => s.program("raise ValueError('no')", { onOut: () => undefined, onEnd: resolve }));
+      expect(failed).toMatch(/ValueError\('no'\)/);
+      // A namespace that is not there.
+      const nons = await new Promise<string | undefined>((resolve) => s.program('emit("x")', { netns: 'sy-no-such-ns', onOut: () => undefined, onEnd: resolve }));
+      expect(nons).toMatch(/No such file|ENOENT|Errno 2/);
+
+      // Runs until stopped; meanwhile commands go on; after stop its thread ends and its end is not reported.
+      const ticks: string[] = [];
+      let ended = false;
+      const p = s.program("while not stopping.wait(0.05):\n    emit('tick\\n')", { onOut: (t) => ticks.push(t), onEnd: () => (ended = true) });
+      await until(() => ticks.length >= 2);
+      expect(threads()).toBe(idleThreads + 1);
+      expect((await s.run('echo', ['still'], { timeoutMs: 5000 })).stdout).toBe('still\n');
+      p.stop();
+      await until(() => threads() === idleThreads);
+      expect(ended).toBe(false);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('a program ends with the helper: its end is reported', async () => {
+    const s = new Spawner();
+    const end = new Promise<string | undefined>((resolve) => s.program('stopping.wait()', { onOut: () => undefined, onEnd: resolve }));
+    await until(() => s.helperPid !== undefined);
+    process.kill(s.helperPid as number, 'SIGKILL');
+    expect(await end).toMatch(/the command helper process exited/);
+    s.close();
+  });
+
   it('without python3: spawns from the agent itself, with one warning', async () => {
     const warnings: { obj: object; msg: string }[] = [];
     const logger = { warn: (obj: object, msg: string) => void warnings.push({ obj, msg }) };

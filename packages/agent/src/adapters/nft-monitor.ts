@@ -29,9 +29,12 @@
  * set element it has seen — ~95 MiB at 10,000 × 5, whatever events it is
  * told to follow, and it loads the whole ruleset when it starts — and
  * formats every element of a first load as text (~1 s of CPU); the program
- * stays at ~10 MiB and formats nothing. Without python3, `nft monitor` it is.
+ * formats nothing and runs as a thread of the spawn helper (exec/spawner.ts),
+ * which enters the namespace for that thread alone: no process of its own
+ * (it was a python3 process, ~9.4 MiB). With a runner without a helper it
+ * is its own python3 process; without python3, `nft monitor` it is.
  */
-import type { Runner, Spawned } from '../exec/runner.js';
+import type { Runner } from '../exec/runner.js';
 import { PYTHON3, pythonAvailable } from '../exec/python.js';
 
 export interface NftMonitorOptions {
@@ -39,7 +42,11 @@ export interface NftMonitorOptions {
   netns?: string;
   /** True for the PIDs of the agent's own nft processes. */
   isOwn: (pid: number) => boolean;
-  /** What follows the events: the netlink program (default when python3 is there) or `nft monitor`. */
+  /**
+   * What follows the events: the netlink program (default when python3 is
+   * there; in the spawn helper when the runner has one, else a python3
+   * process of its own) or `nft monitor`.
+   */
   source?: 'netlink' | 'nft';
 }
 
@@ -51,6 +58,13 @@ export interface NftMonitorOptions {
  */
 export const MONITOR_PROGRAM = String.raw`
 import errno, socket, struct, sys
+try:
+    emit, stopping  # given when it runs in the spawn helper (exec/spawner.ts)
+except NameError:  # a python3 process of its own: print, and run until killed
+    def emit(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    stopping = None
 NETLINK_NETFILTER, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES = 12, 270, 1, 7
 SUBSYS_NFTABLES, NFT_MSG_NEWGEN = 10, 15
 FAMILIES = {1: 'inet', 5: 'netdev'}
@@ -61,66 +75,72 @@ except OSError:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
 s.bind((0, 0))
 s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
-out = sys.stdout
+if stopping is not None:
+    s.settimeout(1.0)  # to see stopping
+buf = bytearray(1 << 20)
 seen = set()
 
 def name(v):
-    return v.split(b'\x00', 1)[0].decode('utf-8', 'replace')
+    return bytes(v).split(b'\x00', 1)[0].decode('utf-8', 'replace')
 
-def attrs(buf, off, end):
+def attrs(off, end):
     while off + 4 <= end:
         alen, atype = struct.unpack_from('=HH', buf, off)
-        if alen < 4:
+        if alen < 4 or off + alen > end:
             return
         yield atype & 0x3fff, buf[off + 4:off + alen]
         off += (alen + 3) & ~3
 
-while True:
+while stopping is None or not stopping.is_set():
     try:
-        buf = s.recv(1 << 20)
+        n = s.recv_into(buf)
+    except socket.timeout:
+        continue
     except OSError as e:
         if e.errno == errno.ENOBUFS:
             seen.clear()
-            out.write('# ERROR: We lost some netlink events!\n')
-            out.flush()
+            emit('# ERROR: We lost some netlink events!\n')
             continue
         raise
     off = 0
-    while off + 20 <= len(buf):
+    while off + 20 <= n:
         mlen, mtype = struct.unpack_from('=IH', buf, off)
-        if mlen < 16:
+        if mlen < 16 or off + mlen > n:
             break
         if mtype >> 8 == SUBSYS_NFTABLES:
             msg, family = mtype & 0xff, buf[off + 16]
             if msg == NFT_MSG_NEWGEN:
                 gen = pid = 0
                 comm = ''
-                for t, v in attrs(buf, off + 20, off + mlen):
+                for t, v in attrs(off + 20, off + mlen):
                     if t == 1:
                         gen = struct.unpack('>I', v[:4])[0]
                     elif t == 2:
                         pid = struct.unpack('>I', v[:4])[0]
                     elif t == 3:
                         comm = name(v)
-                for line in seen:
-                    out.write(line)
+                emit(''.join(seen) + '# new generation %d by process %d (%s)\n' % (gen, pid, comm))
                 seen.clear()
-                out.write('# new generation %d by process %d (%s)\n' % (gen, pid, comm))
-                out.flush()
             elif family in FAMILIES:
-                for t, v in attrs(buf, off + 20, off + mlen):
+                for t, v in attrs(off + 20, off + mlen):
                     if t == 1:
                         seen.add('%s %s\n' % (FAMILIES[family], name(v)))
                         break
         off += (mlen + 3) & ~3
+s.close()
 `;
 
+/** What follows the events: a process or a program in the spawn helper. */
+interface Follower {
+  kill(): void;
+}
+
 export class NftMonitor {
-  private proc?: Spawned;
+  private proc?: Follower;
   private buf = '';
   /** The current generation's events named our table. */
   private touched = false;
-  private armedProc?: Spawned;
+  private armedProc?: Follower;
   private stopped = false;
   /** Bumped on every foreign change to the table and on every gap in what was seen. */
   epoch = 0;
@@ -136,7 +156,7 @@ export class NftMonitor {
   private readonly tableRe: RegExp;
 
   constructor(
-    private readonly runner: Required<Pick<Runner, 'spawn'>>,
+    private readonly runner: Required<Pick<Runner, 'spawn'>> & Pick<Runner, 'program'>,
     private readonly opts: NftMonitorOptions,
   ) {
     this.tableRe = new RegExp(`\\b(?:inet|netdev) ${opts.table}(?:\\s|$)`);
@@ -152,18 +172,23 @@ export class NftMonitor {
     this.buf = '';
     this.touched = false;
     const netlink = (this.opts.source ?? (pythonAvailable() ? 'netlink' : 'nft')) === 'netlink';
-    const [cmd, args] = netlink ? [PYTHON3, ['-I', '-S', '-u', '-c', MONITOR_PROGRAM]] : ['nft', ['monitor']];
-    const proc: Spawned = this.runner.spawn(cmd, args, {
-      ...(this.opts.netns ? { netns: this.opts.netns } : {}),
-      onStdout: (d) => {
-        if (this.proc === proc) this.feed(d);
-      },
-      onExit: () => {
-        if (this.proc !== proc) return;
-        this.proc = undefined;
-        this.epoch++;
-      },
-    });
+    const netns = this.opts.netns ? { netns: this.opts.netns } : {};
+    const output = (d: string) => {
+      if (this.proc === proc) this.feed(d);
+    };
+    const ended = () => {
+      if (this.proc !== proc) return;
+      this.proc = undefined;
+      this.epoch++;
+    };
+    let proc: Follower;
+    if (netlink && this.runner.program) {
+      const program = this.runner.program(MONITOR_PROGRAM, { ...netns, onOutput: output, onEnd: ended });
+      proc = { kill: () => program.stop() };
+    } else {
+      const [cmd, args] = netlink ? [PYTHON3, ['-I', '-S', '-u', '-c', MONITOR_PROGRAM]] : ['nft', ['monitor']];
+      proc = this.runner.spawn(cmd, args, { ...netns, onStdout: output, onExit: ended });
+    }
     this.proc = proc;
     this.starts++;
     this.epoch++;

@@ -49,6 +49,23 @@ export interface Runner {
    * its callers fall back to one `run` per call.
    */
   spawn?(cmd: string, args: string[], opts: SpawnOptions): Spawned;
+  /**
+   * Runs a small python3 program (stdlib only; it calls `emit(text)` and
+   * watches `stopping`) in a thread of the spawn helper, in `opts.netns` —
+   * no process of its own. Only runners with a helper have it.
+   */
+  program?(source: string, opts: ProgramOptions): RunningProgram;
+}
+
+export interface ProgramOptions {
+  netns?: string;
+  onOutput(text: string): void;
+  /** It ended by itself (`error`: what it raised, or the helper went). Not called after `stop()`. */
+  onEnd(error?: string): void;
+}
+
+export interface RunningProgram {
+  stop(): void;
 }
 
 export interface SpawnOptions {
@@ -107,12 +124,21 @@ export interface ExecaRunnerOptions {
 /** Runs real commands with execa 9. */
 export class ExecaRunner implements Runner {
   private readonly spawner?: Spawner;
+  /** Set only with a helper (Runner.program). */
+  readonly program?: (source: string, opts: ProgramOptions) => RunningProgram;
 
   constructor(
     private readonly defaults: ExecaRunnerOptions = {},
     shared?: Spawner,
   ) {
-    this.spawner = shared ?? (defaults.helper ? helperSpawner(defaults) : undefined);
+    const spawner = shared ?? (defaults.helper ? helperSpawner(defaults) : undefined);
+    this.spawner = spawner;
+    if (spawner) {
+      this.program = (source, opts) => {
+        const netns = opts.netns ?? this.defaults.netns;
+        return spawner.program(source, { ...(netns ? { netns } : {}), onOut: opts.onOutput, onEnd: opts.onEnd });
+      };
+    }
   }
 
   /**

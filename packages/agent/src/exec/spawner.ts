@@ -26,6 +26,13 @@
  * timeout or a signal, or never started). stdout and stderr are UTF-8,
  * invalid bytes replaced. stdin closed: the helper exits (commands still
  * running finish on their own).
+ *
+ * Programs: `{id, program, netns?}` runs a small python3 program in a thread
+ * of the helper — in that network namespace (setns moves only the thread),
+ * with `emit(text)` and `stopping` (an Event it must watch) — instead of in a
+ * python3 process of its own (~9 MiB each). What it emits comes as
+ * `{id, out}`; its end as the usual last answer. `{stop: id}` sets its event.
+ * The nftables event monitor (adapters/nft-monitor.ts) runs this way.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { PYTHON3 } from './python.js';
@@ -51,9 +58,15 @@ lock = threading.Lock()
 # maps every big block on its own and unmaps it when freed.
 try:
     import ctypes
-    ctypes.CDLL(None).mallopt(-3, 128 << 10)
-except (ImportError, OSError, AttributeError):
+    libc = ctypes.CDLL(None, use_errno=True)
+except (ImportError, OSError):
+    libc = None
+try:
+    libc.mallopt(-3, 128 << 10)
+except AttributeError:
     pass  # not glibc: its own policy stands
+CLONE_NEWNET = 0x40000000
+programs = {}  # id of a running program -> its stop event
 
 
 def send(m):
@@ -105,9 +118,37 @@ def run(req):
     send(m)
 
 
+def enter_netns(name):
+    # setns(CLONE_NEWNET) moves only the calling thread: the program's own.
+    if libc is None or not name or '/' in name or name in ('.', '..'):
+        raise OSError(errno.EINVAL, 'cannot enter network namespace %r' % name)
+    fd = os.open('/run/netns/' + name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            n = ctypes.get_errno()
+            raise OSError(n, 'setns %s: %s' % (name, os.strerror(n)))
+    finally:
+        os.close(fd)
+
+
+def program(req):
+    # A program runs in this thread with emit(text) and stopping (an Event it must watch).
+    rid = req['id']
+    stopping = threading.Event()
+    programs[rid] = stopping
+    try:
+        if req.get('netns'):
+            enter_netns(req['netns'])
+        code = compile(req['program'], '<program %d>' % rid, 'exec')
+        exec(code, {'__name__': '__program__', 'emit': lambda t: send({'id': rid, 'out': t}), 'stopping': stopping})
+    finally:
+        programs.pop(rid, None)
+    send({'id': rid, 'stdout': '', 'stderr': '', 'exitCode': 0})
+
+
 def guarded(req):
     try:
-        run(req)
+        (program if 'program' in req else run)(req)
     except Exception as e:
         send({'id': req.get('id'), 'error': 'helper: %r' % e, 'stdout': '', 'stderr': ''})
 
@@ -117,6 +158,11 @@ for line in iter(sys.stdin.buffer.readline, b''):
         req = json.loads(line)
     except ValueError as e:
         sys.stderr.write('spawn helper: not a request: %s\n' % e)
+        continue
+    if 'stop' in req:
+        ev = programs.get(req['stop'])
+        if ev:
+            ev.set()
         continue
     threading.Thread(target=guarded, args=(req,), daemon=True).start()
     # A request can carry megabytes (nft -f's input): hold none of it while waiting for the next.
@@ -129,12 +175,24 @@ interface Pending {
   /** The helper process it was sent to. */
   helper: ChildProcess;
   onSpawn?: (pid: number | undefined) => void;
+  /** A program's output. */
+  onOut?: (text: string) => void;
+  /** A command (not a program): the helper keeps the agent alive while it runs. */
+  held: boolean;
   resolve: (r: SpawnerResult) => void;
+}
+
+/** A program running in the helper. */
+export interface HelperProgram {
+  /** Asks it to end (it sees its `stopping` event set); its end is not reported. */
+  stop(): void;
 }
 
 export class Spawner {
   private child?: ChildProcess;
   private seq = 0;
+  /** Commands in flight (programs are not counted). */
+  private held = 0;
   private readonly pending = new Map<number, Pending>();
 
   /** `interpreter`: the python3 to run the helper with (check it with `pythonAvailable` first). */
@@ -149,10 +207,30 @@ export class Spawner {
     const child = this.start();
     const id = ++this.seq;
     return new Promise<SpawnerResult>((resolve) => {
-      this.pending.set(id, { helper: child, resolve, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
+      this.pending.set(id, { helper: child, resolve, held: true, ...(opts.onSpawn ? { onSpawn: opts.onSpawn } : {}) });
+      this.held++;
       this.hold(true);
       child.stdin?.write(`${JSON.stringify({ id, file, args, input: opts.input ?? '', timeoutMs: opts.timeoutMs })}\n`);
     });
+  }
+
+  /**
+   * Runs a python3 program in a thread of the helper (see the protocol
+   * above): `onOut` gets what it emits, `onEnd` its end (`error` set when it
+   * raised, or the helper went). Not reported after `stop()`. A running
+   * program does not keep the agent alive.
+   */
+  program(source: string, opts: { netns?: string; onOut: (text: string) => void; onEnd: (error?: string) => void }): HelperProgram {
+    const child = this.start();
+    const id = ++this.seq;
+    this.pending.set(id, { helper: child, held: false, onOut: opts.onOut, resolve: (r) => opts.onEnd(r.error) });
+    if (this.held === 0) this.hold(false);
+    child.stdin?.write(`${JSON.stringify({ id, program: source, ...(opts.netns ? { netns: opts.netns } : {}) })}\n`);
+    return {
+      stop: () => {
+        if (this.pending.delete(id) && this.child === child) child.stdin?.write(`${JSON.stringify({ stop: id })}\n`);
+      },
+    };
   }
 
   close(): void {
@@ -188,7 +266,7 @@ export class Spawner {
       }
       const first = [...parts, lines[0]].join('');
       parts = [lines[lines.length - 1]];
-      for (const line of [first, ...lines.slice(1, -1)]) if (line) this.answer(JSON.parse(line) as { id: number; pid?: number } & Partial<SpawnerResult>);
+      for (const line of [first, ...lines.slice(1, -1)]) if (line) this.answer(JSON.parse(line) as { id: number; pid?: number; out?: string } & Partial<SpawnerResult>);
     });
     // Commands in flight when the helper ends (or could not start): their outcome is unknown; report them as failed.
     // 'close', not 'exit': answers already in the pipe are read first.
@@ -196,8 +274,7 @@ export class Spawner {
       if (this.child === child) this.child = undefined;
       for (const [id, p] of this.pending) {
         if (p.helper !== child) continue;
-        this.pending.delete(id);
-        p.resolve({ stdout: '', stderr: '', error: why });
+        this.settle(id, p, { stdout: '', stderr: '', error: why });
       }
     };
     child.on('error', (e) => gone(`the command helper (${this.interpreter}) could not run: ${e.message}`));
@@ -205,15 +282,23 @@ export class Spawner {
     return child;
   }
 
-  private answer(m: { id: number; pid?: number } & Partial<SpawnerResult>): void {
+  private answer(m: { id: number; pid?: number; out?: string } & Partial<SpawnerResult>): void {
     const p = this.pending.get(m.id);
     if (!p) return;
+    if (m.out !== undefined) {
+      p.onOut?.(m.out);
+      return;
+    }
     if (m.pid !== undefined && m.stdout === undefined) {
       p.onSpawn?.(m.pid);
       return;
     }
-    this.pending.delete(m.id);
-    if (this.pending.size === 0) this.hold(false);
-    p.resolve({ stdout: m.stdout ?? '', stderr: m.stderr ?? '', ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}), ...(m.error ? { error: m.error } : {}) });
+    this.settle(m.id, p, { stdout: m.stdout ?? '', stderr: m.stderr ?? '', ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}), ...(m.error ? { error: m.error } : {}) });
+  }
+
+  private settle(id: number, p: Pending, r: SpawnerResult): void {
+    this.pending.delete(id);
+    if (p.held && --this.held === 0) this.hold(false);
+    p.resolve(r);
   }
 }

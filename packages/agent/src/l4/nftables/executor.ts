@@ -45,7 +45,8 @@ export class NftExecutor {
     if (spawn && opts.persistent !== false) {
       const netns = opts.netns ? { netns: opts.netns } : {};
       this.session = new NftSession({ spawn }, netns);
-      this.monitor = new NftMonitor({ spawn }, { table: opts.table, ...netns, ...(opts.monitorSource ? { source: opts.monitorSource } : {}), isOwn: (pid) => pid === this.session?.pid || this.ownPids.includes(pid) });
+      const program = runner.program?.bind(runner);
+      this.monitor = new NftMonitor({ spawn, ...(program ? { program } : {}) }, { table: opts.table, ...netns, ...(opts.monitorSource ? { source: opts.monitorSource } : {}), isOwn: (pid) => pid === this.session?.pid || this.ownPids.includes(pid) });
     }
   }
 
