@@ -92,7 +92,7 @@ function start(args: string[]): ChildProcess {
 }
 
 async function stopChild(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null) return;
+  if (c.exitCode !== null || c.signalCode !== null) return;
   const exited = new Promise((r) => c.once('exit', r));
   c.kill('SIGTERM');
   await exited;

@@ -46,7 +46,7 @@ export function startSwitchyard(args: string[], ready: RegExp, env: NodeJS.Proce
 }
 
 export async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;

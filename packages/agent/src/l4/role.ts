@@ -290,7 +290,8 @@ export class L4Role implements AgentRole {
       services: this.desired.size,
       reports: this.flatReports,
     });
-    this.log.debug({ full, revision, changed: changed.size, ms: Math.round(performance.now() - started) }, 'synced');
+    // Full passes (the first, relists, the periodic resync) at info: how long one takes is an operator's question.
+    this.log[full ? 'info' : 'debug']({ full, revision, changed: changed.size, ms: Math.round(performance.now() - started) }, 'synced');
     if (outcome.failed) throw new Error('some services were not applied');
     return outcome.recheckMs !== undefined ? { recheckMs: outcome.recheckMs } : {};
   }
