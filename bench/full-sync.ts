@@ -78,9 +78,11 @@ runMain(async () => {
     const hostId = `fs-${r}`;
     const status = async (): Promise<Status> => JSON.parse((await etcd.get(keys.hosts.status(hostId)).string()) ?? '{}') as Status;
     const t0 = performance.now();
+    // BENCH_AGENT_NODE_ARGS: node flags for the agent alone (e.g. --cpu-prof).
+    const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
     agent = spawn(
       process.execPath,
-      [CLI, 'agent', '--host-id', hostId, '--etcd', server.url, '--prefix', prefix, '--dataplane', 'nftables', '--netns', NS, '--nft-table', TABLE, '--resync', `${RESYNC_MS}ms`, '--flush-on-exit', '--log-level', 'warn'],
+      [...nodeArgs, CLI, 'agent', '--host-id', hostId, '--etcd', server.url, '--prefix', prefix, '--dataplane', 'nftables', '--netns', NS, '--nft-table', TABLE, '--resync', `${RESYNC_MS}ms`, '--flush-on-exit', '--log-level', 'warn'],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     for (;;) {
