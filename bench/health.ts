@@ -15,6 +15,8 @@
  * process, whose CPU is reported too: on a real network the backends are
  * other machines) accepts them all.
  *
+ * The agent is the built CLI (`npm run build` first), as users run it.
+ *
  * `--backends 0,1000` runs the checks once per value: 0 gives every server
  * its own address (50,000 endpoints, the worst case); B > 0 draws the 5
  * servers of service i from B backends (i mod B), as when many VIPs front one
@@ -86,7 +88,13 @@ async function run(label: string, health: boolean, etcdUrl: string, port: number
     }
     const metricsPort = await freePort();
     const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-    const agent = await startSwitchyard(['agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'info', '--metrics-listen', `127.0.0.1:${metricsPort}`], /agent started/);
+    // The built CLI, as users run it (run `npm run build` first): from the sources, tsx would load into the checker's thread too.
+    const agent = await startSwitchyard(
+      ['agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'dry-run', '--log-level', 'info', '--metrics-listen', `127.0.0.1:${metricsPort}`],
+      /agent started/,
+      {},
+      { built: true, ...(process.env.BENCH_DEBUG ? { onOutput: (d: string) => process.stderr.write(d) } : {}) },
+    );
     const pid = agent.pid as number;
     const statusKey = coord.ctx.keys.hosts.status(hostId);
     const status = async () => {

@@ -29,10 +29,20 @@ export async function benchEtcd(): Promise<EmbeddedEtcd & { cleanup(): Promise<v
 }
 
 const CLI = fileURLToPath(new URL('../packages/cli/src/main.ts', import.meta.url));
+const BUILT_CLI = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 
-/** Starts `switchyard <args>` and resolves once `ready` matches its output. */
-export function startSwitchyard(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `switchyard <args>` and resolves once `ready` matches its output:
+ * from the TypeScript sources through tsx, or with `built` the CLI as users
+ * run it (`npm run build` first; no tsx in the process or its threads).
+ */
+export function startSwitchyard(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}, opts: { built?: boolean; onOutput?: (d: string) => void } = {}): Promise<ChildProcess> {
+  const argv = opts.built ? [BUILT_CLI, ...args] : ['--conditions=source', '--import', 'tsx', CLI, ...args];
+  const child = spawn(process.execPath, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (opts.onOutput) {
+    child.stdout?.on('data', (d: Buffer) => opts.onOutput?.(String(d)));
+    child.stderr?.on('data', (d: Buffer) => opts.onOutput?.(String(d)));
+  }
   let out = '';
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
