@@ -31,11 +31,11 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { atomically, chunkPuts, INITIAL_GENERATION, ServiceInput, toService, type Service } from '@switchyard/shared';
+import { ServiceInput, toService, type Service } from '@switchyard/shared';
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
 import { startAgent, type AgentConfigInput, type RunningAgent } from '../packages/agent/src/index.js';
 import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
-import { benchEtcd, benchServiceInput, median, percentile } from './lib.js';
+import { benchEtcd, benchServiceInput, median, percentile, preloadServices } from './lib.js';
 
 const { values } = parseArgs({
   options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'agent-process': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
@@ -235,10 +235,7 @@ async function main(): Promise<void> {
       // Preload straight into etcd (valid Service JSON, in the initial
       // generation, in transactions under etcd's default limits): nobody reads yet.
       const services = Array.from({ length: n }, (_, i) => toService(ServiceInput.parse(service(i))));
-      let preloadRev = 0;
-      for (const chunk of chunkPuts(services.map((s) => [coord.ctx.keys.l4.service(INITIAL_GENERATION, s.id), JSON.stringify(s)]))) {
-        preloadRev = Number((await atomically(coord.ctx.etcd, chunk)).header.revision);
-      }
+      const preloadRev = await preloadServices(coord.ctx.etcd, coord.ctx.keys, services);
       for (const dataplane of values['churn-only'] ? [] : (['dry-run', 'nftables'] as const)) {
         for (const s of SETTINGS) {
           const hostId = `bench-${dataplane}-${s.key}`;

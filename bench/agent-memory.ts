@@ -20,8 +20,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
-import { atomically, chunkPuts, INITIAL_GENERATION, keyspace, ServiceInput, toService } from '@switchyard/shared';
-import { benchEtcd, benchServiceInput, median, runMain } from './lib.js';
+import { keyspace, ServiceInput, toService } from '@switchyard/shared';
+import { benchEtcd, benchServiceInput, median, preloadServices, runMain } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' } } });
 const N = Number(values.services);
@@ -145,10 +145,7 @@ async function main(): Promise<void> {
     const prefix = '/bench-mem';
     const keys = keyspace(prefix);
     const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i))));
-    let rev = 0;
-    for (const chunk of chunkPuts(services.map((s) => [keys.l4.service(INITIAL_GENERATION, s.id), JSON.stringify(s)]))) {
-      rev = Number((await atomically(etcd, chunk)).header.revision);
-    }
+    const rev = await preloadServices(etcd, keys, services);
     for (const [dataplane, semi] of [['dry-run', 0], ['nftables', 0], ['nftables', 1]] as const) {
       const hostId = `mem-${dataplane}${semi || ''}`;
       const args = [...(semi ? [`--max-semi-space-size=${semi}`] : []), CLI, 'agent', '--host-id', hostId, '--etcd', etcdServer.url, '--prefix', prefix, '--dataplane', dataplane, '--log-level', 'warn'];

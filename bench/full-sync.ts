@@ -28,9 +28,9 @@ import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
-import { atomically, chunkPuts, INITIAL_GENERATION, keyspace, ServiceInput, toService } from '@switchyard/shared';
+import { keyspace, ServiceInput, toService } from '@switchyard/shared';
 import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
-import { benchEtcd, benchServiceInput, median, runMain, stop } from './lib.js';
+import { benchEtcd, benchServiceInput, median, preloadServices, runMain, stop } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '5' } } });
 const N = Number(values.services);
@@ -60,10 +60,7 @@ runMain(async () => {
     const prefix = '/bench-full-sync';
     const keys = keyspace(prefix);
     const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(benchServiceInput(i))));
-    let rev = 0;
-    for (const chunk of chunkPuts(services.map((x) => [keys.l4.service(INITIAL_GENERATION, x.id), JSON.stringify(x)]))) {
-      rev = Number((await atomically(etcd, chunk)).header.revision);
-    }
+    const rev = await preloadServices(etcd, keys, services);
 
     // The floor: nft -f of the same script alone, into an empty namespace table.
     const script = renderNftScript(`${TABLE}a`, planNft({ desired: new Map(services.map((x) => [x.id, serviceObjects(x).objects])), observed: emptyObserved() }));

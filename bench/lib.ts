@@ -7,6 +7,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Etcd3 } from 'etcd3';
+import { atomically, chunkPuts, INITIAL_GENERATION, type Keyspace, type Service } from '@switchyard/shared';
 import { freePort, startEtcd, type EmbeddedEtcd } from '../packages/cli/src/embedded-etcd.js';
 
 export { freePort };
@@ -145,3 +147,16 @@ request = function()
   return wrk.format("GET", "/services/" .. ids[(counter % #ids) + 1])
 end
 `;
+
+/**
+ * Writes services straight into etcd (valid Service JSON, under the initial
+ * generation, in transactions within etcd's default limits) before anyone
+ * reads them; resolves with the revision of the last write.
+ */
+export async function preloadServices(etcd: Etcd3, keys: Keyspace, services: Service[]): Promise<number> {
+  let revision = 0;
+  for (const chunk of chunkPuts(services.map((s) => [keys.l4.service(INITIAL_GENERATION, s.id), JSON.stringify(s)]))) {
+    revision = Number((await atomically(etcd, chunk)).header.revision);
+  }
+  return revision;
+}

@@ -23,11 +23,11 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
-import { atomically, chunkPuts, INITIAL_GENERATION, ServiceInput, toService } from '@switchyard/shared';
+import { ServiceInput, toService } from '@switchyard/shared';
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
 import { ConntrackAdapter } from '../packages/agent/src/adapters/conntrack.js';
 import { ExecaRunner } from '../packages/agent/src/exec/runner.js';
-import { benchEtcd, freePort, startSwitchyard, stop } from './lib.js';
+import { benchEtcd, freePort, preloadServices, startSwitchyard, stop } from './lib.js';
 
 const run = promisify(execFile);
 const { values } = parseArgs({
@@ -155,10 +155,7 @@ async function main(): Promise<void> {
     const prefix = '/bench-feedback';
     const coord = await buildCoordinator({ etcd: [etcd.url], prefix, listen: { host: '127.0.0.1', port: 0 }, logLevel: 'silent' });
     const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i))));
-    let preloadRev = 0;
-    for (const chunk of chunkPuts(services.map((s) => [coord.ctx.keys.l4.service(INITIAL_GENERATION, s.id), JSON.stringify(s)]))) {
-      preloadRev = Number((await atomically(coord.ctx.etcd, chunk)).header.revision);
-    }
+    const preloadRev = await preloadServices(coord.ctx.etcd, coord.ctx.keys, services);
     await coord.close();
 
     // 1. Baseline: the same agent without the feedback.
