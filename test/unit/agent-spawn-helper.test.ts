@@ -189,7 +189,8 @@ describe('commands started from the helper process', () => {
       await s.run('true', [], { timeoutMs: 5000 });
       const helper = s.helperPid as number;
       const threads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${helper}/status`, 'utf8'))?.[1]);
-      const idleThreads = threads();
+      // Idle, the helper is its main thread alone (a command's thread ends just after its answer).
+      const idleThreads = 1;
 
       // Emits, then ends by itself.
       const out: string[] = [];
@@ -207,6 +208,7 @@ describe('commands started from the helper process', () => {
       expect(nons).toMatch(/No such file|ENOENT|Errno 2/);
 
       // Runs until stopped; meanwhile commands go on; after stop its thread ends and its end is not reported.
+      await until(() => threads() === idleThreads);
       const ticks: string[] = [];
       let ended = false;
       const p = s.program("while not stopping.wait(0.05):\n    emit('tick\\n')", { onOut: (t) => ticks.push(t), onEnd: () => (ended = true) });
