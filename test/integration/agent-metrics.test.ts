@@ -42,14 +42,19 @@ it('serves sync timings, the applied revision, the lag and the objects it keeps'
   expect(agent.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
 
   await callOk(c, 'POST', '/services', { host: '10.7.0.1', port: 80, servers: [{ host: '10.8.0.1', port: 80 }, { host: '10.8.0.2', port: 80 }] });
-  await callOk(c, 'POST', '/services', { host: '10.7.0.2', port: 80, servers: [{ host: '10.8.0.3', port: 80 }] });
+  const { revision: l4Write } = await callOk(c, 'POST', '/services', { host: '10.7.0.2', port: 80, servers: [{ host: '10.8.0.3', port: 80 }] });
+  expect(l4Write).toBeGreaterThan(0);
   await callOk(c, 'PUT', '/cen/mcen');
   await callOk(c, 'PUT', '/host/mh1/mctr1/mcen');
   await callOk(c, 'POST', '/cen/make', ['mcen']);
 
+  // Caught up: the L4 role has applied the last service write (the applied
+  // revision is the L4 role's, as at GET /hosts) and the topology role holds
+  // the container. A lag of 0 alone is not enough: a role's watch may not have
+  // delivered the writes yet.
   const text = await eventually(async () => {
     const t = await scrape(agent);
-    const caughtUp = (sample(t, 'switchyard_agent_applied_revision') ?? 0) > 0 && sample(t, 'switchyard_agent_objects', { dataplane: 'dry-run', kind: 'container' }) === 1;
+    const caughtUp = (sample(t, 'switchyard_agent_applied_revision') ?? 0) >= l4Write && sample(t, 'switchyard_agent_objects', { dataplane: 'dry-run', kind: 'container' }) === 1;
     return caughtUp && sample(t, 'switchyard_agent_revision_lag') === 0 ? t : undefined;
   }, 15_000);
   // The same revision GET /hosts/<id> reports.
