@@ -23,10 +23,10 @@ import { selectDataplane } from './l4/select.js';
 import { inThreadHealthChecks, threadedHealthChecks, type Prober } from './l4/health/index.js';
 import { createLogger } from './log.js';
 import { HeapCompactor } from './memory.js';
-import { AgentMetrics } from './metrics.js';
-import { serveMetrics } from './metrics-server.js';
 import { Registration } from './registration.js';
 import type { AgentRole, RoleContext } from './role.js';
+import type { SyncObserver } from './loop.js';
+import type { MetricsServer } from './metrics-server.js';
 import { StatusReporter } from './status.js';
 import { TopologyRole } from './leviathan/role.js';
 
@@ -47,6 +47,9 @@ export interface AgentDeps {
   prober?: Prober;
 }
 
+/** Sync passes reported to nobody (no --metrics-listen). */
+const NO_METRICS: SyncObserver = { synced: () => undefined, failed: () => undefined };
+
 export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}): Promise<RunningAgent> {
   const config = AgentConfig.parse(input);
   if (config.nftDrIngress && config.nftDrDevice === undefined) throw new Error('--nft-dr-ingress needs --nft-dr-device (the interface the real servers are on)');
@@ -65,9 +68,10 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const etcd = createEtcdClient({ hosts: etcdHosts, access });
   const l4 = await selectDataplane(config, runner, etcd, keys, log);
   const status = new StatusReporter(etcd, keys, config.hostId, l4.name, log.child({ component: 'status' }));
-  const metrics = new AgentMetrics();
+  // prom-client and the endpoint are loaded only for --metrics-listen: an agent without it keeps no metrics.
+  const metrics = config.metricsListen ? new (await import('./metrics.js')).AgentMetrics() : undefined;
   const compactor = new HeapCompactor(log.child({ component: 'memory' }));
-  const syncObserver = (role: string) => compactor.wrap(metrics.syncObserver(role));
+  const syncObserver = (role: string) => compactor.wrap(metrics?.syncObserver(role) ?? NO_METRICS);
   const ctx: RoleContext = { config, etcd, keys, runner, status, log, syncObserver };
   // nftables counts connections for least-connection schedulers and thresholds through conntrack (l4/feedback).
   const connections = l4.name === 'nftables' && config.nftFeedbackIntervalMs > 0 ? new ConntrackAdapter(runner, config.netns) : undefined;
@@ -85,7 +89,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
     ),
     new TopologyRole(ctx),
   ];
-  metrics.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });
+  metrics?.observe({ appliedRevision: () => status.current()?.appliedRevision ?? 0, roles: () => roles });
   const record: AgentRegistration = {
     id: config.hostId,
     dataplane: l4.name,
@@ -96,12 +100,14 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
     roles: roles.map((r) => r.name),
   };
   // Before anything runs: a taken port must fail the start, not leave roles behind.
-  const metricsServer = config.metricsListen
-    ? await serveMetrics(metrics, config.metricsListen, log.child({ component: 'metrics' })).catch((e: unknown) => {
-        etcd.close();
-        throw e;
-      })
-    : undefined;
+  let metricsServer: MetricsServer | undefined;
+  if (metrics && config.metricsListen) {
+    const { serveMetrics } = await import('./metrics-server.js');
+    metricsServer = await serveMetrics(metrics, config.metricsListen, log.child({ component: 'metrics' })).catch((e: unknown) => {
+      etcd.close();
+      throw e;
+    });
+  }
   const registration = new Registration(etcd, keys, record, config.leaseTtlSeconds, log.child({ component: 'registration' }));
   registration.start();
   for (const r of roles) await r.start();

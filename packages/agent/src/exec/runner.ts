@@ -3,8 +3,14 @@
  * Every adapter (ip, nft, ipvsadm) takes a `Runner`, so tests swap in the
  * `FakeRunner` and compare the exact argv and stdin, and `--netns` is applied
  * in one place (`ip netns exec <ns> <cmd> …`).
+ *
+ * Commands (`run`) go through the spawn helper, or through execa where there
+ * is none; execa is imported on the first such command, not at start (loading
+ * its ~100 modules costs an idle agent ~4 MiB, BENCHMARKS.md issue 14).
+ * Long-lived processes (`spawn`: `nft -i`, `conntrack -E`), whose streams the
+ * caller reads itself, are started with node's own `spawn` (argv, no shell).
  */
-import { execa } from 'execa';
+import { spawn as spawnChild, type ChildProcess } from 'node:child_process';
 import { PYTHON3, pythonAvailable } from './python.js';
 import { Spawner } from './spawner.js';
 
@@ -121,7 +127,7 @@ export interface ExecaRunnerOptions {
   logger?: { warn(obj: object, msg: string): void };
 }
 
-/** Runs real commands with execa 9. */
+/** Runs real commands: through the spawn helper, else with execa 9 (see the top of this file). */
 export class ExecaRunner implements Runner {
   private readonly spawner?: Spawner;
   /** Set only with a helper (Runner.program). */
@@ -166,6 +172,7 @@ export class ExecaRunner implements Runner {
       if (out.exitCode !== 0 && !opts.allowFail) throw new CommandError([file, ...argv], out.exitCode, out.stderr, out.stdout);
       return out;
     }
+    const { execa } = await import('execa');
     const sub = execa(file, argv, {
       input: opts.input ?? '',
       reject: false,
@@ -186,16 +193,26 @@ export class ExecaRunner implements Runner {
 
   spawn(cmd: string, args: string[], opts: SpawnOptions): Spawned {
     const [file, argv] = wrapNetns(cmd, args, opts.netns ?? this.defaults.netns);
-    const child = execa(file, argv, { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, env: { LC_ALL: 'C' } });
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => opts.onStdout?.(d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => opts.onStderr?.(d));
+    const child = spawnChild(file, argv, { stdio: 'pipe', env: { ...process.env, LC_ALL: 'C' } });
+    killOnExit(child);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => opts.onStdout?.(d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => opts.onStderr?.(d));
     // A write to a process that has just died: the exit callback reports it.
-    child.stdin?.on('error', () => undefined);
-    void child.then((res) => opts.onExit?.(res.exitCode ?? undefined));
+    child.stdin.on('error', () => undefined);
+    // A command that cannot start (ENOENT) ends like one that exited: no code.
+    let exited = false;
+    const exit = (code: number | undefined) => {
+      if (exited) return;
+      exited = true;
+      opts.onExit?.(code);
+    };
+    child.on('error', () => exit(undefined));
+    // 'close', not 'exit': its output has been read by then.
+    child.on('close', (code) => exit(code ?? undefined));
     return {
       pid: child.pid,
-      write: (text) => void child.stdin?.write(text),
-      end: () => void child.stdin?.end(),
+      write: (text) => void child.stdin.write(text),
+      end: () => void child.stdin.end(),
       kill: () => void child.kill('SIGKILL'),
     };
   }
@@ -213,6 +230,24 @@ export class ExecaRunner implements Runner {
     child.end();
     return { stop: () => child.kill(), ended };
   }
+}
+
+/** Long-lived children still running: killed when the agent's process exits, however it exits (as execa's `cleanup` does). */
+const running = new Set<ChildProcess>();
+
+function killOnExit(child: ChildProcess): void {
+  if (running.size === 0) process.once('exit', killRunning);
+  running.add(child);
+  child.once('close', () => {
+    running.delete(child);
+    if (running.size === 0) process.off('exit', killRunning);
+  });
+  // A command that cannot start emits 'error' and 'close' and has no process.
+  child.once('error', () => undefined);
+}
+
+function killRunning(): void {
+  for (const c of running) c.kill('SIGKILL');
 }
 
 /** The spawn helper, or undefined (with a warning) when its python3 is not there. */

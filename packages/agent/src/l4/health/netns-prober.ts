@@ -4,10 +4,14 @@
  * shell). If the worker dies, its pending probes resolve without a verdict
  * (they count neither way) and the next probe starts a new worker.
  */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
 import type { Prober, ProbeResult, ProbeSpec } from './probe.js';
+
+/** The worker process: stdin and stdout piped, stderr the agent's. */
+type Worker = ChildProcessByStdio<Writable, Readable, null>;
 
 type Pending = (r: ProbeResult | undefined) => void;
 
@@ -23,7 +27,7 @@ function workerArgv(): string[] {
 }
 
 export class NetnsProber implements Prober {
-  private worker?: ResultPromise;
+  private worker?: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private buffer: string[] = [];
@@ -35,15 +39,22 @@ export class NetnsProber implements Prober {
     private readonly log: ProberLog,
   ) {}
 
-  private start(): ResultPromise {
-    const child = execa('ip', ['netns', 'exec', this.netns, process.execPath, ...workerArgv()], {
-      stdin: 'pipe',
-      stdout: 'pipe',
-      stderr: 'inherit',
-      buffer: false,
-      reject: false,
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+  private start(): Worker {
+    const child = spawn('ip', ['netns', 'exec', this.netns, process.execPath, ...workerArgv()], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let ended = false;
+    const onEnd = (exitCode: number | null) => {
+      if (ended) return;
+      ended = true;
+      if (this.worker === child) this.worker = undefined;
+      if (!this.closed) this.log.warn({ exitCode, netns: this.netns }, 'health probe worker exited; restarting on the next probe');
+      for (const done of this.pending.values()) done(undefined);
+      this.pending.clear();
+    };
+    child.on('error', () => onEnd(null));
+    child.on('close', (code) => onEnd(code));
+    // A write after the worker died: 'close' settles its probes.
+    child.stdin.on('error', () => undefined);
+    createInterface({ input: child.stdout }).on('line', (line) => {
       try {
         const { id, result } = JSON.parse(line) as { id: number; result: ProbeResult };
         const done = this.pending.get(id);
@@ -52,12 +63,6 @@ export class NetnsProber implements Prober {
       } catch {
         /* a torn line: its probe resolves when the worker goes */
       }
-    });
-    void child.then((res) => {
-      if (this.worker === child) this.worker = undefined;
-      if (!this.closed) this.log.warn({ exitCode: res.exitCode, netns: this.netns }, 'health probe worker exited; restarting on the next probe');
-      for (const done of this.pending.values()) done(undefined);
-      this.pending.clear();
     });
     return child;
   }
@@ -75,7 +80,7 @@ export class NetnsProber implements Prober {
           this.flushing = false;
           const text = this.buffer.join('');
           this.buffer = [];
-          this.worker?.stdin?.write(text);
+          this.worker?.stdin.write(text);
         });
       }
     });
@@ -86,8 +91,8 @@ export class NetnsProber implements Prober {
     const w = this.worker;
     this.worker = undefined;
     if (w) {
-      w.stdin?.end();
-      await Promise.race([w, new Promise((r) => setTimeout(r, 1000))]);
+      w.stdin.end();
+      if (w.exitCode === null && w.signalCode === null) await Promise.race([new Promise((r) => w.once('close', r)), new Promise((r) => setTimeout(r, 1000))]);
       w.kill('SIGKILL');
     }
     for (const done of this.pending.values()) done(undefined);
