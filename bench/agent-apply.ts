@@ -35,7 +35,7 @@ import { ServiceInput, toService, type Service } from '@switchyard/shared';
 import { buildCoordinator } from '../packages/coordinator/src/index.js';
 import { startAgent, type AgentConfigInput, type RunningAgent } from '../packages/agent/src/index.js';
 import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
-import { benchEtcd, benchServiceInput, median, percentile, preloadServices } from './lib.js';
+import { agentLaunch, benchEtcd, benchServiceInput, median, percentile, preloadServices } from './lib.js';
 
 const { values } = parseArgs({
   options: { services: { type: 'string', default: '1000,10000' }, changes: { type: 'string', default: '60' }, 'skip-rss': { type: 'boolean', default: false }, 'churn-only': { type: 'boolean', default: false }, 'agent-process': { type: 'boolean', default: false }, 'skip-churn': { type: 'boolean', default: false }, settle: { type: 'string', default: '300' }, settings: { type: 'string', default: 'before,after' } },
@@ -83,10 +83,10 @@ async function agentProcess(coord: Coord, etcdUrl: string, prefix: string, hostI
     applied = Math.max(applied, (JSON.parse(kv.value.toString()) as { appliedRevision: number }).appliedRevision);
   });
   const cli = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
-  // BENCH_AGENT_NODE_ARGS: node flags for the agent alone (e.g. --cpu-prof).
-  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const { nodeArgs, env } = agentLaunch();
   const child = spawn(process.execPath, [...nodeArgs, cli, 'agent', '--host-id', hostId, '--etcd', etcdUrl, '--prefix', prefix, '--dataplane', 'nftables', '--netns', NS, '--nft-table', table, '--resync', '2s', '--flush-on-exit', '--log-level', 'warn'], {
     stdio: ['ignore', 'inherit', 'inherit'],
+    env,
   });
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return {

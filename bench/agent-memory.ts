@@ -4,13 +4,15 @@
  * idle on an empty prefix and with 10,000 services × 5 servers applied with
  * nftables in a namespace, next to two baselines started in the same run:
  * a bare `node` process, and `node` holding one etcd3 watch on the prefix.
- * The agent runs with node's defaults and with `--max-semi-space-size=1`
- * (what docker-compose.yml sets through NODE_OPTIONS). Each figure is the median of 5 samples a second apart, taken once the
- * process has settled (with services: `--settle` seconds after its status
- * says it applied them, well before the first periodic resync at 1 min); the
- * peak (VmHWM) is printed too.
+ * The agent runs with node's defaults, with `--max-semi-space-size=1`, and
+ * as docker-compose.yml runs it (that flag through NODE_OPTIONS,
+ * MALLOC_MMAP_THRESHOLD_=32768, and a metrics endpoint). Idle processes are sampled every 5 s over
+ * `--idle-window` seconds once settled (their RSS creeps between major GCs);
+ * with services, 5 samples a second apart `--settle` seconds after the
+ * status says applied (well before the first periodic resync at 1 min). Each
+ * figure is the median, next to the highest sample and the peak (VmHWM).
  *
- *   node --conditions=source --import tsx bench/agent-memory.ts [--services 10000] [--settle 10]
+ *   node --conditions=source --import tsx bench/agent-memory.ts [--services 10000] [--settle 10] [--idle-window 60] [--baseline-cli OTHER/packages/cli/dist/main.js]
  *
  * Needs root (it makes and removes the namespace symem-<random>).
  */
@@ -23,9 +25,13 @@ import { Etcd3 } from 'etcd3';
 import { keyspace, ServiceInput, toService } from '@switchyard/shared';
 import { benchEtcd, benchServiceInput, median, preloadServices, runMain } from './lib.js';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' } } });
+const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' }, 'idle-window': { type: 'string', default: '60' }, 'baseline-cli': { type: 'string' } } });
 const N = Number(values.services);
 const SETTLE_MS = Number(values.settle) * 1000;
+const IDLE_WINDOW_MS = Number(values['idle-window']) * 1000;
+/** What docker-compose.yml adds to the agent's environment besides NODE_OPTIONS, and a flag of its that loads more code. */
+const COMPOSE_ENV = { MALLOC_MMAP_THRESHOLD_: '32768' };
+const COMPOSE_FLAGS = ['--metrics-listen', '127.0.0.1:0'];
 const NS = `symem-${randomBytes(2).toString('hex')}`;
 const CLI = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 const ETCD3 = fileURLToPath(import.meta.resolve('etcd3'));
@@ -67,19 +73,31 @@ function childrenKib(pid: number): string {
   return parts.join(', ') || '—';
 }
 
-async function sample(pid: number): Promise<{ rss: number; hwm: number; tree: number; procs: number; children: string }> {
-  const xs: number[] = [];
-  const ts: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    xs.push(kib(pid, 'VmRSS'));
-    ts.push(treeKib(pid));
-    await sleep(1000);
-  }
-  return { rss: median(xs), hwm: kib(pid, 'VmHWM'), tree: median(ts), procs: tree(pid).length, children: childrenKib(pid) };
+interface Sample {
+  rss: number;
+  hwm: number;
+  tree: number;
+  procs: number;
+  children: string;
+  /** The highest RSS sampled. */
+  max: number;
+  samples: number;
 }
 
-function start(args: string[]): ChildProcess {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+/** RSS sampled `count` times, `everyMs` apart: the median (and the highest). */
+async function sample(pid: number, count = 5, everyMs = 1000): Promise<Sample> {
+  const xs: number[] = [];
+  const ts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    xs.push(kib(pid, 'VmRSS'));
+    ts.push(treeKib(pid));
+    if (i < count - 1) await sleep(everyMs);
+  }
+  return { rss: median(xs), hwm: kib(pid, 'VmHWM'), tree: median(ts), procs: tree(pid).length, children: childrenKib(pid), max: Math.max(...xs), samples: count };
+}
+
+function start(args: string[], env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
   child.stderr?.on('data', (d: Buffer) => {
     err += d;
@@ -116,8 +134,8 @@ async function main(): Promise<void> {
   const etcd = new Etcd3({ hosts: etcdServer.url });
   const children: ChildProcess[] = [];
   const rows: string[] = [];
-  const row = (what: string, m: { rss: number; hwm: number; tree: number; procs: number; children: string }, appliedS?: number) => {
-    rows.push(`| ${what} | ${mib(m.rss)} | ${mib(m.hwm)} | ${mib(m.tree)} (${m.procs}) | ${m.children} | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
+  const row = (what: string, m: Sample, appliedS?: number) => {
+    rows.push(`| ${what} | ${mib(m.rss)} (${m.samples}) | ${mib(m.max)} | ${mib(m.hwm)} | ${mib(m.tree)} (${m.procs}) | ${m.children} | ${appliedS === undefined ? '—' : `${appliedS.toFixed(2)} s`} |`);
     process.stderr.write(`${rows.at(-1)}\n`);
   };
   try {
@@ -133,30 +151,40 @@ async function main(): Promise<void> {
     const idle = start([...idleArgs, '--host-id', 'mem-idle', 'agent']);
     // With a 1 MiB young generation (V8 grows it to 16 MiB under a start's allocations, and keeps it).
     const idle1 = start(['--max-semi-space-size=1', ...idleArgs, '--host-id', 'mem-idle1', 'agent1']);
-    children.push(bare, watcher, idle, idle1);
+    // As docker-compose.yml runs it: that flag, glibc's malloc handing blocks of 32 KiB or more straight to mmap, and a metrics endpoint.
+    const idle2 = start(['--max-semi-space-size=1', ...idleArgs, ...COMPOSE_FLAGS, '--host-id', 'mem-idle2', 'agent2'], COMPOSE_ENV);
+    // --baseline-cli: the same, from another build (an earlier commit's packages/cli/dist/main.js).
+    const base = values['baseline-cli'] ? start(['--max-semi-space-size=1', values['baseline-cli'], ...idleArgs.slice(1), '--host-id', 'mem-idle-base', 'agent-base']) : undefined;
+    const idlers = [bare, watcher, idle, idle1, idle2, ...(base ? [base] : [])];
+    children.push(...idlers);
     await sleep(SETTLE_MS);
-    const [b, w, a, a1] = await Promise.all([sample(bare.pid!), sample(watcher.pid!), sample(idle.pid!), sample(idle1.pid!)]);
+    // An idle agent's RSS creeps between major GCs (its etcd member probes and
+    // keep-alives): sampled every 5 s over a window, not once.
+    const count = Math.max(1, Math.round(IDLE_WINDOW_MS / 5000));
+    const [b, w, a, a1, a2, a0] = await Promise.all(idlers.map((c) => sample(c.pid!, count, 5000)));
     row('bare `node`', b);
     row('`node` + one etcd3 watch', w);
     row('agent, idle (empty prefix, dry-run)', a);
     row('agent, idle, `node --max-semi-space-size=1`', a1);
-    await Promise.all([stopChild(bare), stopChild(watcher), stopChild(idle), stopChild(idle1)]);
+    row('agent, idle, as docker-compose.yml runs it (that flag, `MALLOC_MMAP_THRESHOLD_=32768`, `--metrics-listen`)', a2);
+    if (a0) row(`agent, idle, \`node --max-semi-space-size=1\`, baseline build (${values['baseline-cli']})`, a0);
+    await Promise.all(idlers.map(stopChild));
 
     const prefix = '/bench-mem';
     const keys = keyspace(prefix);
     const services = Array.from({ length: N }, (_, i) => toService(ServiceInput.parse(service(i))));
     const rev = await preloadServices(etcd, keys, services);
-    for (const [dataplane, semi] of [['dry-run', 0], ['nftables', 0], ['nftables', 1]] as const) {
-      const hostId = `mem-${dataplane}${semi || ''}`;
+    for (const [dataplane, semi, compose] of [['dry-run', 0, false], ['nftables', 0, false], ['nftables', 1, false], ['nftables', 1, true]] as const) {
+      const hostId = `mem-${dataplane}${semi || ''}${compose ? 'c' : ''}`;
       const args = [...(semi ? [`--max-semi-space-size=${semi}`] : []), CLI, 'agent', '--host-id', hostId, '--etcd', etcdServer.url, '--prefix', prefix, '--dataplane', dataplane, '--log-level', 'warn'];
-      if (dataplane === 'nftables') args.push('--netns', NS, '--nft-table', `symem${semi}`, '--flush-on-exit');
-      const agent = start([...args, hostId]);
+      if (dataplane === 'nftables') args.push('--netns', NS, '--nft-table', `symem${semi}${compose ? 'c' : ''}`, '--flush-on-exit');
+      const agent = start([...args, ...(compose ? COMPOSE_FLAGS : []), hostId], compose ? COMPOSE_ENV : {});
       children.push(agent);
       const t0 = performance.now();
       await waitApplied(etcd, prefix, hostId, rev);
       const appliedS = (performance.now() - t0) / 1000;
       await sleep(SETTLE_MS);
-      row(`agent, ${N.toLocaleString('en')} × 5 applied (${dataplane}${semi ? `, \`node --max-semi-space-size=${semi}\`` : ''})`, await sample(agent.pid!), appliedS);
+      row(`agent, ${N.toLocaleString('en')} × 5 applied (${dataplane}${semi ? `, \`node --max-semi-space-size=${semi}\`` : ''}${compose ? ', `MALLOC_MMAP_THRESHOLD_=32768`, `--metrics-listen`' : ''})`, await sample(agent.pid!), appliedS);
       await stopChild(agent);
     }
   } finally {
@@ -166,7 +194,7 @@ async function main(): Promise<void> {
     execFileSync('ip', ['netns', 'del', NS]);
   }
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  process.stdout.write(['| process | RSS (median of 5 samples) | peak (VmHWM) | with its child processes (how many) | child processes, MiB each | start → applied |', '| --- | --- | --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
+  process.stdout.write(['| process | RSS, median (samples) | highest sample | peak (VmHWM) | with its child processes (how many) | child processes, MiB each | start → applied |', '| --- | --- | --- | --- | --- | --- | --- |', ...rows, '', `load average at the end: ${load}`, ''].join('\n'));
 }
 
 runMain(main);

@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { keyspace, ServiceInput, toService } from '@switchyard/shared';
 import { emptyObserved, planNft, renderNftScript, serviceObjects } from '../packages/agent/src/l4/nftables/index.js';
-import { benchEtcd, benchServiceInput, median, preloadServices, runMain, stop } from './lib.js';
+import { agentLaunch, benchEtcd, benchServiceInput, median, preloadServices, runMain, stop } from './lib.js';
 
 const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '5' } } });
 const N = Number(values.services);
@@ -75,12 +75,11 @@ runMain(async () => {
     const hostId = `fs-${r}`;
     const status = async (): Promise<Status> => JSON.parse((await etcd.get(keys.hosts.status(hostId)).string()) ?? '{}') as Status;
     const t0 = performance.now();
-    // BENCH_AGENT_NODE_ARGS: node flags for the agent alone (e.g. --cpu-prof).
-    const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const { nodeArgs, env } = agentLaunch();
     agent = spawn(
       process.execPath,
       [...nodeArgs, CLI, 'agent', '--host-id', hostId, '--etcd', server.url, '--prefix', prefix, '--dataplane', 'nftables', '--netns', NS, '--nft-table', TABLE, '--resync', `${RESYNC_MS}ms`, '--flush-on-exit', '--log-level', 'warn'],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
+      { stdio: ['ignore', 'ignore', 'inherit'], env },
     );
     for (;;) {
       if ((await status()).appliedRevision! >= rev) break;

@@ -110,6 +110,17 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv = {}): ChildPr
   return child;
 }
 
+/**
+ * How benches start an agent process of their own: node flags from
+ * BENCH_AGENT_NODE_ARGS (e.g. `--cpu-prof`) and environment variables from
+ * BENCH_AGENT_ENV (e.g. `MALLOC_MMAP_THRESHOLD_=32768`), for the agent alone.
+ */
+export function agentLaunch(): { nodeArgs: string[]; env: NodeJS.ProcessEnv } {
+  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const extra = (process.env.BENCH_AGENT_ENV ?? '').split(' ').filter(Boolean);
+  return { nodeArgs, env: { ...process.env, ...Object.fromEntries(extra.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) } };
+}
+
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }

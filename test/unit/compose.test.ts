@@ -25,6 +25,7 @@ interface ComposeService {
   cap_add?: string[];
   depends_on?: string[];
   volumes?: string[];
+  environment?: Record<string, string>;
 }
 const compose = parse(readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8')) as { services: Record<string, ComposeService>; volumes: Record<string, unknown> };
 const services = compose.services;
@@ -158,6 +159,12 @@ describe('docker-compose.yml', () => {
     const urls = String(flags(svc.command).get('etcd')).split(',').map((u) => new URL(u));
     const reached = urls.map((u) => etcdMembers.find(([, m]) => m.ports?.includes(`${u.hostname}:${u.port}:2379`))?.[0]);
     expect(reached.sort()).toEqual(etcdMembers.map(([n]) => n).sort());
+  });
+
+  it("runs the agent in the environment bench/agent-memory.ts measures (a small young generation, glibc's mmap threshold fixed)", () => {
+    const [[, svc]] = byRole('agent');
+    // Strings: compose passes environment values as they are written.
+    expect(svc.environment).toMatchObject({ NODE_OPTIONS: '--max-semi-space-size=1', MALLOC_MMAP_THRESHOLD_: '32768' });
   });
 
   it('runs CoreDNS on the Corefile in the repository, DNS published on UDP and TCP', () => {
