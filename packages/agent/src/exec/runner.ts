@@ -5,8 +5,8 @@
  * in one place (`ip netns exec <ns> <cmd> …`).
  *
  * Commands (`run`) go through the spawn helper, or through execa where there
- * is none; execa is imported on the first such command, not at start (loading
- * its ~100 modules costs an idle agent ~4 MiB, BENCHMARKS.md issue 14).
+ * is none; execa is imported on the first such command, not at start (its
+ * ~100 modules cost an idle agent a few MiB, BENCHMARKS.md issue 14).
  * Long-lived processes (`spawn`: `nft -i`, `conntrack -E`), whose streams the
  * caller reads itself, are started with node's own `spawn` (argv, no shell).
  */
@@ -232,7 +232,7 @@ export class ExecaRunner implements Runner {
   }
 }
 
-/** Long-lived children still running: killed when the agent's process exits, however it exits (as execa's `cleanup` does). */
+/** Long-lived children still running: killed when the agent's process exits, however it exits (execa's `cleanup` did this for them). */
 const running = new Set<ChildProcess>();
 
 function killOnExit(child: ChildProcess): void {
