@@ -1,4 +1,4 @@
-/** The heap compactor: one major GC after full passes, only when the heap holds much more than is live. */
+/** The heap compactor: one major GC after full passes, only when the heap holds much more than is live; and now and then while idle. */
 import { getHeapStatistics } from 'node:v8';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -26,6 +26,47 @@ describe('heap compactor', () => {
     expect(junk.length).toBe(600_000);
     junk = undefined;
     expect(c.compactIfWorthIt()).toBe(true);
+  });
+
+  it('while idle, collects once the heap has grown by idleGrowthBytes over the least it held', () => {
+    const c = new HeapCompactor(log, { idleGrowthBytes: 8 * 2 ** 20, quietMs: 0 });
+    // The first look only notes the heap; little garbage since: nothing to do.
+    c.collectIfIdle();
+    expect(c.collectIfIdle()).toBe(false);
+    let junk: { i: number; s: string }[] | undefined = Array.from({ length: 300_000 }, (_, i) => ({ i, s: `value ${i}` }));
+    expect(junk.length).toBe(300_000);
+    junk = undefined;
+    const before = getHeapStatistics().used_heap_size;
+    expect(c.collectIfIdle()).toBe(true);
+    expect(getHeapStatistics().used_heap_size).toBeLessThan(before - 8 * 2 ** 20);
+    expect(c.collectIfIdle()).toBe(false);
+  });
+
+  it('does not collect while sync passes run (a pause would hold up a change)', () => {
+    const c = new HeapCompactor(log, { idleGrowthBytes: 1, quietMs: 10_000 });
+    const observer = c.wrap({ synced: () => undefined, failed: () => undefined });
+    c.collectIfIdle(performance.now() + 20_000);
+    observer.synced(false, 0.01);
+    let junk: { i: number; s: string }[] | undefined = Array.from({ length: 100_000 }, (_, i) => ({ i, s: `value ${i}` }));
+    expect(junk.length).toBe(100_000);
+    junk = undefined;
+    expect(c.collectIfIdle(performance.now() + 5_000)).toBe(false);
+    expect(c.collectIfIdle(performance.now() + 11_000)).toBe(true);
+  });
+
+  it('looks at the heap every idleCheckMs once started, and not after stop', async () => {
+    const c = new HeapCompactor(log, { idleCheckMs: 20 });
+    let looks = 0;
+    c.collectIfIdle = () => (looks++, false);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(looks).toBe(0);
+    c.start();
+    await new Promise((r) => setTimeout(r, 110));
+    expect(looks).toBeGreaterThanOrEqual(3);
+    c.stop();
+    const at = looks;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(looks).toBe(at);
   });
 
   it('checks once, after the last of several full passes', async () => {

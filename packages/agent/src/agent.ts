@@ -111,6 +111,7 @@ export async function startAgent(input: AgentConfigInput, deps: AgentDeps = {}):
   const registration = new Registration(etcd, keys, record, config.leaseTtlSeconds, log.child({ component: 'registration' }));
   registration.start();
   for (const r of roles) await r.start();
+  compactor.start();
   log.info({ dataplane: l4.name, netns: config.netns, roles: record.roles }, 'agent started');
 
   let stopping: Promise<void> | undefined;

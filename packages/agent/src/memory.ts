@@ -8,6 +8,13 @@
  * it (and once more a little later, for the output that follows a first
  * load). It costs a pause of tens of ms, after full passes only (the first
  * sync and the periodic resync).
+ *
+ * An idle agent allocates too: its etcd member probes (several a second) and
+ * keep-alives leave garbage that V8 promotes, ~80 KiB/s, and collects only
+ * every minute or two, by then a few MiB more resident (BENCHMARKS.md, issue
+ * 14). So, when no sync pass has ended for a while and the heap has grown a
+ * little since it was last collected, one major GC (~15 ms at an idle
+ * agent's heap) every half minute or so.
  */
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -29,6 +36,12 @@ export interface HeapCompactorOptions {
    * first load (the event monitor reads its 60,000 elements for seconds) a second.
    */
   delaysMs?: number[];
+  /** How often an idle agent looks at its heap (ms; default 15 s; 0: never). */
+  idleCheckMs?: number;
+  /** ...and collects when it holds this much more than after the last collection (bytes; default 2 MiB). */
+  idleGrowthBytes?: number;
+  /** Idle: no sync pass has ended for this long (ms; default 10 s). */
+  quietMs?: number;
 }
 
 let gcFn: (() => void) | undefined;
@@ -50,6 +63,14 @@ export class HeapCompactor {
   /** The heap right after the last collection this ran (none yet: only minHeapBytes counts). */
   private lastAfter?: number;
   private readonly delaysMs: number[];
+  private readonly idleCheckMs: number;
+  private readonly idleGrowthBytes: number;
+  private readonly quietMs: number;
+  private idleTimer?: NodeJS.Timeout;
+  /** performance.now() when the last sync pass ended (the start counts as one). */
+  private lastPassAt = performance.now();
+  /** The least the heap held at an idle look or after a collection: about what is live. */
+  private idleFloor?: number;
 
   constructor(
     private readonly log: Logger,
@@ -58,6 +79,16 @@ export class HeapCompactor {
     this.minHeapBytes = opts.minHeapBytes ?? 32 * 1024 * 1024;
     this.minGrowthBytes = opts.minGrowthBytes ?? 24 * 1024 * 1024;
     this.delaysMs = opts.delaysMs ?? [2000, 15_000];
+    this.idleCheckMs = opts.idleCheckMs ?? 15_000;
+    this.idleGrowthBytes = opts.idleGrowthBytes ?? 2 * 1024 * 1024;
+    this.quietMs = opts.quietMs ?? 10_000;
+  }
+
+  /** Starts the idle looks (the agent calls it once its roles run). */
+  start(): void {
+    if (this.idleCheckMs <= 0 || this.idleTimer) return;
+    this.idleTimer = setInterval(() => this.collectIfIdle(), this.idleCheckMs);
+    this.idleTimer.unref();
   }
 
   /** `inner`, plus a check after every full pass. */
@@ -65,6 +96,7 @@ export class HeapCompactor {
     return {
       synced: (full, seconds) => {
         inner.synced(full, seconds);
+        this.lastPassAt = performance.now();
         if (full) this.afterFullPass();
       },
       failed: () => inner.failed(),
@@ -73,7 +105,7 @@ export class HeapCompactor {
 
   /** Checks the heap `delaysMs` after the last full pass (a later pass starts the checks over). */
   afterFullPass(): void {
-    this.stop();
+    this.clearPassTimers();
     this.timers = this.delaysMs.map((ms) => {
       const t = setTimeout(() => this.compactIfWorthIt(), ms);
       t.unref();
@@ -95,11 +127,36 @@ export class HeapCompactor {
     majorGc()();
     const after = getHeapStatistics();
     this.lastAfter = after.used_heap_size;
+    this.idleFloor = after.used_heap_size;
     this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(h.used_heap_size / 2 ** 20), afterMiB: Math.round(after.used_heap_size / 2 ** 20) }, 'heap compacted after a full pass');
     return true;
   }
 
+  /**
+   * One major GC when no sync pass has ended for `quietMs` and the heap holds
+   * `idleGrowthBytes` more than the least it held at an earlier look or after
+   * a collection (V8's own collections lower that floor too); true if it ran.
+   */
+  collectIfIdle(now = performance.now()): boolean {
+    if (now - this.lastPassAt < this.quietMs) return false;
+    const used = getHeapStatistics().used_heap_size;
+    if (this.idleFloor === undefined || used < this.idleFloor) this.idleFloor = used;
+    if (used < this.idleFloor + this.idleGrowthBytes) return false;
+    const t0 = performance.now();
+    majorGc()();
+    const after = getHeapStatistics().used_heap_size;
+    this.idleFloor = after;
+    this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(used / 2 ** 20), afterMiB: Math.round(after / 2 ** 20) }, 'heap collected while idle');
+    return true;
+  }
+
   stop(): void {
+    this.clearPassTimers();
+    clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private clearPassTimers(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
   }
