@@ -12,7 +12,7 @@
  * status says applied (well before the first periodic resync at 1 min). Each
  * figure is the median, next to the highest sample and the peak (VmHWM).
  *
- *   node --conditions=source --import tsx bench/agent-memory.ts [--services 10000] [--settle 10] [--idle-window 60] [--baseline-cli OTHER/packages/cli/dist/main.js]
+ *   node --conditions=source --import tsx bench/agent-memory.ts [--services 10000] [--settle 10] [--idle-window 180] [--baseline-cli OTHER/packages/cli/dist/main.js]
  *
  * Needs root (it makes and removes the namespace symem-<random>).
  */
@@ -25,7 +25,7 @@ import { Etcd3 } from 'etcd3';
 import { keyspace, ServiceInput, toService } from '@switchyard/shared';
 import { benchEtcd, benchServiceInput, median, preloadServices, runMain } from './lib.js';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' }, 'idle-window': { type: 'string', default: '60' }, 'baseline-cli': { type: 'string' } } });
+const { values } = parseArgs({ options: { services: { type: 'string', default: '10000' }, settle: { type: 'string', default: '10' }, 'idle-window': { type: 'string', default: '180' }, 'baseline-cli': { type: 'string' } } });
 const N = Number(values.services);
 const SETTLE_MS = Number(values.settle) * 1000;
 const IDLE_WINDOW_MS = Number(values['idle-window']) * 1000;
