@@ -123,12 +123,7 @@ export class HeapCompactor {
     const h = getHeapStatistics();
     const floor = this.lastAfter === undefined ? this.minHeapBytes : Math.max(this.minHeapBytes, this.lastAfter + this.minGrowthBytes);
     if (h.used_heap_size < floor) return false;
-    const t0 = performance.now();
-    majorGc()();
-    const after = getHeapStatistics();
-    this.lastAfter = after.used_heap_size;
-    this.idleFloor = after.used_heap_size;
-    this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(h.used_heap_size / 2 ** 20), afterMiB: Math.round(after.used_heap_size / 2 ** 20) }, 'heap compacted after a full pass');
+    this.lastAfter = this.collect(h.used_heap_size, 'heap compacted after a full pass');
     return true;
   }
 
@@ -142,11 +137,7 @@ export class HeapCompactor {
     const used = getHeapStatistics().used_heap_size;
     if (this.idleFloor === undefined || used < this.idleFloor) this.idleFloor = used;
     if (used < this.idleFloor + this.idleGrowthBytes) return false;
-    const t0 = performance.now();
-    majorGc()();
-    const after = getHeapStatistics().used_heap_size;
-    this.idleFloor = after;
-    this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(used / 2 ** 20), afterMiB: Math.round(after / 2 ** 20) }, 'heap collected while idle');
+    this.collect(used, 'heap collected while idle');
     return true;
   }
 
@@ -154,6 +145,16 @@ export class HeapCompactor {
     this.clearPassTimers();
     clearInterval(this.idleTimer);
     this.idleTimer = undefined;
+  }
+
+  /** One major GC, logged; the heap it left, which becomes the idle floor. */
+  private collect(usedBefore: number, msg: string): number {
+    const t0 = performance.now();
+    majorGc()();
+    const after = getHeapStatistics().used_heap_size;
+    this.idleFloor = after;
+    this.log.debug({ ms: Math.round(performance.now() - t0), usedMiB: Math.round(usedBefore / 2 ** 20), afterMiB: Math.round(after / 2 ** 20) }, msg);
+    return after;
   }
 
   private clearPassTimers(): void {

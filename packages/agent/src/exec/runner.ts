@@ -242,8 +242,6 @@ function killOnExit(child: ChildProcess): void {
     running.delete(child);
     if (running.size === 0) process.off('exit', killRunning);
   });
-  // A command that cannot start emits 'error' and 'close' and has no process.
-  child.once('error', () => undefined);
 }
 
 function killRunning(): void {
